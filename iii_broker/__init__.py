@@ -1,0 +1,47 @@
+"""iii-broker: iii's engine, workers, functions and triggers on Kombu, Redis and Flask.
+
+    from iii_broker import App
+    app = App("shop")
+
+    @app.function("math::add")
+    def add(payload):
+        return {"sum": payload["a"] + payload["b"]}
+"""
+
+from .app import App
+from .client import Enqueue, Void
+from .context import Context, current_context
+from .errors import (
+    BrokerUnavailable,
+    EnqueueError,
+    Forbidden,
+    FunctionNotFound,
+    IIIError,
+    InvalidFunctionId,
+    InvocationFailed,
+    InvocationStopped,
+    InvocationTimeout,
+    PayloadError,
+    TriggerConfigError,
+)
+from .settings import Settings
+
+__all__ = [
+    "App",
+    "BrokerUnavailable",
+    "Context",
+    "Enqueue",
+    "EnqueueError",
+    "Forbidden",
+    "FunctionNotFound",
+    "IIIError",
+    "InvalidFunctionId",
+    "InvocationFailed",
+    "InvocationStopped",
+    "InvocationTimeout",
+    "PayloadError",
+    "Settings",
+    "TriggerConfigError",
+    "Void",
+    "current_context",
+]

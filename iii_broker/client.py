@@ -1,0 +1,312 @@
+"""The calling side of ``trigger``: publish an invocation, wait for its reply.
+
+Each calling process owns one reply queue and one consumer thread that resolves
+its waiting calls by ``correlation_id``. Replies that arrive after their call
+timed out are dropped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
+from typing import Any
+
+from kombu import Consumer
+
+from . import context as _context
+from .errors import (
+    BrokerUnavailable,
+    EnqueueError,
+    FunctionNotFound,
+    IIIError,
+    InvocationTimeout,
+)
+from .function import check_function_id
+from .message import Invocation, now_ms, parse_reply
+from .settings import Settings, mask_url
+from .store import Keys, RedisError, connect_store
+from .tracing import SpanContext
+from .transport import (
+    Publisher,
+    connect,
+    ensure_connected,
+    function_exchange,
+    function_queue,
+    reply_queue,
+)
+
+log = logging.getLogger("iii.client")
+
+# A function seen alive is trusted for this long before the registry is asked again.
+_KNOWN_TTL_S = 1.0
+
+
+class Void:
+    """Action: fire and forget; ``trigger`` returns None at once."""
+
+    def __repr__(self) -> str:
+        return "Void()"
+
+
+class Enqueue:
+    """Action: hand the call to the named durable queue; returns ``{"messageReceiptId"}``."""
+
+    def __init__(self, queue: str = "default", idempotency_key: str | None = None) -> None:
+        self.queue = queue
+        self.idempotency_key = idempotency_key
+
+    def __repr__(self) -> str:
+        return f"Enqueue(queue={self.queue!r})"
+
+
+class Caller:
+    """Publishes invocations and routes their replies back to the waiting threads."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.keys = Keys(settings.namespace)
+        self.client_id = f"{os.getpid()}-{uuid.uuid4().hex[:12]}"
+        self.publisher = Publisher(settings)
+        self.store = connect_store(settings)
+        self._reply_queue = reply_queue(settings, self.client_id)
+        self._pending: dict[str, Future[Any]] = {}
+        self._known: dict[str, float] = {}
+        self._listener: threading.Thread | None = None
+        self._ready = threading.Event()
+        self._stop = threading.Event()
+        self._start_lock = threading.Lock()
+        self._listener_error: BaseException | None = None
+        self.on_block: Callable[[int], None] | None = None
+        """Set by a worker: told +1 when a handler starts waiting on a call, -1 after."""
+
+    # -- calling -----------------------------------------------------------------
+
+    def prepare(
+        self, function_id: str, payload: Any, timeout_ms: int | None, metadata: dict[str, Any] | None,
+        sync: bool,
+    ) -> tuple[Invocation, str, dict[str, Any]]:
+        check_function_id(function_id, builtin=True)
+        timeout = self.settings.default_timeout_ms if timeout_ms is None else int(timeout_ms)
+        if timeout <= 0:
+            raise ValueError(f"timeout_ms must be positive, got {timeout_ms!r}")
+        parent = _context._peek()
+        span = parent.span.child() if parent else SpanContext.new_root()
+        inv = Invocation(
+            function_id, payload,
+            deadline=now_ms() + timeout if sync else None,
+            metadata=dict(metadata or {}),
+        )
+        body = inv.to_json()  # raises PayloadError before anything is published
+        return inv, body, {"traceparent": span.traceparent}
+
+    def call(
+        self,
+        function_id: str,
+        payload: Any = None,
+        *,
+        action: Void | Enqueue | type[Void] | None = None,
+        timeout_ms: int | None = None,
+        metadata: dict[str, Any] | None = None,
+    ) -> Any:
+        """Invoke ``function_id``; see :meth:`iii_broker.App.trigger`."""
+        fut = self._start_call(function_id, payload, action, timeout_ms, metadata)
+        if not isinstance(fut, Future):
+            return fut
+        inv_id, timeout_s = fut.iii_route  # type: ignore[attr-defined]
+        hook = self.on_block if _context._peek() is not None else None
+        if hook:
+            hook(+1)
+        try:
+            return fut.result(timeout=timeout_s)
+        except FutureTimeout:
+            raise InvocationTimeout(
+                f"no answer from {function_id!r} within {int(timeout_s * 1000)} ms",
+                function_id=function_id, invocation_id=inv_id,
+            ) from None
+        finally:
+            self._pending.pop(inv_id, None)
+            if hook:
+                hook(-1)
+
+    async def acall(
+        self,
+        function_id: str,
+        payload: Any = None,
+        *,
+        action: Void | Enqueue | type[Void] | None = None,
+        timeout_ms: int | None = None,
+        metadata: dict[str, Any] | None = None,
+    ) -> Any:
+        """Awaitable :meth:`call`, for ``async def`` code."""
+        fut = self._start_call(function_id, payload, action, timeout_ms, metadata)
+        if not isinstance(fut, Future):
+            return fut
+        inv_id, timeout_s = fut.iii_route  # type: ignore[attr-defined]
+        hook = self.on_block if _context._peek() is not None else None
+        if hook:
+            hook(+1)
+        try:
+            return await asyncio.wait_for(asyncio.wrap_future(fut), timeout_s)
+        except (asyncio.TimeoutError, TimeoutError):
+            raise InvocationTimeout(
+                f"no answer from {function_id!r} within {int(timeout_s * 1000)} ms",
+                function_id=function_id, invocation_id=inv_id,
+            ) from None
+        finally:
+            self._pending.pop(inv_id, None)
+            if hook:
+                hook(-1)
+
+    def _start_call(
+        self, function_id: str, payload: Any, action: Any, timeout_ms: int | None,
+        metadata: dict[str, Any] | None,
+    ) -> Any:
+        if isinstance(action, Enqueue):
+            raise EnqueueError(
+                f"queue {action.queue!r} does not exist: named queues are not configured "
+                "in this version", function_id=function_id,
+            )
+        void = action is Void or isinstance(action, Void)
+        if action is not None and not void:
+            raise TypeError(f"action must be Void or Enqueue(...), not {action!r}")
+        inv, body, headers = self.prepare(function_id, payload, timeout_ms, metadata, sync=not void)
+        self._require_function(function_id, inv.invocation_id)
+        queue = function_queue(self.settings, function_id)
+        exchange = function_exchange(self.settings, function_id)
+        if void:
+            self.publisher.publish(body, exchange=exchange, routing_key=function_id,
+                                   declare=queue, headers=headers)
+            return None
+        self._ensure_listener()
+        fut: Future[Any] = Future()
+        timeout_s = (inv.deadline - now_ms()) / 1000 if inv.deadline else 0
+        fut.iii_route = (inv.invocation_id, max(timeout_s, 0.001))  # type: ignore[attr-defined]
+        self._pending[inv.invocation_id] = fut
+        try:
+            self.publisher.publish(
+                body, exchange=exchange, routing_key=function_id, declare=queue,
+                headers=headers, reply_to=self._reply_queue.name,
+                correlation_id=inv.invocation_id,
+            )
+        except BaseException:
+            self._pending.pop(inv.invocation_id, None)
+            raise
+        return fut
+
+    def _require_function(self, function_id: str, invocation_id: str) -> None:
+        seen = self._known.get(function_id)
+        if seen is not None and time.monotonic() - seen < _KNOWN_TTL_S:
+            return
+        try:
+            alive = self.store.sismember(self.keys.functions, function_id)
+        except RedisError as exc:
+            raise BrokerUnavailable(
+                f"cannot reach Redis at {mask_url(self.settings.redis_url)}: {exc}"
+            ) from exc
+        if not alive:
+            self._known.pop(function_id, None)
+            raise FunctionNotFound(
+                f"function {function_id!r} is not registered by any live worker",
+                function_id=function_id, invocation_id=invocation_id,
+            )
+        self._known[function_id] = time.monotonic()
+
+    def forget_function(self, function_id: str) -> None:
+        self._known.pop(function_id, None)
+
+    # -- replies -----------------------------------------------------------------
+
+    def _ensure_listener(self) -> None:
+        if self._ready.is_set() and self._listener and self._listener.is_alive():
+            return
+        with self._start_lock:
+            if not (self._listener and self._listener.is_alive()):
+                self._ready.clear()
+                self._listener_error = None
+                self._listener = threading.Thread(
+                    target=self._listen, name="iii-replies", daemon=True)
+                self._listener.start()
+        if not self._ready.wait(10) or self._listener_error is not None:
+            err = self._listener_error
+            if isinstance(err, IIIError):
+                raise err
+            raise BrokerUnavailable(
+                f"cannot consume replies from {mask_url(self.settings.broker_url)}: {err}"
+            )
+
+    def _listen(self) -> None:
+        backoff = 0.2
+        while not self._stop.is_set():
+            conn = connect(self.settings)
+            try:
+                ensure_connected(conn, self.settings)
+                with Consumer(conn.channel(), [self._reply_queue], on_message=self._on_reply,
+                              no_ack=True, accept=["application/json"]):
+                    self._ready.set()
+                    backoff = 0.2
+                    last_beat = 0.0
+                    while not self._stop.is_set():
+                        now = time.monotonic()
+                        if now - last_beat > self.settings.heartbeat_interval_s:
+                            self._beat()
+                            last_beat = now
+                        try:
+                            conn.drain_events(timeout=1)
+                        except TimeoutError:
+                            pass
+                        except OSError as exc:
+                            if "timed out" in str(exc):
+                                continue
+                            raise
+            except Exception as exc:  # noqa: BLE001 - reconnect whatever broke
+                if not self._ready.is_set():
+                    self._listener_error = exc
+                    self._ready.set()
+                    return
+                log.warning("reply consumer lost its connection (%s); reconnecting", exc)
+                self._stop.wait(backoff)
+                backoff = min(backoff * 2, 5)
+            finally:
+                try:
+                    conn.release()
+                except Exception:  # noqa: BLE001
+                    pass
+
+    def _beat(self) -> None:
+        """Tell the engine this reply queue is still owned (it reaps abandoned ones)."""
+        expiry = now_ms() + int(self.settings.heartbeat_ttl_s * 1000 * 10)
+        try:
+            self.store.zadd(self.keys.clients, {self._reply_queue.name: expiry})
+        except RedisError:
+            pass
+
+    def _on_reply(self, message: Any) -> None:
+        try:
+            inv_id, result, error = parse_reply(message.body)
+        except Exception:  # noqa: BLE001 - a reply we cannot read answers nobody
+            log.warning("dropped an unreadable reply: %r", message.body[:200])
+            return
+        fut = self._pending.pop(inv_id, None)
+        if fut is None:
+            log.debug("dropped a late reply for invocation %s", inv_id)
+            return
+        if error is not None:
+            fut.set_exception(error)
+        else:
+            fut.set_result(result)
+
+    def close(self) -> None:
+        self._stop.set()  # the listener thread (a daemon) leaves within its poll interval
+        self.publisher.close()
+        try:
+            self.store.zrem(self.keys.clients, self._reply_queue.name)
+        except RedisError:
+            pass
+        self.store.close()

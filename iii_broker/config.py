@@ -1,0 +1,85 @@
+"""The engine settings file: one TOML file for all engine configuration.
+
+``III_CONFIG_PATH`` names it; without it, ``iii.toml`` in the working directory is
+read when present, and every module runs with its defaults otherwise::
+
+    [modules.http]
+    port = 3111
+
+    [modules.cron]
+    enabled = false
+
+Each ``[modules.NAME]`` table accepts ``enabled`` and that module's own options;
+an unknown table or key is an error that names it.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import ConfigError
+from .modules import BUILTIN_MODULES, Module, TriggerType, trigger_types
+
+DEFAULT_PATH = "iii.toml"
+_TOP_LEVEL = ("modules",)
+
+
+@dataclass
+class EngineConfig:
+    """The parsed settings file: the enabled modules and their options."""
+
+    modules: list[Module] = field(default_factory=list)
+    path: str | None = None
+
+    @property
+    def trigger_types(self) -> dict[str, TriggerType]:
+        return trigger_types(self.modules)
+
+    def module(self, name: str) -> Module | None:
+        return next((m for m in self.modules if m.name == name), None)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], path: str | None = None) -> EngineConfig:
+        where = path or "engine settings"
+        unknown = sorted(set(data) - set(_TOP_LEVEL))
+        if unknown:
+            raise ConfigError(f"{where}: unknown section(s) {', '.join(unknown)}; "
+                              f"known: {', '.join(_TOP_LEVEL)}")
+        tables = data.get("modules", {})
+        if not isinstance(tables, dict):
+            raise ConfigError(f"{where}: 'modules' must be a table")
+        bad = sorted(set(tables) - set(BUILTIN_MODULES))
+        if bad:
+            raise ConfigError(f"{where}: unknown module(s) {', '.join(bad)}; "
+                              f"known: {', '.join(BUILTIN_MODULES)}")
+        modules = []
+        for name, module_cls in BUILTIN_MODULES.items():
+            table = tables.get(name, {})
+            if not isinstance(table, dict):
+                raise ConfigError(f"{where}: [modules.{name}] must be a table")
+            try:
+                module = module_cls.from_config(table)
+            except ConfigError as exc:
+                raise ConfigError(f"{where}: {exc.message}") from None
+            if module.config.get("enabled", True) or name == "engine":
+                modules.append(module)
+        return cls(modules, path)
+
+    @classmethod
+    def load(cls, path: str | None = None) -> EngineConfig:
+        """Read the settings file (or the defaults); raises :class:`ConfigError`."""
+        if path is None:
+            if not Path(DEFAULT_PATH).exists():
+                return cls.from_dict({})
+            path = DEFAULT_PATH
+        try:
+            with open(path, "rb") as fh:
+                data = tomllib.load(fh)
+        except FileNotFoundError:
+            raise ConfigError(f"engine settings file {path} does not exist") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"engine settings file {path} is not valid TOML: {exc}") from None
+        return cls.from_dict(data, path)

@@ -1,0 +1,87 @@
+"""The Context handed to a running function.
+
+A handler gets it as its second parameter (``def handler(payload, ctx)``) or from
+:func:`current_context` anywhere below the handler.
+"""
+
+from __future__ import annotations
+
+import logging
+from contextvars import ContextVar
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from .tracing import SpanContext
+
+if TYPE_CHECKING:
+    from .app import App
+
+_current: ContextVar[Context | None] = ContextVar("iii_context", default=None)
+
+
+@dataclass
+class Context:
+    """What a running function knows about its invocation."""
+
+    function_id: str
+    invocation_id: str
+    attempt: int
+    span: SpanContext
+    app: App
+    deadline: int | None = None
+    """Unix ms after which the caller no longer waits (None for fire and forget)."""
+    metadata: dict[str, Any] = field(default_factory=dict)
+    extras: dict[str, Any] = field(default_factory=dict)
+    """What modules add to the context, by name (``ctx.extras["state"]``, also ``ctx.state``)."""
+
+    @property
+    def trace_id(self) -> str:
+        return self.span.trace_id
+
+    @property
+    def span_id(self) -> str:
+        return self.span.span_id
+
+    @property
+    def logger(self) -> logging.LoggerAdapter[logging.Logger]:
+        """A logger whose records carry function_id, invocation_id and trace_id."""
+        base = logging.getLogger(f"iii.fn.{self.function_id}")
+        return logging.LoggerAdapter(base, {
+            "function_id": self.function_id,
+            "invocation_id": self.invocation_id,
+            "trace_id": self.trace_id,
+        })
+
+    def trigger(self, function_id: str, payload: Any = None, **kwargs: Any) -> Any:
+        """Call another function from this one (see :meth:`App.trigger`)."""
+        return self.app.trigger(function_id, payload, **kwargs)
+
+    async def atrigger(self, function_id: str, payload: Any = None, **kwargs: Any) -> Any:
+        """Await another function from an ``async def`` handler (see :meth:`App.atrigger`)."""
+        return await self.app.atrigger(function_id, payload, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        extras = self.__dict__.get("extras") or {}
+        if name in extras:
+            return extras[name]
+        raise AttributeError(name)
+
+
+def current_context() -> Context:
+    """The Context of the function running here; raises LookupError outside one."""
+    ctx = _current.get()
+    if ctx is None:
+        raise LookupError("current_context() called outside a running function")
+    return ctx
+
+
+def _set_current(ctx: Context | None) -> Any:
+    return _current.set(ctx)
+
+
+def _reset_current(token: Any) -> None:
+    _current.reset(token)
+
+
+def _peek() -> Context | None:
+    return _current.get()

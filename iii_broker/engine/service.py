@@ -1,0 +1,144 @@
+"""The engine process: the registry's built-in functions and the elected sweeper.
+
+The engine is a worker of the ``engine::*`` functions, so calling it is like calling
+any function, and several engines share the load as competing consumers. Duties
+that must happen once (sweeping dead workers, answering their in-flight calls
+with ``invocation_stopped``, reaping abandoned reply queues) run only in the engine
+that holds the sweeper lock in Redis.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Any
+
+from ..app import App
+from ..config import EngineConfig
+from ..errors import InvocationStopped, TriggerConfigError
+from ..message import now_ms, reply_body
+from ..settings import Settings
+from ..trigger import TriggerDef
+from ..worker.runtime import Worker
+from .registry import Registry
+
+log = logging.getLogger("iii.engine")
+
+
+class Engine:
+    """Serves ``engine::*`` and keeps the registry clean."""
+
+    def __init__(self, settings: Settings, config: EngineConfig | None = None,
+                 concurrency: int = 8) -> None:
+        self.settings = settings
+        self.config = config or EngineConfig.load(settings.config_path)
+        self.app = App("engine", settings=settings)
+        self.app._builtin = True
+        self._define_builtins()
+        self.worker = Worker(self.app, settings, concurrency=concurrency,
+                             registrar=self._register_self, modules=self.config.modules,
+                             kind="engine")
+        self.registry: Registry = self.worker.registry
+        self.engine_id = self.worker.worker_id
+        self._stop = threading.Event()
+
+    def run(self) -> int:
+        sweeper = threading.Thread(target=self._sweep_loop, name="iii-sweeper", daemon=True)
+        sweeper.start()
+        try:
+            return self.worker.run()
+        finally:
+            self._stop.set()
+            self.registry.release(self.registry.keys.sweeper_lock, self.engine_id)
+
+    # -- built-in functions ---------------------------------------------------------
+
+    def _define_builtins(self) -> None:
+        app = self.app
+        app.register_function("engine::functions::list", lambda _p: {
+            "functions": self.registry.functions()},
+            description="Live functions and the workers serving them")
+        app.register_function("engine::workers::list", lambda _p: {
+            "workers": self.registry.workers()},
+            description="Registered workers with heartbeat and in-flight counts")
+        app.register_function("engine::triggers::list", lambda _p: {
+            "triggers": self.registry.triggers()},
+            description="Triggers, active while their function has a live worker")
+        app.register_function("engine::workers::register", self.register_worker,
+                              description="Called by a starting worker (internal)")
+
+    def register_worker(self, payload: dict[str, Any]) -> dict[str, Any]:
+        """Validate a worker's triggers against the enabled modules and record it."""
+        worker = payload["worker"]
+        types = self.config.trigger_types
+        triggers = []
+        for raw in payload.get("triggers", []):
+            tdef = TriggerDef.from_dict(raw)
+            if tdef.type not in types:
+                raise TriggerConfigError(
+                    f"trigger type {tdef.type!r} (for {tdef.function_id!r}) is not provided by "
+                    f"any enabled module; enabled types: {', '.join(sorted(types))}",
+                    function_id=tdef.function_id,
+                )
+            checked = types[tdef.type].validate(tdef.config)
+            triggers.append(TriggerDef(tdef.type, tdef.function_id, checked, tdef.metadata).to_dict())
+        ttl_ms = int(self.settings.heartbeat_ttl_s * 1000)
+        live = self.registry.register_worker(worker, payload.get("functions", []), triggers, ttl_ms)
+        log.info("registered %s %s (%s) with %d function(s), %d trigger(s)",
+                 worker.get("kind", "worker"), worker["id"], worker.get("name"),
+                 len(payload.get("functions", [])), len(triggers))
+        return {"worker_id": worker["id"], "triggers": [t["id"] for t in triggers],
+                "functions_now_live": live}
+
+    def _register_self(self, worker: Worker) -> None:
+        ttl_ms = int(self.settings.heartbeat_ttl_s * 1000)
+        self.registry.register_worker(
+            worker.info(), [f.info() for f in self.app.functions.values()], [], ttl_ms)
+
+    # -- sweeping -------------------------------------------------------------------
+
+    def _sweep_loop(self) -> None:
+        interval = self.settings.heartbeat_interval_s
+        lock_ttl_ms = int(self.settings.heartbeat_ttl_s * 1000)
+        leading = False
+        while not self._stop.wait(interval / 2):
+            try:
+                now_leading = self.registry.acquire(self.registry.keys.sweeper_lock,
+                                                    self.engine_id, lock_ttl_ms)
+                if now_leading != leading:
+                    log.info("engine %s %s the sweeper duty", self.engine_id,
+                             "took" if now_leading else "lost")
+                    leading = now_leading
+                if leading:
+                    self.sweep()
+            except Exception as exc:  # noqa: BLE001 - the next round retries
+                log.warning("sweep failed: %s", exc)
+
+    def sweep(self) -> None:
+        """Remove workers whose heartbeat lapsed and stop their in-flight calls."""
+        for worker_id in self.registry.expired_workers():
+            inflight, removed = self.registry.remove_worker(worker_id)
+            log.warning("worker %s missed its heartbeats: removed; %d call(s) stopped; "
+                        "functions now without workers: %s", worker_id, len(inflight),
+                        ", ".join(removed) or "none")
+            for route in inflight:
+                error = InvocationStopped(
+                    f"worker {worker_id} died while running {route['function_id']!r}",
+                    function_id=route["function_id"], invocation_id=route["invocation_id"])
+                try:
+                    self.worker.publisher.publish(
+                        reply_body(route["invocation_id"], error=error),
+                        routing_key=route["reply_to"], correlation_id=route["correlation_id"])
+                except Exception as exc:  # noqa: BLE001
+                    log.warning("could not tell %s its call stopped: %s", route["reply_to"], exc)
+        self._reap_reply_queues()
+
+    def _reap_reply_queues(self) -> None:
+        keys = self.registry.keys
+        r = self.registry.r
+        stale = r.zrangebyscore(keys.clients, "-inf", now_ms())
+        if not stale:
+            return
+        if self.settings.broker_url.startswith(("redis", "rediss")):
+            r.delete(*stale)  # a dead caller's reply list (late replies nobody reads)
+        r.zrem(keys.clients, *stale)

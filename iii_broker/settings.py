@@ -1,0 +1,133 @@
+"""Process settings, read once from ``III_*`` environment variables.
+
+One spelling per setting; an ``III_*`` variable that is not listed here is an
+error, so a typo never silently falls back to a default.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, replace
+from urllib.parse import urlsplit, urlunsplit
+
+from .errors import ConfigError
+
+DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything a process needs to reach the broker and the store."""
+
+    broker_url: str = DEFAULT_REDIS_URL
+    """Kombu URL carrying invocations: ``redis://`` or ``amqp://``."""
+    redis_url: str = DEFAULT_REDIS_URL
+    """Redis holding the registry (and later state); defaults to the broker URL if it is Redis."""
+    namespace: str = "iii"
+    """Prefix of every Redis key, exchange and queue, so several deployments share one server."""
+    heartbeat_interval_s: float = 1.0
+    """How often workers beat; a worker is dead after three missed beats."""
+    default_timeout_ms: int = 30_000
+    """Timeout of a sync ``trigger`` that gives none."""
+    config_path: str | None = None
+    """Engine settings file (TOML); ``iii.toml`` in the working directory when it exists."""
+    log_level: str = "INFO"
+    """Log level of iii-broker's own processes."""
+    explicit: frozenset[str] = field(default=frozenset(), compare=False, repr=False)
+    """Which settings came from the environment rather than defaults."""
+
+    @property
+    def heartbeat_ttl_s(self) -> float:
+        """A worker whose last beat is older than this is dead."""
+        return self.heartbeat_interval_s * 3
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """Build settings from ``III_*`` variables; raises :class:`ConfigError` on bad ones."""
+        env = os.environ if environ is None else environ
+        known = {f"III_{f.name.upper()}": f for f in fields(cls) if f.name != "explicit"}
+        known_prefixes = _OTHER_COMPONENT_VARS
+        unknown = sorted(
+            k for k in env
+            if k.startswith("III_") and k not in known and not k.startswith(known_prefixes)
+        )
+        if unknown:
+            raise ConfigError(
+                f"unknown setting {', '.join(unknown)}; known settings are "
+                f"{', '.join(sorted(known))}"
+            )
+        values: dict[str, object] = {}
+        for var, f in known.items():
+            if var not in env or env[var] == "":
+                continue
+            raw = env[var]
+            try:
+                if f.type in ("float",):
+                    values[f.name] = float(raw)
+                elif f.type in ("int",):
+                    values[f.name] = int(raw)
+                else:
+                    values[f.name] = raw
+            except ValueError:
+                raise ConfigError(f"{var}={raw!r} is not a valid {f.type}") from None
+        if "broker_url" in values and "redis_url" not in values:
+            if is_redis_url(str(values["broker_url"])):
+                values["redis_url"] = values["broker_url"]
+        settings = cls(**values, explicit=frozenset(values))  # type: ignore[arg-type]
+        settings.validate()
+        return settings
+
+    def validate(self) -> None:
+        """Raise :class:`ConfigError` naming the first setting that cannot work."""
+        scheme = urlsplit(self.broker_url).scheme
+        if scheme not in ("redis", "rediss", "amqp", "amqps", "pyamqp"):
+            raise ConfigError(
+                f"III_BROKER_URL={mask_url(self.broker_url)!r}: use a redis:// or amqp:// URL"
+            )
+        if not is_redis_url(self.redis_url):
+            raise ConfigError(f"III_REDIS_URL={mask_url(self.redis_url)!r}: use a redis:// URL")
+        if not re.fullmatch(r"[A-Za-z0-9_\-]+", self.namespace):
+            raise ConfigError(f"III_NAMESPACE={self.namespace!r}: use letters, digits, - and _")
+        if self.heartbeat_interval_s <= 0:
+            raise ConfigError("III_HEARTBEAT_INTERVAL_S must be positive")
+        if self.default_timeout_ms <= 0:
+            raise ConfigError("III_DEFAULT_TIMEOUT_MS must be positive")
+
+    def with_overrides(self, **changes: object) -> Settings:
+        """A copy with some settings replaced (used by tests and the CLI)."""
+        return replace(self, **changes)  # type: ignore[arg-type]
+
+    def child_env(self) -> dict[str, str]:
+        """The ``III_*`` variables that reproduce these settings in a child process."""
+        env = {
+            "III_BROKER_URL": self.broker_url,
+            "III_REDIS_URL": self.redis_url,
+            "III_NAMESPACE": self.namespace,
+            "III_HEARTBEAT_INTERVAL_S": str(self.heartbeat_interval_s),
+            "III_DEFAULT_TIMEOUT_MS": str(self.default_timeout_ms),
+            "III_LOG_LEVEL": self.log_level,
+        }
+        if self.config_path:
+            env["III_CONFIG_PATH"] = self.config_path
+        return env
+
+
+# Variables owned by later components (web, queues, ...) are validated there.
+_OTHER_COMPONENT_VARS = ("III_HTTP_", "III_API_", "III_WEB_", "III_CORS_")
+
+
+def is_redis_url(url: str) -> bool:
+    """True for ``redis://``, ``rediss://`` and ``unix://`` URLs."""
+    return urlsplit(url).scheme in ("redis", "rediss", "unix")
+
+
+def mask_url(url: str) -> str:
+    """The URL with its password replaced by ``***``, safe to print."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.rsplit("@", 1)[1]
+    user = parts.username or ""
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc}"))

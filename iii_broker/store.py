@@ -1,0 +1,62 @@
+"""The redis-py seam: one client factory and every Redis key iii-broker uses.
+
+All keys start with the namespace (``III_NAMESPACE``, default ``iii``); the full
+list is in docs/architecture.md.
+"""
+
+from __future__ import annotations
+
+import redis
+
+from .errors import BrokerUnavailable
+from .settings import Settings, mask_url
+
+RedisError = redis.RedisError
+
+
+def connect_store(settings: Settings) -> redis.Redis:
+    """A client for the registry store (thread-safe, pooled)."""
+    return redis.Redis.from_url(
+        settings.redis_url, decode_responses=True, socket_connect_timeout=5,
+        health_check_interval=30,
+    )
+
+
+def check_store(client: redis.Redis, settings: Settings) -> None:
+    """Ping the store; raises :class:`BrokerUnavailable` naming the (masked) URL."""
+    try:
+        client.ping()
+    except redis.RedisError as exc:
+        raise BrokerUnavailable(
+            f"cannot reach Redis at {mask_url(settings.redis_url)}: {exc}"
+        ) from exc
+
+
+class Keys:
+    """Names of the Redis keys of one namespace."""
+
+    def __init__(self, namespace: str) -> None:
+        ns = namespace
+        self.workers = f"{ns}:workers"                  # ZSET worker id -> expiry (ms)
+        self.functions = f"{ns}:functions"              # SET live function ids
+        self.triggers = f"{ns}:triggers"                # HASH trigger id -> trigger JSON
+        self.events = f"{ns}:events"                    # pub/sub: registry changes
+        self.sweeper_lock = f"{ns}:lock:sweeper"        # STRING engine id (elected sweeper)
+        self.dead_letters = f"{ns}:deadletter"          # LIST refused messages (JSON)
+        self.clients = f"{ns}:clients"                  # ZSET caller id -> expiry (ms)
+        self._ns = ns
+
+    def worker(self, worker_id: str) -> str:
+        return f"{self._ns}:worker:{worker_id}"           # HASH worker info
+
+    def inflight(self, worker_id: str) -> str:
+        return f"{self._ns}:worker:{worker_id}:inflight"  # HASH invocation id -> reply route
+
+    def function(self, function_id: str) -> str:
+        return f"{self._ns}:function:{function_id}"       # HASH function info
+
+    def function_workers(self, function_id: str) -> str:
+        return f"{self._ns}:function:{function_id}:workers"  # SET worker ids
+
+
+__all__ = ["Keys", "RedisError", "check_store", "connect_store", "mask_url"]

@@ -1,0 +1,42 @@
+"""W3C trace context (``traceparent``) carried in every invocation's headers.
+
+A call made inside a handler continues the handler's trace; a call made outside
+any handler starts a new one.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+from dataclasses import dataclass
+
+_TRACEPARENT = re.compile(r"^00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})$")
+
+
+@dataclass(frozen=True)
+class SpanContext:
+    trace_id: str
+    span_id: str
+    flags: str = "01"
+
+    @property
+    def traceparent(self) -> str:
+        return f"00-{self.trace_id}-{self.span_id}-{self.flags}"
+
+    def child(self) -> SpanContext:
+        """A new span in the same trace."""
+        return SpanContext(self.trace_id, secrets.token_hex(8), self.flags)
+
+    @classmethod
+    def new_root(cls) -> SpanContext:
+        return cls(secrets.token_hex(16), secrets.token_hex(8))
+
+    @classmethod
+    def parse(cls, traceparent: str | None) -> SpanContext | None:
+        """The span context in a ``traceparent`` header, or None when absent or malformed."""
+        if not traceparent:
+            return None
+        m = _TRACEPARENT.match(traceparent.strip().lower())
+        if not m or m.group(1) == "0" * 32 or m.group(2) == "0" * 16:
+            return None
+        return cls(m.group(1), m.group(2), m.group(3))

@@ -1,0 +1,174 @@
+"""The Kombu seam: connections, per-function exchanges and queues, publishing.
+
+Kombu and py-amqp/redis-py exceptions stop here and become
+:class:`~iii_broker.errors.BrokerUnavailable`.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from kombu import Connection, Exchange, Producer, Queue
+
+from .errors import BrokerUnavailable
+from .message import CONTENT_TYPE
+from .settings import Settings, mask_url
+
+# An invocation nobody may wait for longer than a day, so a message Kombu's Redis
+# transport holds unacked (its worker died) is restored only after its deadline:
+# workers drop expired sync invocations instead of running them late.
+VISIBILITY_TIMEOUT_S = 24 * 3600
+
+
+def connect(settings: Settings) -> Connection:
+    """A new (lazy) Kombu connection to the broker."""
+    ns = settings.namespace
+    options: dict[str, Any] = {"max_retries": 1, "interval_start": 0, "interval_step": 0.5}
+    if settings.broker_url.startswith(("redis", "rediss")):
+        options.update(
+            visibility_timeout=VISIBILITY_TIMEOUT_S,
+            unacked_key=f"{ns}:kombu:unacked",
+            unacked_index_key=f"{ns}:kombu:unacked_index",
+            unacked_mutex_key=f"{ns}:kombu:unacked_mutex",
+            # Workers never wait more than this in one BRPOP, so drain sees a stop soon.
+            brpop_timeout=1,
+        )
+    return Connection(settings.broker_url, transport_options=options, connect_timeout=5,
+                      heartbeat=0)
+
+
+def broker_errors(conn: Connection) -> tuple[type[BaseException], ...]:
+    return tuple(conn.connection_errors) + tuple(conn.channel_errors) + (OSError,)
+
+
+def ensure_connected(conn: Connection, settings: Settings) -> None:
+    """Connect now; raises :class:`BrokerUnavailable` naming the (masked) URL."""
+    try:
+        conn.ensure_connection(max_retries=2, interval_start=0.2, interval_step=0.3)
+    except Exception as exc:  # kombu wraps errors of whichever client library
+        raise BrokerUnavailable(
+            f"cannot reach the broker at {mask_url(settings.broker_url)}: {exc}"
+        ) from exc
+
+
+def function_exchange(settings: Settings, function_id: str) -> Exchange:
+    """The function's own direct exchange."""
+    return Exchange(f"{settings.namespace}.fn.{function_id}", type="direct", durable=True)
+
+
+def function_queue(settings: Settings, function_id: str) -> Queue:
+    """The queue every worker of the function consumes (competing consumers)."""
+    name = f"{settings.namespace}.fn.{function_id}"
+    return Queue(name, function_exchange(settings, function_id), routing_key=function_id,
+                 durable=True)
+
+
+def reply_queue(settings: Settings, client_id: str) -> Queue:
+    """The reply queue of one calling process; replies use the default exchange."""
+    return Queue(f"{settings.namespace}.reply.{client_id}", durable=False, auto_delete=True,
+                 exclusive=not settings.broker_url.startswith("redis"))
+
+
+def dead_letter_queue(settings: Settings) -> Queue:
+    """Where workers set aside messages they refuse to execute."""
+    return Queue(f"{settings.namespace}.deadletter", durable=True)
+
+
+class Publisher:
+    """Publishes JSON bodies, one Kombu connection per thread (Kombu channels are not
+    thread-safe)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._local = threading.local()
+        self._all: list[Connection] = []
+        self._lock = threading.Lock()
+
+    def _producer(self) -> tuple[Producer, set[str]]:
+        local = self._local
+        if getattr(local, "producer", None) is None:
+            conn = connect(self.settings)
+            ensure_connected(conn, self.settings)
+            local.conn, local.producer, local.declared = conn, Producer(conn.channel()), set()
+            with self._lock:
+                self._all.append(conn)
+        return local.producer, local.declared
+
+    def publish(
+        self,
+        body: str,
+        *,
+        exchange: Exchange | str = "",
+        routing_key: str,
+        declare: Queue | None = None,
+        headers: dict[str, Any] | None = None,
+        reply_to: str | None = None,
+        correlation_id: str | None = None,
+    ) -> None:
+        """Publish ``body`` (already JSON); raises :class:`BrokerUnavailable`."""
+        for attempt in (1, 2):
+            producer, declared = self._producer()
+            try:
+                if declare is not None and declare.name not in declared:
+                    declare.bind(producer.channel).declare()
+                    declared.add(declare.name)
+                producer.publish(
+                    body,
+                    exchange=exchange,
+                    routing_key=routing_key,
+                    content_type=CONTENT_TYPE,
+                    content_encoding="utf-8",
+                    headers=headers or {},
+                    reply_to=reply_to,
+                    correlation_id=correlation_id,
+                    delivery_mode=2 if declare is not None else 1,
+                )
+                return
+            except Exception as exc:
+                self._drop_local()
+                if attempt == 2 or not _is_connection_error(exc):
+                    if isinstance(exc, BrokerUnavailable):
+                        raise
+                    raise BrokerUnavailable(
+                        f"publishing to {mask_url(self.settings.broker_url)} failed: {exc}"
+                    ) from exc
+
+    def _drop_local(self) -> None:
+        conn = getattr(self._local, "conn", None)
+        self._local.producer = None
+        if conn is not None:
+            with self._lock:
+                if conn in self._all:
+                    self._all.remove(conn)
+            try:
+                conn.release()
+            except Exception:  # noqa: BLE001 - already broken
+                pass
+
+    def close(self) -> None:
+        with self._lock:
+            conns, self._all = self._all, []
+        for conn in conns:
+            try:
+                conn.release()
+            except Exception:  # noqa: BLE001
+                pass
+        self._local = threading.local()
+
+
+def _is_connection_error(exc: Exception) -> bool:
+    return isinstance(exc, (OSError, ConnectionError)) or "connection" in type(exc).__name__.lower()
+
+
+@contextmanager
+def connection(settings: Settings) -> Iterator[Connection]:
+    """A connected Kombu connection for a short job, released afterwards."""
+    conn = connect(settings)
+    try:
+        ensure_connected(conn, settings)
+        yield conn
+    finally:
+        conn.release()

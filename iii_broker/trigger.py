@@ -1,0 +1,47 @@
+"""Trigger bindings: ``{type, function_id, config, metadata}`` with a stable id."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from .errors import TriggerConfigError
+from .function import check_function_id
+from .message import dumps
+
+
+@dataclass(frozen=True)
+class TriggerDef:
+    """A binding of a trigger type to a function. The id is derived from the binding,
+    so re-registering the same trigger after a restart finds the same entry."""
+
+    type: str
+    function_id: str
+    config: dict[str, Any] = field(default_factory=dict)
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def id(self) -> str:
+        canonical = json.dumps([self.type, self.function_id, self.config], sort_keys=True)
+        return hashlib.sha1(canonical.encode()).hexdigest()[:16]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"id": self.id, "type": self.type, "function_id": self.function_id,
+                "config": self.config, "metadata": self.metadata}
+
+    @classmethod
+    def from_dict(cls, data: Any) -> TriggerDef:
+        """Parse a registration; raises :class:`TriggerConfigError` on a malformed one."""
+        if not isinstance(data, dict):
+            raise TriggerConfigError("a trigger must be an object")
+        type_, fid = data.get("type"), data.get("function_id")
+        if not isinstance(type_, str) or not type_:
+            raise TriggerConfigError(f"trigger type must be a non-empty string, not {type_!r}")
+        check_function_id(fid, builtin=True)
+        config, metadata = data.get("config") or {}, data.get("metadata") or {}
+        if not isinstance(config, dict) or not isinstance(metadata, dict):
+            raise TriggerConfigError(f"{type_} trigger for {fid!r}: config and metadata must be objects")
+        dumps(config, what=f"config of the {type_} trigger for {fid!r}")
+        return cls(type_, fid, config, metadata)  # type: ignore[arg-type]

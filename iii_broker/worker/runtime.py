@@ -1,0 +1,437 @@
+"""The worker runtime: a Kombu consumer feeding handlers to a pool.
+
+One consumer thread owns the broker connection (Kombu channels are not
+thread-safe): it receives invocations, hands them to a thread pool (``async def``
+handlers go to one event loop thread), and acks each message once its handler has
+finished and its reply is published. Replies are published from the handler's own
+thread, so a reply never waits for the consumer loop. Prefetch equals the
+concurrency, raised by one for every handler that is waiting on a nested call, so
+nested calls cannot deadlock even at concurrency 1.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import queue
+import signal
+import socket
+import threading
+import time
+import traceback
+import uuid
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from kombu import Consumer
+
+from .. import context as _context
+from ..app import App
+from ..errors import IIIError, InvocationFailed, PayloadError
+from ..function import FunctionDef
+from ..message import Invocation, dumps, now_ms, reply_body
+from ..modules import Module, extend_context
+from ..settings import Settings
+from ..store import Keys, connect_store, check_store
+from ..tracing import SpanContext
+from ..transport import (
+    Publisher,
+    broker_errors,
+    connect,
+    ensure_connected,
+    function_queue,
+)
+from ..engine.registry import Registry
+
+log = logging.getLogger("iii.worker")
+
+Registrar = Callable[["Worker"], None]
+
+_IDLE_POLL_S = 0.5
+_BUSY_POLL_S = 0.02
+
+
+class Worker:
+    """Serves the functions of one :class:`App` until stopped."""
+
+    def __init__(
+        self,
+        app: App,
+        settings: Settings | None = None,
+        *,
+        concurrency: int = 8,
+        registrar: Registrar | None = None,
+        modules: list[Module] | None = None,
+        kind: str = "worker",
+    ) -> None:
+        if concurrency < 1:
+            raise ValueError("concurrency must be at least 1")
+        self.app = app
+        self.settings = settings or app.settings
+        self.concurrency = concurrency
+        self.kind = kind
+        self.modules = modules or []
+        self.worker_id = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+        self.keys = Keys(self.settings.namespace)
+        self.store = connect_store(self.settings)
+        self.registry = Registry(self.store, self.settings.namespace)
+        self.publisher = Publisher(self.settings)
+        self._registrar = registrar or register_with_engine
+        self._done: queue.Queue[tuple[str, Any]] = queue.Queue()
+        self._in_flight: dict[str, Any] = {}   # delivery key -> kombu message
+        self._blocked = 0
+        self._stopping = threading.Event()
+        self._hard_stop = threading.Event()
+        self._stopped = threading.Event()
+        self._pool = ThreadPoolExecutor(max_workers=concurrency * 2 + 32,
+                                        thread_name_prefix="iii-handler")
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._consumer: Consumer | None = None
+        self.started_at = now_ms()
+
+    # -- public ---------------------------------------------------------------------
+
+    def info(self) -> dict[str, Any]:
+        """What the registry stores about this worker."""
+        return {
+            "id": self.worker_id, "name": self.app.name, "kind": self.kind,
+            "host": socket.gethostname(), "pid": os.getpid(),
+            "concurrency": self.concurrency, "started_at": self.started_at,
+            "runtime": "python",
+        }
+
+    def run(self, *, install_signals: bool = True) -> int:
+        """Serve until SIGTERM/SIGINT (or :meth:`stop`); returns the exit code."""
+        check_store(self.store, self.settings)
+        if install_signals:
+            self._install_signals()
+        self.app.caller.on_block = self._on_block
+        self._registrar(self)
+        beat = threading.Thread(target=self._heartbeat_loop, name="iii-heartbeat", daemon=True)
+        beat.start()
+        try:
+            self._consume()
+        finally:
+            self._stopped.set()
+            self._unregister()
+            self._pool.shutdown(wait=not self._hard_stop.is_set(), cancel_futures=True)
+            if self._loop is not None:
+                self._loop.call_soon_threadsafe(self._loop.stop)
+            self.publisher.close()
+            self.app.close()
+        return 0
+
+    def stop(self, *, hard: bool = False) -> None:
+        """Stop taking work; finish what runs (unless ``hard``) and return from :meth:`run`."""
+        if hard:
+            self._hard_stop.set()
+        self._stopping.set()
+
+    # -- consuming ------------------------------------------------------------------
+
+    def _queues(self) -> list[Any]:
+        return [function_queue(self.settings, fid) for fid in self.app.functions]
+
+    def _consume(self) -> None:
+        backoff = 0.2
+        while not self._stopping.is_set():
+            conn = connect(self.settings)
+            try:
+                ensure_connected(conn, self.settings)
+                channel = conn.channel()
+                self._consumer = Consumer(channel, self._queues(), on_message=self._on_message,
+                                          accept=["application/json"], auto_declare=True)
+                self._consumer.qos(prefetch_count=self.concurrency, apply_global=True)
+                self._consumer.consume()
+                log.info("%s %s consuming %d function(s) at concurrency %d",
+                         self.kind, self.worker_id, len(self.app.functions), self.concurrency)
+                backoff = 0.2
+                self._loop_until_stop(conn)
+                self._drain(conn)
+                return
+            except IIIError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - reconnect on any broker failure
+                if self._stopping.is_set():
+                    return
+                log.warning("broker connection lost (%s); reconnecting in %.1fs", exc, backoff)
+                self._in_flight.clear()  # unacked messages return to their queues
+                time.sleep(backoff)
+                backoff = min(backoff * 2, 5)
+            finally:
+                try:
+                    conn.release()  # Kombu hands back anything prefetched and unacked
+                except Exception:  # noqa: BLE001
+                    pass
+
+    def _loop_until_stop(self, conn: Any) -> None:
+        errors = broker_errors(conn)
+        while not self._stopping.is_set():
+            self._process_done(block=False)
+            if len(self._in_flight) >= self.concurrency + self._blocked:
+                self._process_done(block=True, timeout=_IDLE_POLL_S)
+                continue
+            try:
+                conn.drain_events(timeout=_BUSY_POLL_S if self._in_flight else _IDLE_POLL_S)
+            except TimeoutError:
+                pass
+            except json.JSONDecodeError as exc:
+                # Not even a Kombu envelope: the transport already popped it.
+                self._dead_letter_raw(exc.doc, f"undecodable transport message: {exc}")
+            except errors:
+                raise
+            except OSError as exc:
+                if "timed out" not in str(exc):
+                    raise
+
+    def _drain(self, conn: Any) -> None:
+        """SIGTERM: stop taking work, finish what runs, hand back what was prefetched."""
+        log.info("draining: %d invocation(s) running", len(self._in_flight))
+        if self._consumer is not None:
+            try:
+                self._consumer.cancel()
+            except Exception:  # noqa: BLE001
+                pass
+        while self._in_flight and not self._hard_stop.is_set():
+            self._process_done(block=True, timeout=0.2)
+        self._process_done(block=False)
+
+    def _on_message(self, message: Any) -> None:
+        if self._stopping.is_set():
+            return  # left unacked: handed back when the connection closes
+        try:
+            inv = Invocation.from_body(message.body, message.content_type)
+        except PayloadError as exc:
+            self._refuse(message, exc.message)
+            return
+        fdef = self.app.functions.get(inv.function_id)
+        if fdef is None:
+            self._refuse(message, f"no handler for {inv.function_id!r} in app {self.app.name!r}")
+            return
+        if inv.deadline is not None and now_ms() > inv.deadline:
+            log.info("dropped expired invocation %s of %s", inv.invocation_id, inv.function_id)
+            message.ack()
+            return
+        props = message.properties
+        reply_to, correlation_id = props.get("reply_to"), props.get("correlation_id")
+        key = message.delivery_tag
+        self._in_flight[key] = message
+        span = SpanContext.parse((message.headers or {}).get("traceparent"))
+        span = span.child() if span else SpanContext.new_root()
+        job = (fdef, inv, span, reply_to, correlation_id, key)
+        if fdef.is_async:
+            asyncio.run_coroutine_threadsafe(self._run_async(*job), self._event_loop())
+        else:
+            self._pool.submit(self._run_sync, *job)
+        if reply_to:
+            route = {"invocation_id": inv.invocation_id, "function_id": inv.function_id,
+                     "reply_to": reply_to, "correlation_id": correlation_id}
+            self.store.hset(self.keys.inflight(self.worker_id), key, dumps(route))
+
+    def _process_done(self, *, block: bool, timeout: float = 0.0) -> None:
+        finished: list[str] = []
+        try:
+            item = self._done.get(timeout=timeout) if block else self._done.get_nowait()
+            while True:
+                kind, value = item
+                if kind == "qos":
+                    self._blocked += value
+                    if self._consumer is not None:
+                        self._consumer.qos(prefetch_count=self.concurrency + self._blocked,
+                                           apply_global=True)
+                else:
+                    message = self._in_flight.pop(value, None)
+                    if message is not None:
+                        message.ack()
+                        finished.append(value)
+                item = self._done.get_nowait()
+        except queue.Empty:
+            pass
+        if finished:
+            self.store.hdel(self.keys.inflight(self.worker_id), *finished)
+
+    # -- running handlers -----------------------------------------------------------
+
+    def _context(self, fdef: FunctionDef, inv: Invocation, span: SpanContext) -> _context.Context:
+        ctx = _context.Context(fdef.function_id, inv.invocation_id, inv.attempt, span, self.app,
+                               deadline=inv.deadline, metadata=inv.metadata)
+        extend_context(ctx, self.modules)
+        return ctx
+
+    def _run_sync(self, fdef: FunctionDef, inv: Invocation, span: SpanContext,
+                  reply_to: str | None, correlation_id: str | None, key: str) -> None:
+        ctx = self._context(fdef, inv, span)
+        token = _context._set_current(ctx)
+        try:
+            result = fdef.handler(inv.payload, ctx) if fdef.wants_context else fdef.handler(inv.payload)
+            body = _ok(inv, result)
+        except BaseException as exc:  # noqa: BLE001 - every failure becomes a reply
+            body = _failed(inv, exc)
+        finally:
+            _context._reset_current(token)
+        self._finish(body, reply_to, correlation_id, key)
+
+    async def _run_async(self, fdef: FunctionDef, inv: Invocation, span: SpanContext,
+                         reply_to: str | None, correlation_id: str | None, key: str) -> None:
+        ctx = self._context(fdef, inv, span)
+        token = _context._set_current(ctx)
+        try:
+            if fdef.wants_context:
+                result = await fdef.handler(inv.payload, ctx)
+            else:
+                result = await fdef.handler(inv.payload)
+            body = _ok(inv, result)
+        except BaseException as exc:  # noqa: BLE001
+            body = _failed(inv, exc)
+        finally:
+            _context._reset_current(token)
+        self._finish(body, reply_to, correlation_id, key)
+
+    def _finish(self, body: str, reply_to: str | None, correlation_id: str | None,
+                key: str) -> None:
+        if reply_to:
+            try:
+                self.publisher.publish(body, routing_key=reply_to, correlation_id=correlation_id)
+            except IIIError as exc:
+                log.error("could not publish a reply to %s: %s", reply_to, exc)
+        self._done.put(("done", key))
+
+    def _event_loop(self) -> asyncio.AbstractEventLoop:
+        if self._loop is None:
+            loop = asyncio.new_event_loop()
+            threading.Thread(target=loop.run_forever, name="iii-asyncio", daemon=True).start()
+            self._loop = loop
+        return self._loop
+
+    def _on_block(self, delta: int) -> None:
+        if _context._peek() is not None:
+            self._done.put(("qos", delta))
+
+    # -- refusing -------------------------------------------------------------------
+
+    def _refuse(self, message: Any, reason: str) -> None:
+        """Set a message aside as a dead letter, tell its caller, and never run it."""
+        props = message.properties or {}
+        body = message.body
+        if isinstance(body, bytes):
+            try:
+                text, encoding = body.decode("utf-8"), "utf-8"
+            except UnicodeDecodeError:
+                import base64
+                text, encoding = base64.b64encode(body).decode(), "base64"
+        else:
+            text, encoding = str(body), "utf-8"
+        record = {
+            "reason": reason, "content_type": message.content_type, "body": text,
+            "body_encoding": encoding, "headers": message.headers or {},
+            "queue": (message.delivery_info or {}).get("routing_key"),
+            "worker_id": self.worker_id, "at": now_ms(),
+        }
+        self._store_dead_letter(record)
+        reply_to, correlation_id = props.get("reply_to"), props.get("correlation_id")
+        if reply_to and correlation_id:
+            error = InvocationFailed(f"message refused: {reason}", invocation_id=correlation_id)
+            try:
+                self.publisher.publish(reply_body(correlation_id, error=error),
+                                       routing_key=reply_to, correlation_id=correlation_id)
+            except IIIError:
+                pass
+        message.ack()
+
+    def _dead_letter_raw(self, raw: str, reason: str) -> None:
+        self._store_dead_letter({"reason": reason, "content_type": None, "body": raw,
+                                 "body_encoding": "utf-8", "worker_id": self.worker_id,
+                                 "at": now_ms()})
+
+    def _store_dead_letter(self, record: dict[str, Any]) -> None:
+        log.warning("set aside a message as a dead letter: %s", record["reason"])
+        try:
+            pipe = self.store.pipeline(transaction=False)
+            pipe.lpush(self.keys.dead_letters, json.dumps(record))
+            pipe.ltrim(self.keys.dead_letters, 0, 9_999)
+            pipe.execute()
+        except Exception as exc:  # noqa: BLE001 - logging above keeps the evidence
+            log.error("could not store the dead letter: %s", exc)
+
+    # -- registry -------------------------------------------------------------------
+
+    def _heartbeat_loop(self) -> None:
+        interval = self.settings.heartbeat_interval_s
+        ttl_ms = int(self.settings.heartbeat_ttl_s * 1000)
+        while not self._stopped.wait(interval):
+            try:
+                if not self.registry.heartbeat(self.worker_id, ttl_ms) and not self._stopping.is_set():
+                    log.warning("worker %s was dropped from the registry (missed heartbeats); "
+                                "registering again", self.worker_id)
+                    self._registrar(self)
+            except Exception as exc:  # noqa: BLE001 - keep beating through blips
+                log.warning("heartbeat failed: %s", exc)
+
+    def _unregister(self) -> None:
+        try:
+            self.registry.remove_worker(self.worker_id)
+        except Exception as exc:  # noqa: BLE001
+            log.warning("could not unregister %s: %s", self.worker_id, exc)
+
+    def _install_signals(self) -> None:
+        def on_signal(signum: int, _frame: Any) -> None:
+            if self._stopping.is_set():
+                log.warning("second signal: exiting now")
+                os._exit(1 if signum == signal.SIGINT else 0)
+            log.info("received %s: draining (send again to exit at once)",
+                     signal.Signals(signum).name)
+            self.stop()
+        signal.signal(signal.SIGTERM, on_signal)
+        signal.signal(signal.SIGINT, on_signal)
+
+
+def _ok(inv: Invocation, result: Any) -> str:
+    try:
+        return reply_body(inv.invocation_id, result=result)
+    except PayloadError as exc:
+        return reply_body(inv.invocation_id, error=InvocationFailed(
+            f"result of {inv.function_id!r} is not JSON: {exc.message}",
+            function_id=inv.function_id, invocation_id=inv.invocation_id))
+
+
+def _failed(inv: Invocation, exc: BaseException) -> str:
+    message = str(exc) or type(exc).__name__
+    if isinstance(exc, IIIError):
+        message = f"{exc.code}: {exc.message}"
+    error = InvocationFailed(
+        f"{type(exc).__name__}: {message}", function_id=inv.function_id,
+        invocation_id=inv.invocation_id,
+        stacktrace="".join(traceback.format_exception(exc)),
+    )
+    return reply_body(inv.invocation_id, error=error)
+
+
+def register_with_engine(worker: Worker) -> None:
+    """Register through ``engine::workers::register``, waiting for an engine to answer."""
+    from ..errors import FunctionNotFound, InvocationTimeout
+
+    payload = {
+        "worker": worker.info(),
+        "functions": [f.info() for f in worker.app.functions.values()],
+        "triggers": [t.to_dict() for t in worker.app.triggers],
+    }
+    waited = 0.0
+    delay = 0.1
+    while True:
+        try:
+            worker.app.trigger("engine::workers::register", payload, timeout_ms=5_000)
+            for fid in worker.app.functions:
+                worker.app.caller.forget_function(fid)
+            return
+        except (FunctionNotFound, InvocationTimeout):
+            if worker._stopping.is_set():
+                raise
+            if waited == 0 or int(waited) // 5 != int(waited + delay) // 5:
+                log.info("waiting for an engine (namespace %r) to register with...",
+                         worker.settings.namespace)
+            time.sleep(delay)
+            waited += delay
+            delay = min(delay * 2, 1.0)
