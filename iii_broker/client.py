@@ -301,6 +301,7 @@ class Caller:
             fut.set_exception(error)
         else:
             fut.set_result(result)
+        time.sleep(0)  # hand the GIL to the waiting caller before Kombu's next poll
 
     def close(self) -> None:
         self._stop.set()  # the listener thread (a daemon) leaves within its poll interval

@@ -39,6 +39,7 @@ from ..store import Keys, connect_store, check_store
 from ..tracing import SpanContext
 from ..transport import (
     Publisher,
+    RedisQoS,
     broker_errors,
     connect,
     ensure_connected,
@@ -90,6 +91,7 @@ class Worker:
                                         thread_name_prefix="iii-handler")
         self._loop: asyncio.AbstractEventLoop | None = None
         self._consumer: Consumer | None = None
+        self._qos: RedisQoS | None = None  # batches acks and in-flight records (Redis)
         self.started_at = now_ms()
 
     # -- public ---------------------------------------------------------------------
@@ -142,6 +144,9 @@ class Worker:
             try:
                 ensure_connected(conn, self.settings)
                 channel = conn.channel()
+                self._qos = channel.qos if isinstance(channel.qos, RedisQoS) else None
+                if self._qos is not None:
+                    self._qos.inflight_key = self.keys.inflight(self.worker_id)
                 self._consumer = Consumer(channel, self._queues(), on_message=self._on_message,
                                           accept=["application/json"], auto_declare=True)
                 self._consumer.qos(prefetch_count=self.concurrency, apply_global=True)
@@ -176,6 +181,8 @@ class Worker:
                 continue
             try:
                 conn.drain_events(timeout=_BUSY_POLL_S if self._in_flight else _IDLE_POLL_S)
+                if self._qos is not None:
+                    self._qos.flush()  # after dispatch: the handler is already running
             except TimeoutError:
                 pass
             except json.JSONDecodeError as exc:
@@ -226,7 +233,8 @@ class Worker:
             asyncio.run_coroutine_threadsafe(self._run_async(*job), self._event_loop())
         else:
             self._pool.submit(self._run_sync, *job)
-        if reply_to:
+        time.sleep(0)  # let the handler thread take the GIL before the bookkeeping below
+        if reply_to and self._qos is None:  # on Redis the QoS writes it with its own record
             route = {"invocation_id": inv.invocation_id, "function_id": inv.function_id,
                      "reply_to": reply_to, "correlation_id": correlation_id}
             self.store.hset(self.keys.inflight(self.worker_id), key, dumps(route))
@@ -242,15 +250,18 @@ class Worker:
                     if self._consumer is not None:
                         self._consumer.qos(prefetch_count=self.concurrency + self._blocked,
                                            apply_global=True)
-                else:
-                    message = self._in_flight.pop(value, None)
-                    if message is not None:
-                        message.ack()
-                        finished.append(value)
+                elif self._in_flight.pop(value, None) is not None:
+                    finished.append(value)
                 item = self._done.get_nowait()
         except queue.Empty:
             pass
-        if finished:
+        if not finished:
+            return
+        if self._qos is not None:
+            self._qos.ack_many(finished)
+        else:
+            for tag in finished:
+                self._consumer.channel.basic_ack(tag)  # type: ignore[union-attr]
             self.store.hdel(self.keys.inflight(self.worker_id), *finished)
 
     # -- running handlers -----------------------------------------------------------
