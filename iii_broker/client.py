@@ -154,7 +154,7 @@ class Caller:
             hook(+1)
         try:
             return await asyncio.wait_for(asyncio.wrap_future(fut), timeout_s)
-        except (asyncio.TimeoutError, TimeoutError):
+        except TimeoutError:
             raise InvocationTimeout(
                 f"no answer from {function_id!r} within {int(timeout_s * 1000)} ms",
                 function_id=function_id, invocation_id=inv_id,

@@ -65,7 +65,7 @@ class Registry:
     """Reads and writes the registry keys of one namespace."""
 
     def __init__(self, client: redis.Redis, namespace: str) -> None:
-        self.r = client
+        self.r: Any = client  # decode_responses=True: every reply is str (redis-py types say otherwise)
         self.ns = namespace
         self.keys = Keys(namespace)
         self._remove = client.register_script(_REMOVE_WORKER)

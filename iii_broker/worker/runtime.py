@@ -30,12 +30,13 @@ from kombu import Consumer
 
 from .. import context as _context
 from ..app import App
+from ..engine.registry import Registry
 from ..errors import IIIError, InvocationFailed, PayloadError
 from ..function import FunctionDef
 from ..message import Invocation, dumps, now_ms, reply_body
 from ..modules import Module, extend_context
 from ..settings import Settings
-from ..store import Keys, connect_store, check_store
+from ..store import Keys, check_store, connect_store
 from ..tracing import SpanContext
 from ..transport import (
     Publisher,
@@ -45,7 +46,6 @@ from ..transport import (
     ensure_connected,
     function_queue,
 )
-from ..engine.registry import Registry
 
 log = logging.getLogger("iii.worker")
 
@@ -108,6 +108,11 @@ class Worker:
     def run(self, *, install_signals: bool = True) -> int:
         """Serve until SIGTERM/SIGINT (or :meth:`stop`); returns the exit code."""
         check_store(self.store, self.settings)
+        probe = connect(self.settings)
+        try:
+            ensure_connected(probe, self.settings)  # fail fast, naming the URL
+        finally:
+            probe.release()
         if install_signals:
             self._install_signals()
         self.app.caller.on_block = self._on_block
@@ -422,7 +427,7 @@ def _failed(inv: Invocation, exc: BaseException) -> str:
 
 def register_with_engine(worker: Worker) -> None:
     """Register through ``engine::workers::register``, waiting for an engine to answer."""
-    from ..errors import FunctionNotFound, InvocationTimeout
+    from ..errors import FunctionNotFound, InvocationTimeout, TriggerConfigError
 
     payload = {
         "worker": worker.info(),
@@ -437,6 +442,10 @@ def register_with_engine(worker: Worker) -> None:
             for fid in worker.app.functions:
                 worker.app.caller.forget_function(fid)
             return
+        except InvocationFailed as exc:
+            raise TriggerConfigError(
+                f"the engine refused to register app {worker.app.name!r}: {exc.message}"
+            ) from None
         except (FunctionNotFound, InvocationTimeout):
             if worker._stopping.is_set():
                 raise
