@@ -33,35 +33,50 @@ _BINDINGS_TTL_S = 5.0
 
 
 class RedisQoS(kombu_redis.QoS):
-    """Kombu's Redis ack emulation, written in batches and with the in-flight record.
+    """Kombu's Redis ack emulation, written in batches, with the in-flight record.
 
     Kombu writes each delivered message to its ``unacked`` hash before handing it
-    to the consumer, one round trip in front of every handler. Here the writes are
-    buffered and flushed by the worker right after it has dispatched the handler
-    (:meth:`flush`), in one pipeline together with the worker's in-flight record
-    (``inflight_key``: delivery tag -> reply route), which the engine reads to
-    answer ``invocation_stopped`` when the worker dies. Acks of several messages
-    go in one pipeline (:meth:`ack_many`) and remove both records.
+    to the consumer: one round trip in front of every handler. Here:
+
+    - writes are buffered and flushed by the worker right after it has dispatched
+      the handler (:meth:`flush`), in one pipeline, and acks of several messages go
+      in one pipeline (:meth:`ack_many`);
+    - ``inflight_key`` (set by a worker) receives, for each call with ``reply_to``,
+      delivery tag -> reply route; the engine reads it to answer
+      ``invocation_stopped`` when the worker dies;
+    - with ``persist_unacked`` False (function invocations: at most once, iii's
+      semantics for sync and Void calls), the message is kept in memory only: it is
+      handed back to its queue on a clean shutdown, and never redelivered after a
+      crash (its caller gets ``invocation_stopped`` instead).
     """
 
     inflight_key: str | None = None
+    persist_unacked = True
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._pending: list[tuple[str, str, str | None]] = []
+        self._pending: list[tuple[str, str | None, str | None]] = []
+        self._written: dict[str, tuple[bool, bool]] = {}   # tag -> (unacked, in-flight)
+        self._volatile: dict[str, tuple[Any, str, str]] = {}
 
     def append(self, message: Any, delivery_tag: str) -> None:
         delivery = message.delivery_info
+        exchange, routing_key = delivery["exchange"], delivery["routing_key"]
+        raw = None
+        if self.persist_unacked:
+            raw = kombu_dumps([message._raw, exchange, routing_key])
+        else:
+            self._volatile[delivery_tag] = (message._raw, exchange, routing_key)
         route = None
         props = message.properties
         if self.inflight_key and props.get("reply_to"):
             route = kombu_dumps({
                 "invocation_id": props.get("correlation_id"),
                 "correlation_id": props.get("correlation_id"),
-                "reply_to": props["reply_to"], "function_id": delivery["routing_key"],
+                "reply_to": props["reply_to"], "function_id": routing_key,
             })
-        raw = kombu_dumps([message._raw, delivery["exchange"], delivery["routing_key"]])
-        self._pending.append((delivery_tag, raw, route))
+        if raw is not None or route is not None:
+            self._pending.append((delivery_tag, raw, route))
         virtual.QoS.append(self, message, delivery_tag)
 
     def flush(self) -> None:
@@ -72,20 +87,28 @@ class RedisQoS(kombu_redis.QoS):
         now = time.time()
         with self.pipe_or_acquire() as pipe:
             for tag, raw, route in pending:
-                pipe.zadd(self.unacked_index_key, {tag: now})
-                pipe.hset(self.unacked_key, tag, raw)
+                if raw is not None:
+                    pipe.zadd(self.unacked_index_key, {tag: now})
+                    pipe.hset(self.unacked_key, tag, raw)
                 if route is not None:
                     pipe.hset(self.inflight_key, tag, route)
+                self._written[tag] = (raw is not None, route is not None)
             pipe.execute()
 
     def ack_many(self, delivery_tags: list[str]) -> None:
-        """Ack several messages in one round trip."""
+        """Ack several messages in one round trip (none when nothing was written)."""
         self.flush()
-        with self.pipe_or_acquire() as pipe:
-            for tag in delivery_tags:
-                self._remove_from_indices(tag, pipe)
-            pipe.execute()
+        written = [(tag, self._written.pop(tag, (False, False))) for tag in delivery_tags]
+        if any(unacked or inflight for _, (unacked, inflight) in written):
+            with self.pipe_or_acquire() as pipe:
+                for tag, (unacked, inflight) in written:
+                    if unacked:
+                        pipe.zrem(self.unacked_index_key, tag).hdel(self.unacked_key, tag)
+                    if inflight:
+                        pipe.hdel(self.inflight_key, tag)
+                pipe.execute()
         for tag in delivery_tags:
+            self._volatile.pop(tag, None)
             virtual.QoS.ack(self, tag)
 
     def ack(self, delivery_tag: str) -> None:
@@ -93,11 +116,32 @@ class RedisQoS(kombu_redis.QoS):
 
     def reject(self, delivery_tag: str, requeue: bool = False) -> None:
         self.flush()
+        if delivery_tag in self._volatile:
+            if requeue:
+                self._restore_volatile([delivery_tag])
+            self.ack_many([delivery_tag])
+            return
         super().reject(delivery_tag, requeue)
 
     def restore_unacked(self, client: Any = None) -> None:
         self.flush()
+        volatile = [tag for tag in self._delivered if tag in self._volatile]
+        if volatile:
+            self._restore_volatile(volatile)
+            for tag in volatile:
+                self._delivered.pop(tag, None)
         super().restore_unacked(client)
+
+    def _restore_volatile(self, tags: list[str]) -> None:
+        """Put in-memory messages back at the head of their queues."""
+        with self.pipe_or_acquire() as pipe:
+            for tag in tags:
+                payload, exchange, routing_key = self._volatile.pop(tag)
+                self.channel._do_restore_message(payload, exchange, routing_key, pipe,
+                                                 leftmost=False)
+                if self._written.pop(tag, (False, False))[1]:
+                    pipe.hdel(self.inflight_key, tag)
+            pipe.execute()
 
     def _remove_from_indices(self, delivery_tag: str, pipe: Any = None) -> Any:
         pipe = super()._remove_from_indices(delivery_tag, pipe)

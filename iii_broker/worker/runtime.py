@@ -152,6 +152,7 @@ class Worker:
                 self._qos = channel.qos if isinstance(channel.qos, RedisQoS) else None
                 if self._qos is not None:
                     self._qos.inflight_key = self.keys.inflight(self.worker_id)
+                    self._qos.persist_unacked = False  # calls are at most once (iii §2)
                 self._consumer = Consumer(channel, self._queues(), on_message=self._on_message,
                                           accept=["application/json"], auto_declare=True)
                 self._consumer.qos(prefetch_count=self.concurrency, apply_global=True)
@@ -238,7 +239,8 @@ class Worker:
             asyncio.run_coroutine_threadsafe(self._run_async(*job), self._event_loop())
         else:
             self._pool.submit(self._run_sync, *job)
-        time.sleep(0)  # let the handler thread take the GIL before the bookkeeping below
+        if len(self._in_flight) == 1:
+            time.sleep(0)  # idle worker: let the handler take the GIL before our bookkeeping
         if reply_to and self._qos is None:  # on Redis the QoS writes it with its own record
             route = {"invocation_id": inv.invocation_id, "function_id": inv.function_id,
                      "reply_to": reply_to, "correlation_id": correlation_id}
@@ -448,7 +450,7 @@ def register_with_engine(worker: Worker) -> None:
             ) from None
         except (FunctionNotFound, InvocationTimeout):
             if worker._stopping.is_set():
-                raise
+                return  # stopped before any engine answered: nothing to serve
             if waited == 0 or int(waited) // 5 != int(waited + delay) // 5:
                 log.info("waiting for an engine (namespace %r) to register with...",
                          worker.settings.namespace)
