@@ -24,30 +24,37 @@ def dumps(value: Any, *, what: str = "payload") -> str:
     """Serialize ``value`` as strict JSON; raises :class:`PayloadError` naming ``what``."""
     try:
         return json.dumps(value, allow_nan=False, separators=(",", ":"))
-    except (TypeError, ValueError) as exc:
+    except (TypeError, ValueError, RecursionError) as exc:
         raise PayloadError(f"{what} is not JSON-serializable: {_explain(value, exc)}") from None
 
 
 def _explain(value: Any, exc: Exception) -> str:
-    bad = _find_bad(value, "$")
+    try:
+        bad = _find_bad(value, "$", set())
+    except RecursionError:
+        return "it is nested too deeply"
     return f"{bad} ({exc})" if bad else str(exc)
 
 
-def _find_bad(value: Any, path: str) -> str | None:
+def _find_bad(value: Any, path: str, seen: set[int]) -> str | None:
+    if isinstance(value, (list, tuple, dict)):
+        if id(value) in seen:
+            return f"{path} refers back to itself (a circular reference)"
+        seen = seen | {id(value)}
     if isinstance(value, float) and not math.isfinite(value):
         return f"{path} is {value!r}"
     if value is None or isinstance(value, (str, int, float, bool)):
         return None
     if isinstance(value, (list, tuple)):
         for i, item in enumerate(value):
-            if found := _find_bad(item, f"{path}[{i}]"):
+            if found := _find_bad(item, f"{path}[{i}]", seen):
                 return found
         return None
     if isinstance(value, dict):
         for key, item in value.items():
             if not isinstance(key, (str, int, float, bool)) and key is not None:
                 return f"{path} has a key of type {type(key).__name__}"
-            if found := _find_bad(item, f"{path}.{key}"):
+            if found := _find_bad(item, f"{path}.{key}", seen):
                 return found
         return None
     return f"{path} is a {type(value).__name__}"

@@ -6,15 +6,17 @@ error, so a typo never silently falls back to a default.
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from .errors import ConfigError
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 
 @dataclass(frozen=True)
@@ -90,10 +92,13 @@ class Settings:
             raise ConfigError(f"III_REDIS_URL={mask_url(self.redis_url)!r}: use a redis:// URL")
         if not re.fullmatch(r"[A-Za-z0-9_\-]+", self.namespace):
             raise ConfigError(f"III_NAMESPACE={self.namespace!r}: use letters, digits, - and _")
-        if self.heartbeat_interval_s <= 0:
-            raise ConfigError("III_HEARTBEAT_INTERVAL_S must be positive")
+        if not (math.isfinite(self.heartbeat_interval_s) and self.heartbeat_interval_s > 0):
+            raise ConfigError(f"III_HEARTBEAT_INTERVAL_S={self.heartbeat_interval_s!r}: "
+                              "must be a positive number of seconds")
         if self.default_timeout_ms <= 0:
             raise ConfigError("III_DEFAULT_TIMEOUT_MS must be positive")
+        if self.log_level.upper() not in LOG_LEVELS:
+            raise ConfigError(f"III_LOG_LEVEL={self.log_level!r}: use one of {', '.join(LOG_LEVELS)}")
 
     def with_overrides(self, **changes: object) -> Settings:
         """A copy with some settings replaced (used by tests and the CLI)."""
@@ -126,8 +131,11 @@ def is_redis_url(url: str) -> bool:
 def mask_url(url: str) -> str:
     """The URL with its password replaced by ``***``, safe to print."""
     parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.rsplit("@", 1)[1]
-    user = parts.username or ""
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc}"))
+    if parts.password is not None:
+        host = parts.netloc.rsplit("@", 1)[1]
+        parts = parts._replace(netloc=f"{parts.username or ''}:***@{host}")
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    if any(k.lower() == "password" for k, _ in query):  # redis://host/0?password=...
+        masked = [(k, "***" if k.lower() == "password" else v) for k, v in query]
+        parts = parts._replace(query=urlencode(masked, safe="*"))
+    return urlunsplit(parts)

@@ -125,11 +125,12 @@ class RedisQoS(kombu_redis.QoS):
 
     def restore_unacked(self, client: Any = None) -> None:
         self.flush()
-        volatile = [tag for tag in self._delivered if tag in self._volatile]
+        delivered: Any = self._delivered  # typed None in Kombu's stubs
+        volatile = [tag for tag in delivered if tag in self._volatile]
         if volatile:
             self._restore_volatile(volatile)
             for tag in volatile:
-                self._delivered.pop(tag, None)
+                delivered.pop(tag, None)
         super().restore_unacked(client)
 
     def _restore_volatile(self, tags: list[str]) -> None:

@@ -285,9 +285,9 @@ class Worker:
         token = _context._set_current(ctx)
         try:
             result = fdef.handler(inv.payload, ctx) if fdef.wants_context else fdef.handler(inv.payload)
-            body = _ok(inv, result)
+            body = _ok(inv, result) if reply_to else None
         except BaseException as exc:  # noqa: BLE001 - every failure becomes a reply
-            body = _failed(inv, exc)
+            body = _failed(inv, exc, log_it=not reply_to)
         finally:
             _context._reset_current(token)
         self._finish(body, reply_to, correlation_id, key)
@@ -301,16 +301,16 @@ class Worker:
                 result = await fdef.handler(inv.payload, ctx)
             else:
                 result = await fdef.handler(inv.payload)
-            body = _ok(inv, result)
+            body = _ok(inv, result) if reply_to else None
         except BaseException as exc:  # noqa: BLE001
-            body = _failed(inv, exc)
+            body = _failed(inv, exc, log_it=not reply_to)
         finally:
             _context._reset_current(token)
         self._finish(body, reply_to, correlation_id, key)
 
-    def _finish(self, body: str, reply_to: str | None, correlation_id: str | None,
+    def _finish(self, body: str | None, reply_to: str | None, correlation_id: str | None,
                 key: str) -> None:
-        if reply_to:
+        if reply_to and body is not None:
             try:
                 self.publisher.publish(body, routing_key=reply_to, correlation_id=correlation_id)
             except IIIError as exc:
@@ -415,7 +415,11 @@ def _ok(inv: Invocation, result: Any) -> str:
             function_id=inv.function_id, invocation_id=inv.invocation_id))
 
 
-def _failed(inv: Invocation, exc: BaseException) -> str:
+def _failed(inv: Invocation, exc: BaseException, *, log_it: bool = False) -> str:
+    """The error reply; ``log_it`` when nobody waits for the reply (Void calls)."""
+    if log_it:
+        log.error("fire-and-forget call %s of %s failed", inv.invocation_id, inv.function_id,
+                  exc_info=exc)
     message = str(exc) or type(exc).__name__
     if isinstance(exc, IIIError):
         message = f"{exc.code}: {exc.message}"
