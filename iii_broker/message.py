@@ -84,7 +84,12 @@ class Invocation:
             "attempt": self.attempt,
             "metadata": self.metadata,
         }
-        return dumps(body, what=f"payload for {self.function_id!r}")
+        try:
+            return json.dumps(body, allow_nan=False, separators=(",", ":"))
+        except (TypeError, ValueError):
+            dumps(self.payload, what=f"payload for {self.function_id!r}")
+            dumps(self.metadata, what=f"metadata for {self.function_id!r}")
+            raise
 
     @classmethod
     def from_body(cls, body: bytes | str, content_type: str | None) -> Invocation:

@@ -4,6 +4,7 @@ a fresh namespace per test, and real engine/worker processes."""
 from __future__ import annotations
 
 import os
+import signal
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -55,7 +56,7 @@ def store(settings: Settings) -> Iterator[redis.Redis]:
     client = redis.Redis.from_url(settings.redis_url, decode_responses=True)
     yield client
     keys = list(client.scan_iter(f"{settings.namespace}*"))
-    keys += list(client.scan_iter(f"_kombu.binding.{settings.namespace}.*"))
+    keys += list(client.scan_iter(f"_kombu.binding*.{settings.namespace}.*"))
     if keys:
         client.delete(*keys)
     client.close()
@@ -88,9 +89,16 @@ class Cluster:
         proc = self.spawn("worker", bin_cmd("iii-worker", "-A", app, "--concurrency",
                                             str(concurrency)), **extra_env)
         if wait:
-            wait_for(lambda: self._worker_registered(proc), timeout=20,
-                     what=f"worker pid {proc.pid} to register\n{dump([proc])}")
+            self.wait_registered(proc)
         return proc
+
+    def wait_registered(self, proc: Proc, timeout: float = 20) -> None:
+        """Wait until ``engine::workers::list`` lists the process (a worker or an engine)."""
+        try:
+            wait_for(lambda: self._worker_registered(proc), timeout=timeout,
+                     what=f"{proc.name} pid {proc.pid} to register")
+        except AssertionError as exc:  # the logs as they are now, not when the wait began
+            raise AssertionError(f"{exc}\n{dump(self.procs)}") from None
 
     def _worker_registered(self, proc: Proc) -> bool:
         assert proc.popen.poll() is None, f"worker exited early:\n{dump([proc])}"
@@ -111,8 +119,10 @@ class Cluster:
 
     def close(self) -> None:
         self.client.close()
+        for proc in self.procs:  # all drain at once, not one after the other
+            proc.signal(signal.SIGTERM)
         for proc in reversed(self.procs):
-            proc.stop()
+            proc.stop(signalled=True)
 
 
 @pytest.fixture
@@ -121,8 +131,8 @@ def cluster(settings: Settings, store: redis.Redis, tmp_path: Path,
     c = Cluster(settings, tmp_path)
     yield c
     c.close()
-    rep = getattr(request.node, "rep_call", None)
-    if rep is not None and rep.failed:
+    reps = [getattr(request.node, f"rep_{when}", None) for when in ("setup", "call")]
+    if any(rep is not None and rep.failed for rep in reps):
         print(dump(c.procs))
 
 
