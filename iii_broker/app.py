@@ -99,7 +99,11 @@ class App:
                 f"unknown trigger type {tdef.type!r} for {function_id!r}; "
                 f"known types: {', '.join(sorted(known))}", function_id=function_id,
             )
-        checked = known[tdef.type].validate(tdef.config)
+        try:
+            checked = known[tdef.type].validate(tdef.config)
+        except TriggerConfigError as exc:
+            raise TriggerConfigError(f"{exc.message} (trigger for {function_id!r})",
+                                     function_id=function_id) from None
         tdef = TriggerDef(tdef.type, tdef.function_id, checked, tdef.metadata)
         if all(t.id != tdef.id for t in self.triggers):
             self.triggers.append(tdef)

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from .errors import IIIError
-from .settings import Settings
+from .settings import Settings, mask_url
 
 log = logging.getLogger("iii.cli")
 
@@ -30,9 +30,19 @@ def setup_logging(settings: Settings | None = None) -> None:
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
-def fail(message: str, code: int = 1) -> int:
-    print(f"iii-broker: {message}", file=sys.stderr)
+def fail(message: str, code: int = 1, prog: str = "iii-broker") -> int:
+    print(f"{prog}: {message}", file=sys.stderr)
     return code
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be positive, not {value}")
+    return value
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -49,7 +59,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     group = p.add_mutually_exclusive_group()
     group.add_argument("--void", action="store_true", help="fire and forget")
     group.add_argument("--enqueue", metavar="QUEUE", help="hand the call to a named queue")
-    p.add_argument("--timeout-ms", type=int, default=None)
+    p.add_argument("--timeout-ms", type=_positive_int, default=None)
 
     for name, what in (("functions", "live functions"), ("workers", "registered workers"),
                        ("triggers", "triggers and whether they are active")):
@@ -117,7 +127,12 @@ def _trigger(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _listing(settings: Settings, what: str, raw: bool) -> int:
-    data = _call(settings, f"engine::{what}::list", {}, timeout_ms=10_000)
+    from .errors import FunctionNotFound
+    try:
+        data = _call(settings, f"engine::{what}::list", {}, timeout_ms=10_000)
+    except FunctionNotFound:
+        return fail(f"no engine is running in namespace {settings.namespace!r} "
+                    f"(Redis at {mask_url(settings.redis_url)}); start one with: iii-broker engine")
     if raw:
         print(json.dumps(data, indent=2))
         return 0

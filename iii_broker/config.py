@@ -64,8 +64,12 @@ class EngineConfig:
                 module = module_cls.from_config(table)
             except ConfigError as exc:
                 raise ConfigError(f"{where}: {exc.message}") from None
-            if module.config.get("enabled", True) or name == "engine":
-                modules.append(module)
+            if not module.config.get("enabled", True):
+                if name == "engine":
+                    raise ConfigError(f"{where}: [modules.engine] cannot be disabled: "
+                                      "the engine module is always on")
+                continue
+            modules.append(module)
         return cls(modules, path)
 
     @classmethod

@@ -86,7 +86,7 @@ class Invocation:
         }
         try:
             return json.dumps(body, allow_nan=False, separators=(",", ":"))
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, RecursionError):
             dumps(self.payload, what=f"payload for {self.function_id!r}")
             dumps(self.metadata, what=f"metadata for {self.function_id!r}")
             raise

@@ -53,6 +53,7 @@ def run_up(app_spec: str, *, concurrency: int = 8, embedded: bool = True,
             return 1
         _say(out, "up", "0", f"no Redis on 127.0.0.1:6379: started an embedded Valkey "
              f"server at {server.connection_url}")
+        env["III_BROKER_URL"] = env["III_REDIS_URL"] = f"{server.connection_url}/0"
     procs: dict[str, subprocess.Popen[str]] = {}
     stopping = threading.Event()
 

@@ -6,16 +6,19 @@ Kombu and py-amqp/redis-py exceptions stop here and become
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
 from kombu import Connection, Exchange, Producer, Queue
 from kombu.transport import redis as kombu_redis
 from kombu.transport import virtual
+from kombu.utils.encoding import bytes_to_str
 from kombu.utils.json import dumps as kombu_dumps
+from kombu.utils.json import loads as kombu_loads
 
 from .errors import BrokerUnavailable
 from .message import CONTENT_TYPE
@@ -26,6 +29,8 @@ from .settings import Settings, mask_url
 # workers drop expired sync invocations instead of running them late.
 VISIBILITY_TIMEOUT_S = 24 * 3600
 
+
+log = logging.getLogger("iii.transport")
 
 # Bindings of a function exchange never change after its queue is declared, so a
 # publisher may trust what it read for a while instead of asking Redis every time.
@@ -162,6 +167,45 @@ class _RedisChannel(kombu_redis.Channel):
     """
 
     QoS = RedisQoS
+    on_undecodable: Callable[[str, bytes, Exception], None] | None = None
+    """Called with (queue, raw item, error) for an item on a queue that is not a Kombu
+    message; a worker sets it to keep the item as a dead letter."""
+
+    def _brpop_read(self, **options: Any) -> bool:
+        # Kombu's own, except that an item it cannot turn into a message is handed to
+        # on_undecodable instead of raising out of drain_events (the item is already
+        # popped: raising would lose it and look like a broken connection).
+        try:
+            try:
+                dest_item = self.client.parse_response(self.client.connection, "BRPOP",
+                                                       **options)
+            except self.connection_errors:
+                self.client.connection.disconnect()
+                raise
+            if not dest_item:
+                raise kombu_redis.Empty()
+            dest, item = dest_item
+            dest = bytes_to_str(dest).rsplit(self.sep, 1)[0]
+            self._queue_cycle.rotate(dest)
+            try:
+                payload = kombu_loads(bytes_to_str(item))
+                _check_envelope(payload)
+            except Exception as exc:  # noqa: BLE001 - whatever it is, it is not a message
+                self._undecodable(dest, item, exc)
+                return True
+            self.connection._deliver(payload, dest)
+            return True
+        finally:
+            self._in_poll = None  # type: ignore[assignment]
+            flush = getattr(self, "_flush_brpop_reauth", None)
+            if flush is not None:
+                flush()
+
+    def _undecodable(self, queue: str, item: bytes, exc: Exception) -> None:
+        if self.on_undecodable is not None:
+            self.on_undecodable(queue, item, exc)
+        else:
+            log.warning("dropped an item on %s that is not a Kombu message: %s", queue, exc)
 
     @contextmanager
     def conn_or_acquire(self, client: Any = None) -> Iterator[Any]:
@@ -187,6 +231,16 @@ class _RedisChannel(kombu_redis.Channel):
     def _queue_bind(self, exchange: str, routing_key: str, pattern: str, queue: str) -> Any:
         self.__dict__.setdefault("_iii_tables", {}).pop(exchange, None)
         return super()._queue_bind(exchange, routing_key, pattern, queue)
+
+
+def _check_envelope(payload: Any) -> None:
+    """Raise ValueError unless ``payload`` has the shape of Kombu's Redis envelope."""
+    if not isinstance(payload, dict):
+        raise ValueError(f"a JSON {type(payload).__name__}, not a Kombu message envelope")
+    props = payload.get("properties")
+    if not isinstance(props, dict) or not isinstance(props.get("delivery_info"), dict) \
+            or "delivery_tag" not in props or "body" not in payload:
+        raise ValueError("a JSON object without Kombu's body/properties/delivery_info")
 
 
 class RedisTransport(kombu_redis.Transport):

@@ -6,8 +6,10 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import Future
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -48,7 +50,8 @@ class Proc:
         return self.popen.pid
 
     def output(self) -> str:
-        self._log.flush()
+        if not self._log.closed:
+            self._log.flush()
         return self.log_path.read_text()
 
     def signal(self, sig: int) -> None:
@@ -58,9 +61,11 @@ class Proc:
     def wait(self, timeout: float = 15.0) -> int:
         return self.popen.wait(timeout=timeout)
 
-    def stop(self) -> None:
+    def stop(self, *, signalled: bool = False) -> None:
+        """SIGTERM (unless ``signalled`` already), then SIGKILL after 10 s."""
         if self.popen.poll() is None:
-            self.signal(signal.SIGTERM)
+            if not signalled:
+                self.signal(signal.SIGTERM)
             try:
                 self.popen.wait(timeout=10)
             except subprocess.TimeoutExpired:
@@ -87,3 +92,16 @@ def dump(procs: list[Proc]) -> str:
     return "\n".join(f"----- {p.name} ({' '.join(p.cmd)})\n{p.output()}" for p in procs)
 
 
+def in_thread(fn: Callable[..., T], *args: Any, **kwargs: Any) -> Future[T]:
+    """Run ``fn`` in a daemon thread; the returned future holds its result or exception."""
+    fut: Future[T] = Future()
+
+    def run() -> None:
+        try:
+            fut.set_result(fn(*args, **kwargs))
+        except BaseException as exc:  # noqa: BLE001 - handed to whoever reads the future
+            fut.set_exception(exc)
+
+    threading.Thread(target=run, name=f"in-thread-{getattr(fn, '__name__', 'call')}",
+                     daemon=True).start()
+    return fut

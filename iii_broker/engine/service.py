@@ -17,6 +17,7 @@ from ..app import App
 from ..config import EngineConfig
 from ..errors import InvocationStopped, TriggerConfigError
 from ..message import now_ms, reply_body
+from ..modules import BUILTIN_MODULES
 from ..settings import Settings
 from ..trigger import TriggerDef
 from ..worker.runtime import Worker
@@ -76,8 +77,8 @@ class Engine:
             tdef = TriggerDef.from_dict(raw)
             if tdef.type not in types:
                 raise TriggerConfigError(
-                    f"trigger type {tdef.type!r} (for {tdef.function_id!r}) is not provided by "
-                    f"any enabled module; enabled types: {', '.join(sorted(types))}",
+                    f"trigger type {tdef.type!r} (for {tdef.function_id!r}) "
+                    f"{self._why_missing(tdef.type)}; enabled types: {', '.join(sorted(types))}",
                     function_id=tdef.function_id,
                 )
             checked = types[tdef.type].validate(tdef.config)
@@ -89,6 +90,14 @@ class Engine:
                  len(payload.get("functions", [])), len(triggers))
         return {"worker_id": worker["id"], "triggers": [t["id"] for t in triggers],
                 "functions_now_live": live}
+
+    def _why_missing(self, trigger_type: str) -> str:
+        """Why a trigger type is not available: its module is disabled (and where), or unknown."""
+        for name, module_cls in BUILTIN_MODULES.items():
+            if any(t.name == trigger_type for t in module_cls.trigger_types):
+                where = self.config.path or "the engine settings"
+                return f"is not enabled: module {name!r} is disabled in {where}"
+        return "is unknown: no module provides it"
 
     def _register_self(self, worker: Worker) -> None:
         ttl_ms = int(self.settings.heartbeat_ttl_s * 1000)

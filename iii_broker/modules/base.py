@@ -64,6 +64,10 @@ def nonempty(value: Any) -> str | None:
     return "must not be empty" if isinstance(value, str) and not value.strip() else None
 
 
+def port(value: Any) -> str | None:
+    return None if 1 <= value <= 65535 else f"is {value}; use a TCP port from 1 to 65535"
+
+
 def function_ids(value: Any) -> str | None:
     if not all(isinstance(v, str) and v for v in value):
         return "must be a list of function ids"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from .base import CONDITION, Field, Module, TriggerType, function_ids, nonempty
+from .base import CONDITION, Field, Module, TriggerType, function_ids, nonempty, port
 
 HTTP_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS")
 
@@ -25,6 +25,6 @@ class HttpModule(Module):
     )
     options: ClassVar[dict[str, Field]] = {
         "enabled": Field(bool, default=True),
-        "port": Field(int, default=3111),
+        "port": Field(int, check=port, default=3111),
         "host": Field(str, default="127.0.0.1"),
     }

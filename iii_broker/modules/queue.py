@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
+from ..errors import TriggerConfigError
 from .base import CONDITION, Field, Module, TriggerType, check_fields, nonempty
 
 QUEUE_CONFIG = {
@@ -18,8 +19,8 @@ QUEUE_CONFIG = {
 def _queue_config(value: Any) -> str | None:
     try:
         checked = check_fields("queue_config", value, QUEUE_CONFIG)
-    except Exception as exc:  # noqa: BLE001 - reported as the field's problem
-        return str(exc)
+    except TriggerConfigError as exc:  # reported as the field's problem
+        return f"is invalid: {exc.message}"
     if checked.get("type") == "fifo" and not checked.get("message_group_field"):
         return "needs message_group_field when type is fifo"
     return None

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from .base import CONDITION, Field, Module, TriggerType, nonempty
+from .base import CONDITION, Field, Module, TriggerType, nonempty, port
 
 
 class StreamModule(Module):
@@ -23,5 +23,5 @@ class StreamModule(Module):
     )
     options: ClassVar[dict[str, Field]] = {
         "enabled": Field(bool, default=True),
-        "port": Field(int, default=3112),
+        "port": Field(int, check=port, default=3112),
     }

@@ -12,10 +12,12 @@ from ..settings import Settings
 from .loader import load_app
 from .runtime import Worker
 
+PROG = "iii-worker"
+
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="iii-worker",
+        prog=PROG,
         description="Serve the functions of an iii_broker.App. SIGTERM drains: running "
                     "calls finish, prefetched ones go back to their queues. A second "
                     "SIGINT exits at once.")
@@ -25,21 +27,21 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="handlers run at once, and messages prefetched (default 8)")
     args = parser.parse_args(argv)
     if args.concurrency < 1:
-        return fail("--concurrency must be at least 1", 2)
+        return fail("--concurrency must be at least 1", 2, PROG)
     try:
         settings = Settings.from_env()
     except IIIError as exc:
-        return fail(exc.message, 2)
+        return fail(exc.message, 2, PROG)
     setup_logging(settings)
     try:
         app = load_app(args.app)
         app.configure(settings)
         if not app.functions:
-            return fail(f"-A {args.app}: app {app.name!r} defines no functions", 2)
+            return fail(f"-A {args.app}: app {app.name!r} defines no functions", 2, PROG)
         return Worker(app, settings, concurrency=args.concurrency).run()
     except IIIError as exc:
         code = 2 if exc.code == "app_not_found" else 1
-        return fail(str(exc.message if code == 2 else exc), code)
+        return fail(str(exc.message if code == 2 else exc), code, PROG)
     except KeyboardInterrupt:
         return 130
 

@@ -8,6 +8,7 @@ then the only :class:`App` instance in the module, then a ``create_app()`` or
 from __future__ import annotations
 
 import importlib
+import inspect
 import os
 import sys
 from typing import Any
@@ -64,8 +65,19 @@ def _as_app(value: Any, spec: str) -> App:
     if isinstance(value, App):
         return value
     if callable(value):
+        try:
+            inspect.signature(value).bind()
+        except TypeError:
+            raise AppNotFound(f"-A {spec}: {_name(value)} is not an App instance, and as an "
+                              "app factory it would need arguments") from None
+        except ValueError:
+            pass  # no signature to check (some builtins): just try it
         made = value()
         if isinstance(made, App):
             return made
         raise AppNotFound(f"-A {spec}: the factory returned {type(made).__name__}, not an App")
     raise AppNotFound(f"-A {spec}: is a {type(value).__name__}, not an iii_broker.App")
+
+
+def _name(value: Any) -> str:
+    return getattr(value, "__qualname__", None) or type(value).__name__

@@ -12,6 +12,7 @@ nested calls cannot deadlock even at concurrency 1.
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import logging
 import os
@@ -149,7 +150,10 @@ class Worker:
             try:
                 ensure_connected(conn, self.settings)
                 channel = conn.channel()
-                self._qos = channel.qos if isinstance(channel.qos, RedisQoS) else None
+                qos = getattr(channel, "qos", None)  # only virtual transports have one
+                self._qos = qos if isinstance(qos, RedisQoS) else None
+                if hasattr(channel, "on_undecodable"):
+                    channel.on_undecodable = self._dead_letter_raw
                 if self._qos is not None:
                     self._qos.inflight_key = self.keys.inflight(self.worker_id)
                     self._qos.persist_unacked = False  # calls are at most once (iii §2)
@@ -191,9 +195,6 @@ class Worker:
                     self._qos.flush()  # after dispatch: the handler is already running
             except TimeoutError:
                 pass
-            except json.JSONDecodeError as exc:
-                # Not even a Kombu envelope: the transport already popped it.
-                self._dead_letter_raw(exc.doc, f"undecodable transport message: {exc}")
             except errors:
                 raise
             except OSError as exc:
@@ -333,15 +334,7 @@ class Worker:
     def _refuse(self, message: Any, reason: str) -> None:
         """Set a message aside as a dead letter, tell its caller, and never run it."""
         props = message.properties or {}
-        body = message.body
-        if isinstance(body, bytes):
-            try:
-                text, encoding = body.decode("utf-8"), "utf-8"
-            except UnicodeDecodeError:
-                import base64
-                text, encoding = base64.b64encode(body).decode(), "base64"
-        else:
-            text, encoding = str(body), "utf-8"
+        text, encoding = _text(message.body)
         record = {
             "reason": reason, "content_type": message.content_type, "body": text,
             "body_encoding": encoding, "headers": message.headers or {},
@@ -359,10 +352,12 @@ class Worker:
                 pass
         message.ack()
 
-    def _dead_letter_raw(self, raw: str, reason: str) -> None:
-        self._store_dead_letter({"reason": reason, "content_type": None, "body": raw,
-                                 "body_encoding": "utf-8", "worker_id": self.worker_id,
-                                 "at": now_ms()})
+    def _dead_letter_raw(self, queue: str, raw: bytes, exc: Exception) -> None:
+        """An item on a queue that is not a Kombu message at all (the transport popped it)."""
+        text, encoding = _text(raw)
+        self._store_dead_letter({"reason": f"not a Kombu message: {exc}", "content_type": None,
+                                 "body": text, "body_encoding": encoding, "queue": queue,
+                                 "worker_id": self.worker_id, "at": now_ms()})
 
     def _store_dead_letter(self, record: dict[str, Any]) -> None:
         log.warning("set aside a message as a dead letter: %s", record["reason"])
@@ -398,12 +393,22 @@ class Worker:
         def on_signal(signum: int, _frame: Any) -> None:
             if self._stopping.is_set():
                 log.warning("second signal: exiting now")
-                os._exit(1 if signum == signal.SIGINT else 0)
+                os._exit(128 + signum)  # 130 for SIGINT, as shells report it
             log.info("received %s: draining (send again to exit at once)",
                      signal.Signals(signum).name)
             self.stop()
         signal.signal(signal.SIGTERM, on_signal)
         signal.signal(signal.SIGINT, on_signal)
+
+
+def _text(body: bytes | str) -> tuple[str, str]:
+    """A message body as stored in a dead letter: UTF-8 text, or base64 when it is not."""
+    if isinstance(body, str):
+        return body, "utf-8"
+    try:
+        return body.decode("utf-8"), "utf-8"
+    except UnicodeDecodeError:
+        return base64.b64encode(body).decode(), "base64"
 
 
 def _ok(inv: Invocation, result: Any) -> str:
