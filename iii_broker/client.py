@@ -66,6 +66,11 @@ class Enqueue:
         return f"Enqueue(queue={self.queue!r})"
 
 
+def _timeout(function_id: str, invocation_id: str, timeout_ms: int) -> InvocationTimeout:
+    return InvocationTimeout(f"no answer from {function_id!r} within {timeout_ms} ms",
+                             function_id=function_id, invocation_id=invocation_id)
+
+
 class Caller:
     """Publishes invocations and routes their replies back to the waiting threads."""
 
@@ -119,17 +124,14 @@ class Caller:
         fut = self._start_call(function_id, payload, action, timeout_ms, metadata)
         if not isinstance(fut, Future):
             return fut
-        inv_id, timeout_s = fut.iii_route  # type: ignore[attr-defined]
+        inv_id, timeout_s, asked_ms = fut.iii_route  # type: ignore[attr-defined]
         hook = self.on_block if _context._peek() is not None else None
         if hook:
             hook(+1)
         try:
             return fut.result(timeout=timeout_s)
         except FutureTimeout:
-            raise InvocationTimeout(
-                f"no answer from {function_id!r} within {int(timeout_s * 1000)} ms",
-                function_id=function_id, invocation_id=inv_id,
-            ) from None
+            raise _timeout(function_id, inv_id, asked_ms) from None
         finally:
             self._pending.pop(inv_id, None)
             if hook:
@@ -148,17 +150,14 @@ class Caller:
         fut = self._start_call(function_id, payload, action, timeout_ms, metadata)
         if not isinstance(fut, Future):
             return fut
-        inv_id, timeout_s = fut.iii_route  # type: ignore[attr-defined]
+        inv_id, timeout_s, asked_ms = fut.iii_route  # type: ignore[attr-defined]
         hook = self.on_block if _context._peek() is not None else None
         if hook:
             hook(+1)
         try:
             return await asyncio.wait_for(asyncio.wrap_future(fut), timeout_s)
         except TimeoutError:
-            raise InvocationTimeout(
-                f"no answer from {function_id!r} within {int(timeout_s * 1000)} ms",
-                function_id=function_id, invocation_id=inv_id,
-            ) from None
+            raise _timeout(function_id, inv_id, asked_ms) from None
         finally:
             self._pending.pop(inv_id, None)
             if hook:
@@ -187,7 +186,9 @@ class Caller:
         self._ensure_listener()
         fut: Future[Any] = Future()
         timeout_s = (inv.deadline - now_ms()) / 1000 if inv.deadline else 0
-        fut.iii_route = (inv.invocation_id, max(timeout_s, 0.001))  # type: ignore[attr-defined]
+        asked_ms = self.settings.default_timeout_ms if timeout_ms is None else int(timeout_ms)
+        fut.iii_route = (  # type: ignore[attr-defined]
+            inv.invocation_id, max(timeout_s, 0.001), asked_ms)
         self._pending[inv.invocation_id] = fut
         try:
             self.publisher.publish(

@@ -119,8 +119,9 @@ class Settings:
         return env
 
 
-# Variables owned by later components (web, queues, ...) are validated there.
-_OTHER_COMPONENT_VARS = ("III_HTTP_", "III_API_", "III_WEB_", "III_CORS_")
+# Variables owned by later components (web, queues, ...) are validated there;
+# III_TEST_* belong to the test suite.
+_OTHER_COMPONENT_VARS = ("III_HTTP_", "III_API_", "III_WEB_", "III_CORS_", "III_TEST_")
 
 
 def is_redis_url(url: str) -> bool:

@@ -1,0 +1,59 @@
+"""examples/quickstart.py, served by a real worker."""
+
+from __future__ import annotations
+
+import pytest
+
+from examples import quickstart
+
+
+@pytest.fixture
+def quick(cluster):
+    cluster.engine()
+    cluster.worker("examples.quickstart", concurrency=2)
+    return cluster
+
+
+def test_the_quickstart_defines_its_three_functions_and_an_http_trigger():
+    app = quickstart.app
+    assert set(app.functions) == {"math::add", "math::sum_of_squares", "math::square"}
+    assert app.functions["math::square"].is_async
+    assert app.functions["math::sum_of_squares"].wants_context
+    (trigger,) = app.triggers
+    assert (trigger.type, trigger.function_id) == ("http", "math::add")
+    assert trigger.config == {"api_path": "/add", "http_method": "POST"}
+
+
+def test_math_add_adds(quick):
+    assert quick.client.trigger("math::add", {"a": 2, "b": 3}) == {"sum": 5}
+    assert quick.client.trigger("math::add", {"a": -1.5, "b": 0.5}) == {"sum": -1.0}
+
+
+def test_the_async_math_square_squares(quick):
+    assert quick.client.trigger("math::square", {"x": 7}) == {"result": 49}
+
+
+def test_math_sum_of_squares_calls_math_square_twice(quick):
+    assert quick.client.trigger("math::sum_of_squares", {"a": 3, "b": 4}) == {"result": 25}
+
+
+def test_nested_calls_of_the_quickstart_work_at_concurrency_1(cluster):
+    cluster.engine()
+    cluster.worker("examples.quickstart", concurrency=1)
+    assert cluster.client.trigger("math::sum_of_squares", {"a": 1, "b": 2}, timeout_ms=5000) == {
+        "result": 5}
+
+
+def test_a_bad_payload_reaches_the_caller_as_the_handlers_error(quick):
+    from iii_broker import InvocationFailed
+    with pytest.raises(InvocationFailed, match="KeyError"):
+        quick.client.trigger("math::add", {"a": 1})
+
+
+def test_the_registry_shows_the_quickstart_descriptions_and_its_active_trigger(quick):
+    functions = {f["function_id"]: f for f in
+                 quick.client.trigger("engine::functions::list", {})["functions"]}
+    assert functions["math::add"]["description"] == "Add two numbers"
+    assert functions["math::sum_of_squares"]["description"] == "a² + b², using math::square twice"
+    (trigger,) = quick.client.trigger("engine::triggers::list", {})["triggers"]
+    assert trigger["function_id"] == "math::add" and trigger["active"] is True
