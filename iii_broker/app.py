@@ -92,7 +92,8 @@ class App:
         worker starts. Raises :class:`TriggerConfigError` for an unknown type or bad config.
         """
         tdef = TriggerDef.from_dict({"type": type, "function_id": function_id,
-                                     "config": config or {}, "metadata": metadata or {}})
+                                     "config": {} if config is None else config,
+                                     "metadata": {} if metadata is None else metadata})
         known = all_trigger_types()
         if tdef.type not in known:
             raise TriggerConfigError(

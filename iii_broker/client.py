@@ -13,9 +13,11 @@ import os
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
+from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any
 
 from kombu import Consumer
@@ -66,9 +68,22 @@ class Enqueue:
         return f"Enqueue(queue={self.queue!r})"
 
 
-def _timeout(function_id: str, invocation_id: str, timeout_ms: int) -> InvocationTimeout:
-    return InvocationTimeout(f"no answer from {function_id!r} within {timeout_ms} ms",
-                             function_id=function_id, invocation_id=invocation_id)
+@dataclass
+class _Pending:
+    """A sync call waiting for its reply."""
+
+    function_id: str
+    invocation_id: str
+    future: Future[Any]
+    wait_s: float
+    """Seconds left until the call's deadline, counted after publishing set-up."""
+    timeout_ms: int
+    """The timeout the caller gave, for the error message."""
+
+    def timeout_error(self) -> InvocationTimeout:
+        return InvocationTimeout(
+            f"no answer from {self.function_id!r} within {self.timeout_ms} ms",
+            function_id=self.function_id, invocation_id=self.invocation_id)
 
 
 class Caller:
@@ -121,21 +136,14 @@ class Caller:
         metadata: dict[str, Any] | None = None,
     ) -> Any:
         """Invoke ``function_id``; see :meth:`iii_broker.App.trigger`."""
-        fut = self._start_call(function_id, payload, action, timeout_ms, metadata)
-        if not isinstance(fut, Future):
-            return fut
-        inv_id, timeout_s, asked_ms = fut.iii_route  # type: ignore[attr-defined]
-        hook = self.on_block if _context._peek() is not None else None
-        if hook:
-            hook(+1)
-        try:
-            return fut.result(timeout=timeout_s)
-        except FutureTimeout:
-            raise _timeout(function_id, inv_id, asked_ms) from None
-        finally:
-            self._pending.pop(inv_id, None)
-            if hook:
-                hook(-1)
+        pending = self._start_call(function_id, payload, action, timeout_ms, metadata)
+        if pending is None:
+            return None
+        with self._waiting(pending):
+            try:
+                return pending.future.result(timeout=pending.wait_s)
+            except FutureTimeout:
+                raise pending.timeout_error() from None
 
     async def acall(
         self,
@@ -147,26 +155,32 @@ class Caller:
         metadata: dict[str, Any] | None = None,
     ) -> Any:
         """Awaitable :meth:`call`, for ``async def`` code."""
-        fut = self._start_call(function_id, payload, action, timeout_ms, metadata)
-        if not isinstance(fut, Future):
-            return fut
-        inv_id, timeout_s, asked_ms = fut.iii_route  # type: ignore[attr-defined]
+        pending = self._start_call(function_id, payload, action, timeout_ms, metadata)
+        if pending is None:
+            return None
+        with self._waiting(pending):
+            try:
+                return await asyncio.wait_for(asyncio.wrap_future(pending.future), pending.wait_s)
+            except TimeoutError:
+                raise pending.timeout_error() from None
+
+    @contextmanager
+    def _waiting(self, pending: _Pending) -> Iterator[None]:
+        """While a handler waits on a nested call, its worker may take one more message."""
         hook = self.on_block if _context._peek() is not None else None
         if hook:
             hook(+1)
         try:
-            return await asyncio.wait_for(asyncio.wrap_future(fut), timeout_s)
-        except TimeoutError:
-            raise _timeout(function_id, inv_id, asked_ms) from None
+            yield
         finally:
-            self._pending.pop(inv_id, None)
+            self._pending.pop(pending.invocation_id, None)
             if hook:
                 hook(-1)
 
     def _start_call(
         self, function_id: str, payload: Any, action: Any, timeout_ms: int | None,
         metadata: dict[str, Any] | None,
-    ) -> Any:
+    ) -> _Pending | None:
         if isinstance(action, Enqueue):
             raise EnqueueError(
                 f"queue {action.queue!r} does not exist: named queues are not configured "
@@ -184,12 +198,13 @@ class Caller:
                                    declare=queue, headers=headers)
             return None
         self._ensure_listener()
-        fut: Future[Any] = Future()
-        timeout_s = (inv.deadline - now_ms()) / 1000 if inv.deadline else 0
-        asked_ms = self.settings.default_timeout_ms if timeout_ms is None else int(timeout_ms)
-        fut.iii_route = (  # type: ignore[attr-defined]
-            inv.invocation_id, max(timeout_s, 0.001), asked_ms)
-        self._pending[inv.invocation_id] = fut
+        assert inv.deadline is not None
+        pending = _Pending(
+            function_id, inv.invocation_id, Future(),
+            wait_s=max((inv.deadline - now_ms()) / 1000, 0.001),
+            timeout_ms=self.settings.default_timeout_ms if timeout_ms is None else int(timeout_ms),
+        )
+        self._pending[inv.invocation_id] = pending.future
         try:
             self.publisher.publish(
                 body, exchange=exchange, routing_key=function_id, declare=queue,
@@ -199,7 +214,7 @@ class Caller:
         except BaseException:
             self._pending.pop(inv.invocation_id, None)
             raise
-        return fut
+        return pending
 
     def _require_function(self, function_id: str, invocation_id: str) -> None:
         seen = self._known.get(function_id)

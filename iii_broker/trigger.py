@@ -7,7 +7,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from .errors import TriggerConfigError
+from .errors import PayloadError, TriggerConfigError
 from .function import check_function_id
 from .message import dumps
 
@@ -40,8 +40,14 @@ class TriggerDef:
         if not isinstance(type_, str) or not type_:
             raise TriggerConfigError(f"trigger type must be a non-empty string, not {type_!r}")
         check_function_id(fid, builtin=True)
-        config, metadata = data.get("config") or {}, data.get("metadata") or {}
+        config = {} if data.get("config") is None else data["config"]
+        metadata = {} if data.get("metadata") is None else data["metadata"]
         if not isinstance(config, dict) or not isinstance(metadata, dict):
-            raise TriggerConfigError(f"{type_} trigger for {fid!r}: config and metadata must be objects")
-        dumps(config, what=f"config of the {type_} trigger for {fid!r}")
+            raise TriggerConfigError(
+                f"{type_} trigger for {fid!r}: config and metadata must be objects",
+                function_id=fid)
+        try:
+            dumps(config, what=f"config of the {type_} trigger for {fid!r}")
+        except PayloadError as exc:
+            raise TriggerConfigError(exc.message, function_id=fid) from None
         return cls(type_, fid, config, metadata)  # type: ignore[arg-type]

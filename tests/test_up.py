@@ -110,7 +110,7 @@ def test_the_embedded_server_answers_ping_and_stops_cleanly():
     server = start_embedded(port=None)
     try:
         url = urlsplit(server.connection_url)
-        pid = server._process.pid
+        pid = server.pid
         assert (url.hostname, url.scheme) == ("127.0.0.1", "redis")
         assert url.port != 6379  # port=None picks a free port
         assert redis_answers(url.hostname, url.port)
@@ -123,6 +123,7 @@ def test_the_embedded_server_answers_ping_and_stops_cleanly():
         server.stop()
     assert not redis_answers(url.hostname, url.port)
     assert not Path(f"/proc/{pid}").exists()
+    assert not server.data_dir.exists()  # no temporary files left behind
 
 
 # ``up`` with no URL configured starts the embedded server only when nothing answers on

@@ -22,6 +22,8 @@ class Field:
     check: Callable[[Any], str | None] | None = None
     """Returns a problem description, or None when the value is fine."""
     default: Any = None
+    normalize: Callable[[Any], Any] | None = None
+    """Applied to a value of the right type before it is checked and stored."""
 
 
 def check_fields(where: str, data: Any, schema: dict[str, Field], *,
@@ -53,6 +55,8 @@ def check_fields(where: str, data: Any, schema: dict[str, Field], *,
         if not ok:
             names = " or ".join(k.__name__ for k in kinds)
             raise error(f"{where}: {key!r} must be {names}, not {type(value).__name__}")
+        if spec.normalize is not None:
+            value = out[key] = spec.normalize(value)
         if spec.choices is not None and value not in spec.choices:
             raise error(f"{where}: {key!r} is {value!r}; choose one of {', '.join(map(str, spec.choices))}")
         if spec.check is not None and (problem := spec.check(value)):
@@ -69,12 +73,22 @@ def port(value: Any) -> str | None:
 
 
 def function_ids(value: Any) -> str | None:
-    if not all(isinstance(v, str) and v for v in value):
+    if not all(isinstance(v, str) for v in value):
         return "must be a list of function ids"
+    return next((problem for v in value if (problem := function_id(v))), None)
+
+
+def function_id(value: Any) -> str | None:
+    from ..errors import InvalidFunctionId
+    from ..function import check_function_id
+    try:
+        check_function_id(value, builtin=True)
+    except InvalidFunctionId as exc:
+        return f"is not a function id: {exc.message}"
     return None
 
 
-CONDITION = Field(str, check=nonempty)
+CONDITION = Field(str, check=function_id)
 
 
 @dataclass(frozen=True)

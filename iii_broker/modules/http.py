@@ -10,7 +10,7 @@ HTTP_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS")
 
 
 def _method(value: str) -> str | None:
-    return None if value.upper() in HTTP_METHODS else f"must be one of {', '.join(HTTP_METHODS)}"
+    return None if value in HTTP_METHODS else f"must be one of {', '.join(HTTP_METHODS)}"
 
 
 class HttpModule(Module):
@@ -18,7 +18,7 @@ class HttpModule(Module):
     trigger_types: ClassVar[tuple[TriggerType, ...]] = (
         TriggerType("http", {
             "api_path": Field(str, required=True, check=nonempty),
-            "http_method": Field(str, required=True, check=_method),
+            "http_method": Field(str, required=True, check=_method, normalize=str.upper),
             "condition_function_id": CONDITION,
             "middleware_function_ids": Field(list, check=function_ids),
         }, "an HTTP route served by the web process"),
