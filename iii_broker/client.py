@@ -7,10 +7,8 @@ timed out are dropped.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
-import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -20,25 +18,23 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from kombu import Consumer
+from kombu import Exchange, Queue
 
 from . import context as _context
 from .errors import (
     BrokerUnavailable,
     EnqueueError,
     FunctionNotFound,
-    IIIError,
     InvocationTimeout,
 )
 from .function import check_function_id
-from .message import Invocation, now_ms, parse_reply
+from .message import Invocation, now_ms
+from .replies import ReplyConsumer
 from .settings import Settings, mask_url
 from .store import Keys, RedisError, connect_store
 from .tracing import SpanContext
 from .transport import (
     Publisher,
-    connect,
-    ensure_connected,
     function_exchange,
     function_queue,
     reply_queue,
@@ -96,13 +92,9 @@ class Caller:
         self.publisher = Publisher(settings)
         self.store = connect_store(settings)
         self._reply_queue = reply_queue(settings, self.client_id)
-        self._pending: dict[str, Future[Any]] = {}
+        self.replies = ReplyConsumer(settings, self._reply_queue, self.store)
         self._known: dict[str, float] = {}
-        self._listener: threading.Thread | None = None
-        self._ready = threading.Event()
-        self._stop = threading.Event()
-        self._start_lock = threading.Lock()
-        self._listener_error: BaseException | None = None
+        self._routes: dict[str, tuple[Queue, Exchange]] = {}  # function id -> its queue, exchange
         self.on_block: Callable[[int], None] | None = None
         """Set by a worker: told +1 when a handler starts waiting on a call, -1 after."""
 
@@ -112,7 +104,8 @@ class Caller:
         self, function_id: str, payload: Any, timeout_ms: int | None, metadata: dict[str, Any] | None,
         sync: bool,
     ) -> tuple[Invocation, str, dict[str, Any]]:
-        check_function_id(function_id, builtin=True)
+        if function_id not in self._routes:
+            check_function_id(function_id, builtin=True)
         timeout = self.settings.default_timeout_ms if timeout_ms is None else int(timeout_ms)
         if timeout <= 0:
             raise ValueError(f"timeout_ms must be positive, got {timeout_ms!r}")
@@ -141,7 +134,7 @@ class Caller:
             return None
         with self._waiting(pending):
             try:
-                return pending.future.result(timeout=pending.wait_s)
+                return self.replies.wait(pending.future, pending.wait_s)
             except FutureTimeout:
                 raise pending.timeout_error() from None
 
@@ -160,7 +153,7 @@ class Caller:
             return None
         with self._waiting(pending):
             try:
-                return await asyncio.wait_for(asyncio.wrap_future(pending.future), pending.wait_s)
+                return await self.replies.await_reply(pending.future, pending.wait_s)
             except TimeoutError:
                 raise pending.timeout_error() from None
 
@@ -173,7 +166,7 @@ class Caller:
         try:
             yield
         finally:
-            self._pending.pop(pending.invocation_id, None)
+            self.replies.forget(pending.invocation_id)
             if hook:
                 hook(-1)
 
@@ -191,20 +184,24 @@ class Caller:
             raise TypeError(f"action must be Void or Enqueue(...), not {action!r}")
         inv, body, headers = self.prepare(function_id, payload, timeout_ms, metadata, sync=not void)
         self._require_function(function_id, inv.invocation_id)
-        queue = function_queue(self.settings, function_id)
-        exchange = function_exchange(self.settings, function_id)
+        route = self._routes.get(function_id)
+        if route is None:
+            route = (function_queue(self.settings, function_id),
+                     function_exchange(self.settings, function_id))
+            if len(self._routes) < 10_000:
+                self._routes[function_id] = route
+        queue, exchange = route
         if void:
             self.publisher.publish(body, exchange=exchange, routing_key=function_id,
                                    declare=queue, headers=headers)
             return None
-        self._ensure_listener()
+        self.replies.start()
         assert inv.deadline is not None
         pending = _Pending(
-            function_id, inv.invocation_id, Future(),
+            function_id, inv.invocation_id, self.replies.expect(inv.invocation_id),
             wait_s=max((inv.deadline - now_ms()) / 1000, 0.001),
             timeout_ms=self.settings.default_timeout_ms if timeout_ms is None else int(timeout_ms),
         )
-        self._pending[inv.invocation_id] = pending.future
         try:
             self.publisher.publish(
                 body, exchange=exchange, routing_key=function_id, declare=queue,
@@ -212,7 +209,7 @@ class Caller:
                 correlation_id=inv.invocation_id,
             )
         except BaseException:
-            self._pending.pop(inv.invocation_id, None)
+            self.replies.forget(inv.invocation_id)
             raise
         return pending
 
@@ -237,93 +234,7 @@ class Caller:
     def forget_function(self, function_id: str) -> None:
         self._known.pop(function_id, None)
 
-    # -- replies -----------------------------------------------------------------
-
-    def _ensure_listener(self) -> None:
-        if self._ready.is_set() and self._listener and self._listener.is_alive():
-            return
-        with self._start_lock:
-            if not (self._listener and self._listener.is_alive()):
-                self._ready.clear()
-                self._listener_error = None
-                self._listener = threading.Thread(
-                    target=self._listen, name="iii-replies", daemon=True)
-                self._listener.start()
-        if not self._ready.wait(10) or self._listener_error is not None:
-            err = self._listener_error
-            if isinstance(err, IIIError):
-                raise err
-            raise BrokerUnavailable(
-                f"cannot consume replies from {mask_url(self.settings.broker_url)}: {err}"
-            )
-
-    def _listen(self) -> None:
-        backoff = 0.2
-        while not self._stop.is_set():
-            conn = connect(self.settings)
-            try:
-                ensure_connected(conn, self.settings)
-                with Consumer(conn.channel(), [self._reply_queue], on_message=self._on_reply,
-                              no_ack=True, accept=["application/json"]):
-                    self._ready.set()
-                    backoff = 0.2
-                    last_beat = 0.0
-                    while not self._stop.is_set():
-                        now = time.monotonic()
-                        if now - last_beat > self.settings.heartbeat_interval_s:
-                            self._beat()
-                            last_beat = now
-                        try:
-                            conn.drain_events(timeout=1)
-                        except TimeoutError:
-                            pass
-                        except OSError as exc:
-                            if "timed out" in str(exc):
-                                continue
-                            raise
-            except Exception as exc:  # noqa: BLE001 - reconnect whatever broke
-                if not self._ready.is_set():
-                    self._listener_error = exc
-                    self._ready.set()
-                    return
-                log.warning("reply consumer lost its connection (%s); reconnecting", exc)
-                self._stop.wait(backoff)
-                backoff = min(backoff * 2, 5)
-            finally:
-                try:
-                    conn.release()
-                except Exception:  # noqa: BLE001
-                    pass
-
-    def _beat(self) -> None:
-        """Tell the engine this reply queue is still owned (it reaps abandoned ones)."""
-        expiry = now_ms() + int(self.settings.heartbeat_ttl_s * 1000 * 10)
-        try:
-            self.store.zadd(self.keys.clients, {self._reply_queue.name: expiry})
-        except RedisError:
-            pass
-
-    def _on_reply(self, message: Any) -> None:
-        try:
-            inv_id, result, error = parse_reply(message.body)
-        except Exception:  # noqa: BLE001 - a reply we cannot read answers nobody
-            log.warning("dropped an unreadable reply: %r", message.body[:200])
-            return
-        fut = self._pending.pop(inv_id, None)
-        if fut is None:
-            log.debug("dropped a late reply for invocation %s", inv_id)
-            return
-        if error is not None:
-            fut.set_exception(error)
-        else:
-            fut.set_result(result)
-        time.sleep(0)  # hand the GIL to the waiting caller before Kombu's next poll
-
     def close(self) -> None:
-        self._stop.set()  # the listener thread (a daemon) leaves within its poll interval
+        self.replies.close()
         self.publisher.close()
-        try:
-            self.store.zrem(self.keys.clients, self._reply_queue.name)
-        except RedisError:
-            pass
         self.store.close()

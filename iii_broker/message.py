@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import time
-import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -70,7 +70,7 @@ class Invocation:
 
     function_id: str
     payload: Any = None
-    invocation_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    invocation_id: str = field(default_factory=lambda: os.urandom(16).hex())
     deadline: int | None = None
     attempt: int = 1
     metadata: dict[str, Any] = field(default_factory=dict)

@@ -29,7 +29,8 @@ class SpanContext:
 
     @classmethod
     def new_root(cls) -> SpanContext:
-        return cls(secrets.token_hex(16), secrets.token_hex(8))
+        ids = secrets.token_hex(24)  # one read of the system's randomness for both ids
+        return cls(ids[:32], ids[32:])
 
     @classmethod
     def parse(cls, traceparent: str | None) -> SpanContext | None:

@@ -46,9 +46,10 @@ class RedisQoS(kombu_redis.QoS):
     - writes are buffered and flushed by the worker right after it has dispatched
       the handler (:meth:`flush`), in one pipeline, and acks of several messages go
       in one pipeline (:meth:`ack_many`);
-    - ``inflight_key`` (set by a worker) receives, for each call with ``reply_to``,
-      delivery tag -> reply route; the engine reads it to answer
-      ``invocation_stopped`` when the worker dies;
+    - ``inflight_key`` (set by a worker) receives, for each call with ``reply_to``
+      still running ``inflight_delay_s`` after delivery, delivery tag -> reply route;
+      the engine reads it to answer ``invocation_stopped`` when the worker dies.
+      Calls that finish sooner (most) cost no Redis write at all;
     - with ``persist_unacked`` False (function invocations: at most once, iii's
       semantics for sync and Void calls), the message is kept in memory only: it is
       handed back to its queue on a clean shutdown, and never redelivered after a
@@ -56,11 +57,12 @@ class RedisQoS(kombu_redis.QoS):
     """
 
     inflight_key: str | None = None
+    inflight_delay_s = 0.0
     persist_unacked = True
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._pending: list[tuple[str, str | None, str | None]] = []
+        self._pending: dict[str, tuple[str | None, str | None, float]] = {}
         self._written: dict[str, tuple[bool, bool]] = {}   # tag -> (unacked, in-flight)
         self._volatile: dict[str, tuple[Any, str, str]] = {}
 
@@ -81,27 +83,45 @@ class RedisQoS(kombu_redis.QoS):
                 "reply_to": props["reply_to"], "function_id": routing_key,
             })
         if raw is not None or route is not None:
-            self._pending.append((delivery_tag, raw, route))
+            self._pending[delivery_tag] = (raw, route, time.monotonic())
         virtual.QoS.append(self, message, delivery_tag)
 
-    def flush(self) -> None:
-        """Write the buffered unacked and in-flight records (one round trip)."""
+    def flush(self, *, due_only: bool = False) -> None:
+        """Write the buffered records (one round trip). With ``due_only``, in-flight-only
+        records younger than ``inflight_delay_s`` wait for a later flush."""
         if not self._pending:
             return
-        pending, self._pending = self._pending, []
-        now = time.time()
+        now = time.monotonic()
+        ripe = now - self.inflight_delay_s
+        tags = [tag for tag, (raw, _route, at) in self._pending.items()
+                if not due_only or raw is not None or at <= ripe]
+        if not tags:
+            return
+        wall = time.time()
         with self.pipe_or_acquire() as pipe:
-            for tag, raw, route in pending:
+            for tag in tags:
+                raw, route, _at = self._pending.pop(tag)
                 if raw is not None:
-                    pipe.zadd(self.unacked_index_key, {tag: now})
+                    pipe.zadd(self.unacked_index_key, {tag: wall})
                     pipe.hset(self.unacked_key, tag, raw)
                 if route is not None:
                     pipe.hset(self.inflight_key, tag, route)
                 self._written[tag] = (raw is not None, route is not None)
             pipe.execute()
 
+    def next_due_s(self) -> float | None:
+        """Seconds until the oldest buffered record is due, or None when none is buffered."""
+        if not self._pending:
+            return None
+        oldest = min(at for _raw, _route, at in self._pending.values())
+        return max(0.0, oldest + self.inflight_delay_s - time.monotonic())
+
     def ack_many(self, delivery_tags: list[str]) -> None:
         """Ack several messages in one round trip (none when nothing was written)."""
+        for tag in delivery_tags:
+            record = self._pending.get(tag)
+            if record is not None and record[0] is None:
+                del self._pending[tag]  # finished before its record was due: never written
         self.flush()
         written = [(tag, self._written.pop(tag, (False, False))) for tag in delivery_tags]
         if any(unacked or inflight for _, (unacked, inflight) in written):

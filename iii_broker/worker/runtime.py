@@ -54,6 +54,11 @@ Registrar = Callable[["Worker"], None]
 
 _IDLE_POLL_S = 0.5
 _BUSY_POLL_S = 0.02
+# A sync call still running this long after delivery gets its in-flight record (which
+# lets the engine answer invocation_stopped if this worker dies). Shorter calls never
+# touch Redis for it; a worker killed within this window of a call's start leaves that
+# caller to its timeout instead.
+INFLIGHT_RECORD_DELAY_S = 0.002
 
 
 class Worker:
@@ -157,6 +162,7 @@ class Worker:
                 if self._qos is not None:
                     self._qos.inflight_key = self.keys.inflight(self.worker_id)
                     self._qos.persist_unacked = False  # calls are at most once (iii §2)
+                    self._qos.inflight_delay_s = INFLIGHT_RECORD_DELAY_S
                 self._consumer = Consumer(channel, self._queues(), on_message=self._on_message,
                                           accept=["application/json"], auto_declare=True)
                 self._consumer.qos(prefetch_count=self.concurrency, apply_global=True)
@@ -186,13 +192,22 @@ class Worker:
         errors = broker_errors(conn)
         while not self._stopping.is_set():
             self._process_done(block=False)
+            timeout = _BUSY_POLL_S if self._in_flight else _IDLE_POLL_S
+            due = self._qos.next_due_s() if self._qos is not None else None
+            if due is not None:
+                timeout = min(timeout, due)
             if len(self._in_flight) >= self.concurrency + self._blocked:
-                self._process_done(block=True, timeout=_IDLE_POLL_S)
+                # Full: nothing to fetch; wait for a handler to finish (or a record to be due).
+                self._process_done(block=True, timeout=_IDLE_POLL_S if due is None else timeout)
+                if self._qos is not None:
+                    self._qos.flush(due_only=True)
                 continue
             try:
-                conn.drain_events(timeout=_BUSY_POLL_S if self._in_flight else _IDLE_POLL_S)
-                if self._qos is not None:
-                    self._qos.flush()  # after dispatch: the handler is already running
+                try:
+                    conn.drain_events(timeout=timeout)
+                finally:
+                    if self._qos is not None:
+                        self._qos.flush(due_only=True)  # in-flight records of calls still running
             except TimeoutError:
                 pass
             except errors:

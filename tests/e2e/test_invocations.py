@@ -90,7 +90,7 @@ def test_no_reply_in_time_is_a_timeout_and_the_late_reply_is_dropped(running):
         running.client.trigger("test::slow", {"seconds": 1.0}, timeout_ms=300)
     assert info.value.code == "TIMEOUT"
     assert 0.25 < time.monotonic() - started < 1.0
-    pending = running.client.caller._pending
+    pending = running.client.caller.replies._pending
     assert info.value.invocation_id not in pending
     # The late reply arrives and is dropped; the next call gets its own answer.
     time.sleep(0)  # no sleep needed: the next call is answered only by its own reply

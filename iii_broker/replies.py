@@ -1,0 +1,238 @@
+"""The reply side of sync calls: one reply queue and one Kombu consumer per process.
+
+Kombu connections are not thread-safe, so one thread at a time holds the *drain
+role* and runs the consumer; every reply it reads resolves the future of whichever
+call it answers. A thread waiting for its own reply takes the role itself when it is
+free, so the common case (one call at a time) reads its reply without handing it
+from thread to thread. Other waiting threads follow: they are woken when their reply
+has been read, or take the role when it is released. A background thread drains for
+``async`` callers (they must not block their event loop) and renews the queue's
+lease in Redis, so the engine can delete the queue of a process that went away.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
+from typing import Any
+
+from kombu import Connection, Consumer, Queue
+
+from .message import now_ms, parse_reply
+from .settings import Settings
+from .store import Keys, RedisError
+from .transport import connect, ensure_connected
+
+log = logging.getLogger("iii.client")
+
+# The longest one drain may block; bounds how late a waiter notices a stop or deadline.
+_DRAIN_S = 0.25
+_RECONNECT_S = 0.2
+
+
+class ReplyConsumer:
+    """Owns the process's reply queue and resolves waiting calls by correlation id."""
+
+    def __init__(self, settings: Settings, queue: Queue, store: Any) -> None:
+        self.settings = settings
+        self.queue = queue
+        self.store = store
+        self.keys = Keys(settings.namespace)
+        self._pending: dict[str, Future[Any]] = {}
+        self._cv = threading.Condition()
+        self._draining = False       # someone holds the drain role
+        self._sync_waiters = 0
+        self._async_waiters = 0
+        self._conn: Connection | None = None
+        self._stop = threading.Event()
+        self._wake = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    # -- lifecycle ----------------------------------------------------------------
+
+    def start(self) -> None:
+        """Declare and consume the reply queue (before any call is published, so an AMQP
+        broker can route replies to it); raises BrokerUnavailable."""
+        if self._conn is not None and self._thread is not None:
+            return
+        self._take_role()
+        try:
+            if self._conn is None:
+                self._connect()
+        finally:
+            self._release_role()
+        with self._cv:
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._background, name="iii-replies",
+                                                daemon=True)
+                self._thread.start()
+
+    def close(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        with self._cv:
+            idle = not self._draining
+            self._draining = True
+        if idle:
+            self._disconnect()
+        try:
+            self.store.zrem(self.keys.clients, self.queue.name)
+        except RedisError:
+            pass
+
+    # -- waiting --------------------------------------------------------------------
+
+    def expect(self, invocation_id: str) -> Future[Any]:
+        """A future for the reply to ``invocation_id`` (register it before publishing)."""
+        fut: Future[Any] = Future()
+        self._pending[invocation_id] = fut
+        return fut
+
+    def forget(self, invocation_id: str) -> None:
+        """Stop waiting: a reply that still comes is dropped."""
+        self._pending.pop(invocation_id, None)
+
+    def wait(self, fut: Future[Any], timeout_s: float) -> Any:
+        """The reply's result (or its error raised); FutureTimeout after ``timeout_s``."""
+        deadline = time.monotonic() + timeout_s
+        with self._cv:
+            self._sync_waiters += 1
+        try:
+            while not fut.done():
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise FutureTimeout()
+                with self._cv:
+                    if fut.done():
+                        break
+                    if self._draining:  # follow: woken when a reply is read or the role frees
+                        self._cv.wait(min(remaining, _DRAIN_S))
+                        continue
+                    self._draining = True
+                try:
+                    while not fut.done() and time.monotonic() < deadline \
+                            and not self._stop.is_set():
+                        self._drain_once(min(deadline - time.monotonic(), _DRAIN_S))
+                finally:
+                    self._release_role()
+        finally:
+            with self._cv:
+                self._sync_waiters -= 1
+        return fut.result(timeout=0)
+
+    async def await_reply(self, fut: Future[Any], timeout_s: float) -> Any:
+        """:meth:`wait` for async code: the background thread drains meanwhile."""
+        import asyncio
+
+        with self._cv:
+            self._async_waiters += 1
+        self._wake.set()
+        try:
+            return await asyncio.wait_for(asyncio.wrap_future(fut), timeout_s)
+        finally:
+            with self._cv:
+                self._async_waiters -= 1
+
+    # -- draining -------------------------------------------------------------------
+
+    def _take_role(self) -> None:
+        with self._cv:
+            while self._draining:
+                self._cv.wait()
+            self._draining = True
+
+    def _release_role(self) -> None:
+        with self._cv:
+            self._draining = False
+            self._cv.notify_all()
+            if self._async_waiters:
+                self._wake.set()
+
+    def _connect(self) -> None:
+        """(Re)connect and consume; only the role holder calls this."""
+        self._disconnect()
+        conn = connect(self.settings)
+        try:
+            ensure_connected(conn, self.settings)
+            Consumer(conn.channel(), [self.queue], on_message=self._on_reply, no_ack=True,
+                     accept=["application/json"]).consume()
+        except BaseException:
+            conn.release()
+            raise
+        self._conn = conn
+
+    def _disconnect(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            try:
+                conn.release()
+            except Exception:  # noqa: BLE001 - already broken
+                pass
+
+    def _drain_once(self, timeout: float) -> None:
+        """Read what replies arrive within ``timeout``; only the role holder calls this."""
+        try:
+            if self._conn is None:
+                self._connect()
+            assert self._conn is not None
+            self._conn.drain_events(timeout=max(timeout, 0.001))
+        except TimeoutError:
+            pass
+        except Exception as exc:  # noqa: BLE001 - reconnect whatever broke, waiters time out
+            if isinstance(exc, OSError) and "timed out" in str(exc):
+                return
+            log.warning("reply consumer lost its connection (%s); reconnecting", exc)
+            self._disconnect()
+            self._stop.wait(_RECONNECT_S)
+
+    def _on_reply(self, message: Any) -> None:
+        try:
+            inv_id, result, error = parse_reply(message.body)
+        except Exception:  # noqa: BLE001 - a reply we cannot read answers nobody
+            log.warning("dropped an unreadable reply: %r", message.body[:200])
+            return
+        fut = self._pending.pop(inv_id, None)
+        if fut is None:
+            log.debug("dropped a late reply for invocation %s", inv_id)
+            return
+        if error is not None:
+            fut.set_exception(error)
+        else:
+            fut.set_result(result)
+        if self._sync_waiters > 1:  # followers wait on the condition, not on their future
+            with self._cv:
+                self._cv.notify_all()
+
+    def _background(self) -> None:
+        interval = self.settings.heartbeat_interval_s
+        last_beat = 0.0
+        while not self._stop.is_set():
+            now = time.monotonic()
+            if now - last_beat >= interval:
+                self._beat()
+                last_beat = now
+            with self._cv:
+                lead = self._async_waiters > 0 and not self._draining and self._pending
+                if lead:
+                    self._draining = True
+            if not lead:
+                self._wake.wait(interval)
+                self._wake.clear()
+                continue
+            try:
+                self._drain_once(0.05)  # short: a sync waiter may want the role
+            finally:
+                with self._cv:
+                    self._draining = False
+                    self._cv.notify_all()
+
+    def _beat(self) -> None:
+        """Renew this reply queue's lease (the engine reaps queues whose lease lapsed)."""
+        expiry = now_ms() + int(self.settings.heartbeat_ttl_s * 1000 * 10)
+        try:
+            self.store.zadd(self.keys.clients, {self.queue.name: expiry})
+        except RedisError:
+            pass
