@@ -122,7 +122,7 @@ class RedisQoS(kombu_redis.QoS):
             record = self._pending.get(tag)
             if record is not None and record[0] is None:
                 del self._pending[tag]  # finished before its record was due: never written
-        self.flush()
+        self.flush(due_only=True)
         written = [(tag, self._written.pop(tag, (False, False))) for tag in delivery_tags]
         if any(unacked or inflight for _, (unacked, inflight) in written):
             with self.pipe_or_acquire() as pipe:

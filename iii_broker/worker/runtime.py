@@ -200,6 +200,7 @@ class Worker:
                 # Full: nothing to fetch; wait for a handler to finish (or a record to be due).
                 self._process_done(block=True, timeout=_IDLE_POLL_S if due is None else timeout)
                 if self._qos is not None:
+                    self._process_done(block=False)
                     self._qos.flush(due_only=True)
                 continue
             try:
@@ -207,6 +208,7 @@ class Worker:
                     conn.drain_events(timeout=timeout)
                 finally:
                     if self._qos is not None:
+                        self._process_done(block=False)  # finished calls need no record
                         self._qos.flush(due_only=True)  # in-flight records of calls still running
             except TimeoutError:
                 pass
