@@ -105,3 +105,17 @@ def in_thread(fn: Callable[..., T], *args: Any, **kwargs: Any) -> Future[T]:
     threading.Thread(target=run, name=f"in-thread-{getattr(fn, '__name__', 'call')}",
                      daemon=True).start()
     return fut
+
+
+def call_add(settings: Any, proc: Proc) -> None:
+    """Wait until ``math::add`` of the quickstart app, run by ``proc``, answers 2 + 3."""
+    from iii_broker import App
+
+    client = App("quickstart-test", settings=settings)
+    try:
+        def answered() -> bool:
+            assert proc.popen.poll() is None, f"{proc.name} exited early:\n{proc.output()}"
+            return client.trigger("math::add", {"a": 2, "b": 3}, timeout_ms=3000) == {"sum": 5}
+        wait_for(answered, timeout=30, what=f"math::add to answer\n{proc.output()}")
+    finally:
+        client.close()

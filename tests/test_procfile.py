@@ -10,8 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from iii_broker import App
-from tests.helpers import ROOT, Proc, wait_for
+from tests.helpers import ROOT, Proc, call_add, wait_for
 
 BIN = Path(sys.executable).parent
 
@@ -50,12 +49,8 @@ def test_honcho_start_runs_the_app_and_a_signal_stops_every_process(settings, st
                PATH=os.pathsep.join([str(BIN), env.get("PATH", "")]))
     honcho = shutil.which("honcho", path=str(BIN)) or shutil.which("honcho")
     proc = Proc("honcho", [honcho, "start"], env, tmp_path)
-    client = App("procfile-test", settings=settings)
     try:
-        def answered() -> bool:
-            assert proc.popen.poll() is None, f"honcho exited early:\n{proc.output()}"
-            return client.trigger("math::add", {"a": 2, "b": 3}, timeout_ms=3000) == {"sum": 5}
-        wait_for(answered, timeout=30, what=f"math::add to answer\n{proc.output()}")
+        call_add(settings, proc)
         running = processes_of(settings.namespace)
         commands = " | ".join(running.values())
         assert "iii-broker engine" in commands and "iii-worker -A examples.quickstart" in commands
@@ -69,7 +64,6 @@ def test_honcho_start_runs_the_app_and_a_signal_stops_every_process(settings, st
         assert "draining" in out  # the worker was stopped gracefully, not killed
         assert store.zcard(f"{settings.namespace}:workers") == 0
     finally:
-        client.close()
         proc.stop()
         for pid in processes_of(settings.namespace):  # never leave strays behind
             os.kill(pid, signal.SIGKILL)

@@ -16,10 +16,10 @@ from urllib.parse import urlsplit
 import pytest
 import redis
 
-from iii_broker import App, Settings
+from iii_broker import Settings
 from iii_broker.embedded import redis_answers, start_embedded
 from iii_broker.procs import GRACE_S
-from tests.helpers import Proc, bin_cmd, wait_for
+from tests.helpers import Proc, bin_cmd, call_add, wait_for
 
 
 def base_env(**extra: str) -> dict[str, str]:
@@ -41,17 +41,6 @@ def is_iii_process(pid: int) -> bool:
         return b"iii_broker" in Path(f"/proc/{pid}/cmdline").read_bytes()
     except FileNotFoundError:
         return False
-
-
-def call_add(settings: Settings, up: Proc) -> None:
-    client = App("up-test", settings=settings)
-    try:
-        def answered() -> bool:
-            assert up.popen.poll() is None, f"up exited early:\n{up.output()}"
-            return client.trigger("math::add", {"a": 2, "b": 3}, timeout_ms=3000) == {"sum": 5}
-        wait_for(answered, timeout=30, what=f"math::add to answer\n{up.output()}")
-    finally:
-        client.close()
 
 
 @pytest.fixture
