@@ -35,7 +35,7 @@ from ..engine.registry import Registry
 from ..errors import IIIError, InvocationFailed, PayloadError
 from ..function import FunctionDef
 from ..message import Invocation, dumps, now_ms, reply_body
-from ..modules import Module, extend_context
+from ..modules import BUILTIN_MODULES, Module, extend_context
 from ..settings import Settings
 from ..store import Keys, check_store, connect_store
 from ..tracing import SpanContext
@@ -80,7 +80,9 @@ class Worker:
         self.settings = settings or app.settings
         self.concurrency = concurrency
         self.kind = kind
-        self.modules = modules or []
+        # Modules may add to each call's Context; a worker without the engine's settings
+        # file uses every built-in module with its defaults.
+        self.modules = modules if modules is not None else [m() for m in BUILTIN_MODULES.values()]
         self.worker_id = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self.keys = Keys(self.settings.namespace)
         self.store = connect_store(self.settings)
