@@ -12,8 +12,6 @@ nested calls cannot deadlock even at concurrency 1.
 from __future__ import annotations
 
 import asyncio
-import base64
-import json
 import logging
 import os
 import queue
@@ -47,6 +45,8 @@ from ..transport import (
     ensure_connected,
     function_queue,
 )
+from .deadletters import DeadLetters
+from .registration import register_with_engine
 
 log = logging.getLogger("iii.worker")
 
@@ -89,6 +89,7 @@ class Worker:
         self.registry = Registry(self.store, self.settings.namespace)
         self.publisher = Publisher(self.settings)
         self._registrar = registrar or register_with_engine
+        self.dead_letters = DeadLetters(self.store, self.keys, self.publisher, self.worker_id)
         self._done: queue.Queue[tuple[str, Any]] = queue.Queue()
         self._in_flight: dict[str, Any] = {}   # delivery key -> kombu message
         self._blocked = 0
@@ -139,6 +140,11 @@ class Worker:
             self.app.close()
         return 0
 
+    @property
+    def stopping(self) -> bool:
+        """True once a stop was asked for (the worker is draining or gone)."""
+        return self._stopping.is_set()
+
     def stop(self, *, hard: bool = False) -> None:
         """Stop taking work; finish what runs (unless ``hard``) and return from :meth:`run`."""
         if hard:
@@ -160,7 +166,7 @@ class Worker:
                 qos = getattr(channel, "qos", None)  # only virtual transports have one
                 self._qos = qos if isinstance(qos, RedisQoS) else None
                 if hasattr(channel, "on_undecodable"):
-                    channel.on_undecodable = self._dead_letter_raw
+                    channel.on_undecodable = self.dead_letters.undecodable
                 if self._qos is not None:
                     self._qos.inflight_key = self.keys.inflight(self.worker_id)
                     self._qos.persist_unacked = False  # calls are at most once (iii §2)
@@ -238,11 +244,11 @@ class Worker:
         try:
             inv = Invocation.from_body(message.body, message.content_type)
         except PayloadError as exc:
-            self._refuse(message, exc.message)
+            self.dead_letters.refuse(message, exc.message)
             return
         fdef = self.app.functions.get(inv.function_id)
         if fdef is None:
-            self._refuse(message, f"no handler for {inv.function_id!r} in app {self.app.name!r}")
+            self.dead_letters.refuse(message, f"no handler for {inv.function_id!r} in app {self.app.name!r}")
             return
         if inv.deadline is not None and now_ms() > inv.deadline:
             log.info("dropped expired invocation %s of %s", inv.invocation_id, inv.function_id)
@@ -348,46 +354,6 @@ class Worker:
         if _context._peek() is not None:
             self._done.put(("qos", delta))
 
-    # -- refusing -------------------------------------------------------------------
-
-    def _refuse(self, message: Any, reason: str) -> None:
-        """Set a message aside as a dead letter, tell its caller, and never run it."""
-        props = message.properties or {}
-        text, encoding = _text(message.body)
-        record = {
-            "reason": reason, "content_type": message.content_type, "body": text,
-            "body_encoding": encoding, "headers": message.headers or {},
-            "queue": (message.delivery_info or {}).get("routing_key"),
-            "worker_id": self.worker_id, "at": now_ms(),
-        }
-        self._store_dead_letter(record)
-        reply_to, correlation_id = props.get("reply_to"), props.get("correlation_id")
-        if reply_to and correlation_id:
-            error = InvocationFailed(f"message refused: {reason}", invocation_id=correlation_id)
-            try:
-                self.publisher.publish(reply_body(correlation_id, error=error),
-                                       routing_key=reply_to, correlation_id=correlation_id)
-            except IIIError:
-                pass
-        message.ack()
-
-    def _dead_letter_raw(self, queue: str, raw: bytes, exc: Exception) -> None:
-        """An item on a queue that is not a Kombu message at all (the transport popped it)."""
-        text, encoding = _text(raw)
-        self._store_dead_letter({"reason": f"not a Kombu message: {exc}", "content_type": None,
-                                 "body": text, "body_encoding": encoding, "queue": queue,
-                                 "worker_id": self.worker_id, "at": now_ms()})
-
-    def _store_dead_letter(self, record: dict[str, Any]) -> None:
-        log.warning("set aside a message as a dead letter: %s", record["reason"])
-        try:
-            pipe = self.store.pipeline(transaction=False)
-            pipe.lpush(self.keys.dead_letters, json.dumps(record))
-            pipe.ltrim(self.keys.dead_letters, 0, 9_999)
-            pipe.execute()
-        except Exception as exc:  # noqa: BLE001 - logging above keeps the evidence
-            log.error("could not store the dead letter: %s", exc)
-
     # -- registry -------------------------------------------------------------------
 
     def _heartbeat_loop(self) -> None:
@@ -420,16 +386,6 @@ class Worker:
         signal.signal(signal.SIGINT, on_signal)
 
 
-def _text(body: bytes | str) -> tuple[str, str]:
-    """A message body as stored in a dead letter: UTF-8 text, or base64 when it is not."""
-    if isinstance(body, str):
-        return body, "utf-8"
-    try:
-        return body.decode("utf-8"), "utf-8"
-    except UnicodeDecodeError:
-        return base64.b64encode(body).decode(), "base64"
-
-
 def _ok(inv: Invocation, result: Any) -> str:
     try:
         return reply_body(inv.invocation_id, result=result)
@@ -453,35 +409,3 @@ def _failed(inv: Invocation, exc: BaseException, *, log_it: bool = False) -> str
         stacktrace="".join(traceback.format_exception(exc)),
     )
     return reply_body(inv.invocation_id, error=error)
-
-
-def register_with_engine(worker: Worker) -> None:
-    """Register through ``engine::workers::register``, waiting for an engine to answer."""
-    from ..errors import FunctionNotFound, InvocationTimeout, TriggerConfigError
-
-    payload = {
-        "worker": worker.info(),
-        "functions": [f.info() for f in worker.app.functions.values()],
-        "triggers": [t.to_dict() for t in worker.app.triggers],
-    }
-    waited = 0.0
-    delay = 0.1
-    while True:
-        try:
-            worker.app.trigger("engine::workers::register", payload, timeout_ms=5_000)
-            for fid in worker.app.functions:
-                worker.app.caller.forget_function(fid)
-            return
-        except InvocationFailed as exc:
-            raise TriggerConfigError(
-                f"the engine refused to register app {worker.app.name!r}: {exc.message}"
-            ) from None
-        except (FunctionNotFound, InvocationTimeout):
-            if worker._stopping.is_set():
-                return  # stopped before any engine answered: nothing to serve
-            if waited == 0 or int(waited) // 5 != int(waited + delay) // 5:
-                log.info("waiting for an engine (namespace %r) to register with...",
-                         worker.settings.namespace)
-            time.sleep(delay)
-            waited += delay
-            delay = min(delay * 2, 1.0)
