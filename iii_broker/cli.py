@@ -1,6 +1,7 @@
 """``iii-broker``: run the engine, call functions, list the registry, run an app.
 
     iii-broker engine
+    iii-broker web
     iii-broker trigger math::add '{"a": 2, "b": 3}'
     iii-broker functions | workers | triggers
     iii-broker up -A examples.quickstart
@@ -53,6 +54,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     p = sub.add_parser("engine", help="run an engine process (registry, liveness, built-ins)")
     p.add_argument("--concurrency", type=int, default=8)
 
+    p = sub.add_parser("web", help="serve http triggers on III_HTTP_HOST:III_HTTP_PORT "
+                       "(gunicorn, threaded workers)")
+    p.add_argument("--workers", type=_positive_int, default=1, help="processes (default 1)")
+    p.add_argument("--threads", type=_positive_int, default=16,
+                   help="requests each process serves at once (default 16)")
+
     p = sub.add_parser("trigger", help="call a function and print its result as JSON")
     p.add_argument("function_id")
     p.add_argument("payload", nargs="?", default="null", help="JSON payload (default null)")
@@ -67,7 +74,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         p.add_argument("--json", action="store_true", help="print the raw JSON")
 
     for name in ("up", "dev"):
-        p = sub.add_parser(name, help="run every process of an app (engine, worker) until Ctrl-C")
+        p = sub.add_parser(name, help="run every process of an app (engine, worker, web) until Ctrl-C")
         p.add_argument("-A", "--app", required=True, metavar="MODULE[:ATTR]")
         p.add_argument("--concurrency", type=int, default=8)
         p.add_argument("--no-embedded", action="store_true",
@@ -83,6 +90,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "engine":
             from .engine import Engine
             return Engine(settings, concurrency=args.concurrency).run()
+        if args.command == "web":
+            from .web.server import serve
+            return serve(settings, workers=args.workers, threads=args.threads)
         if args.command == "trigger":
             return _trigger(settings, args)
         if args.command in ("functions", "workers", "triggers"):

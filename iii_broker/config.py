@@ -4,7 +4,7 @@
 read when present, and every module runs with its defaults otherwise::
 
     [modules.http]
-    port = 3111
+    port = 8080
 
     [modules.cron]
     enabled = false

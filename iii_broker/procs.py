@@ -1,8 +1,8 @@
 """``iii-broker up``: run every process an app needs in the foreground.
 
 Starts the embedded Valkey server when no broker is configured and nothing
-answers on 127.0.0.1:6379, then the engine and a worker (web and beat join as
-they arrive), prefixes their output like honcho, and on Ctrl-C or SIGTERM stops
+answers on 127.0.0.1:6379, then the engine, a worker and the web process (beat
+joins when it arrives), prefixes their output like honcho, and on Ctrl-C or SIGTERM stops
 them all: SIGTERM first (workers drain), SIGKILL for any still running after the
 grace period. If one process exits on its own, the others are stopped too.
 """
@@ -30,6 +30,7 @@ def process_commands(app_spec: str, concurrency: int) -> dict[str, list[str]]:
         "engine": [py, "-m", "iii_broker", "engine"],
         "worker": [py, "-m", "iii_broker.worker", "-A", app_spec, "--concurrency",
                    str(concurrency)],
+        "web": [py, "-m", "iii_broker", "web"],
     }
 
 

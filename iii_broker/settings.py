@@ -37,6 +37,14 @@ class Settings:
     """Engine settings file (TOML); ``iii.toml`` in the working directory when it exists."""
     log_level: str = "INFO"
     """Log level of iii-broker's own processes."""
+    http_host: str = "127.0.0.1"
+    """Interface the web process (``iii-broker web``) listens on for HTTP triggers."""
+    http_port: int = 3111
+    """Port of the web process."""
+    http_body_limit: int = 1_048_576
+    """Largest request body an HTTP trigger accepts, in bytes (larger: 413)."""
+    http_timeout_ms: int = 30_000
+    """How long the web process waits for an HTTP trigger's function (then 504)."""
     explicit: frozenset[str] = field(default=frozenset(), compare=False, repr=False)
     """Which settings came from the environment rather than defaults."""
 
@@ -99,6 +107,14 @@ class Settings:
             raise ConfigError("III_DEFAULT_TIMEOUT_MS must be positive")
         if self.log_level.upper() not in LOG_LEVELS:
             raise ConfigError(f"III_LOG_LEVEL={self.log_level!r}: use one of {', '.join(LOG_LEVELS)}")
+        if not self.http_host.strip():
+            raise ConfigError("III_HTTP_HOST must not be empty")
+        if not 1 <= self.http_port <= 65535:
+            raise ConfigError(f"III_HTTP_PORT={self.http_port!r}: use a TCP port from 1 to 65535")
+        if self.http_body_limit <= 0:
+            raise ConfigError("III_HTTP_BODY_LIMIT must be a positive number of bytes")
+        if self.http_timeout_ms <= 0:
+            raise ConfigError("III_HTTP_TIMEOUT_MS must be positive")
 
     def with_overrides(self, **changes: object) -> Settings:
         """A copy with some settings replaced (used by tests and the CLI)."""
@@ -113,15 +129,19 @@ class Settings:
             "III_HEARTBEAT_INTERVAL_S": str(self.heartbeat_interval_s),
             "III_DEFAULT_TIMEOUT_MS": str(self.default_timeout_ms),
             "III_LOG_LEVEL": self.log_level,
+            "III_HTTP_HOST": self.http_host,
+            "III_HTTP_PORT": str(self.http_port),
+            "III_HTTP_BODY_LIMIT": str(self.http_body_limit),
+            "III_HTTP_TIMEOUT_MS": str(self.http_timeout_ms),
         }
         if self.config_path:
             env["III_CONFIG_PATH"] = self.config_path
         return env
 
 
-# Variables owned by later components (web, queues, ...) are validated there;
-# III_TEST_* belong to the test suite.
-_OTHER_COMPONENT_VARS = ("III_HTTP_", "III_API_", "III_WEB_", "III_CORS_", "III_TEST_")
+# Variables owned by later components (management API, CORS, ...) are validated there;
+# III_TEST_* belong to the test suite. III_HTTP_* are settings above, so a typo there fails.
+_OTHER_COMPONENT_VARS = ("III_API_", "III_WEB_", "III_CORS_", "III_TEST_")
 
 
 def is_redis_url(url: str) -> bool:

@@ -14,7 +14,7 @@ import redis
 
 from iii_broker import App, Settings
 from iii_broker.embedded import redis_answers, start_embedded
-from tests.helpers import Proc, bin_cmd, dump, wait_for
+from tests.helpers import Proc, bin_cmd, dump, free_port, wait_for
 
 AMQP_URL = os.environ.get("III_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672//")
 
@@ -48,7 +48,7 @@ def broker_url(redis_url: str) -> str:
 @pytest.fixture
 def settings(redis_url: str, broker_url: str, namespace: str) -> Settings:
     return Settings(broker_url=broker_url, redis_url=redis_url, namespace=namespace,
-                    heartbeat_interval_s=0.3, default_timeout_ms=10_000)
+                    heartbeat_interval_s=0.3, default_timeout_ms=10_000, http_port=free_port())
 
 
 @pytest.fixture

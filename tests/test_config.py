@@ -24,7 +24,7 @@ def test_without_a_file_every_module_runs_with_its_defaults(tmp_path, monkeypatc
     assert [m.name for m in config.modules] == list(BUILTIN_MODULES)
     assert set(config.trigger_types) == set(all_trigger_types())
     assert config.module("http").config == {"enabled": True, "port": 3111, "host": "127.0.0.1"}
-    assert config.module("stream").config["port"] == 3112
+    assert config.module("stream").config == {"enabled": True}
     assert config.path is None
 
 
@@ -43,12 +43,12 @@ port = 9000
 host = "0.0.0.0"
 
 [modules.stream]
-port = 9001
+enabled = true
 """, "engine.toml")
     config = EngineConfig.load(path)
     assert config.path == path
     assert config.module("http").config == {"enabled": True, "port": 9000, "host": "0.0.0.0"}
-    assert config.module("stream").config == {"enabled": True, "port": 9001}
+    assert config.module("stream").config == {"enabled": True}
     assert config.module("cron").config == {"enabled": True}
 
 
@@ -114,7 +114,7 @@ def test_an_unknown_key_is_an_error_naming_it_and_the_allowed_ones(tmp_path):
     ('[modules.http]\nport = "8080"\n', "[modules.http]: 'port' must be int, not str"),
     ("[modules.http]\nport = true\n", "'port' must be int, not bool"),
     ("[modules.http]\nport = 99999\n", "'port' is 99999; use a TCP port from 1 to 65535"),
-    ("[modules.stream]\nport = 0\n", "[modules.stream]: 'port' is 0"),
+    ("[modules.http]\nport = 0\n", "[modules.http]: 'port' is 0"),
     ('[modules.cron]\nenabled = "no"\n', "[modules.cron]: 'enabled' must be bool, not str"),
     ("modules = 3\n", "'modules' must be a table"),
     ("[modules]\nhttp = 3\n", "[modules.http] must be a table"),

@@ -87,7 +87,7 @@ def test_every_unknown_variable_is_named_at_once():
 
 
 def test_variables_of_other_components_and_other_programs_are_not_errors():
-    s = Settings.from_env({"III_HTTP_PORT": "8080", "III_WEB_WORKERS": "2", "III_CORS_ORIGINS": "*",
+    s = Settings.from_env({"III_WEB_WORKERS": "2", "III_CORS_ORIGINS": "*",
                            "III_API_TOKEN": "t", "PATH": "/bin", "IIIX": "1", "iii_namespace": "x"})
     assert s == Settings()
 

@@ -19,7 +19,7 @@ import redis
 from iii_broker import Settings
 from iii_broker.embedded import redis_answers, start_embedded
 from iii_broker.procs import GRACE_S
-from tests.helpers import Proc, bin_cmd, call_add, wait_for
+from tests.helpers import Proc, bin_cmd, call_add, free_port, wait_for
 
 
 def base_env(**extra: str) -> dict[str, str]:
@@ -130,7 +130,8 @@ sys.exit(main(["up", "-A", "examples.quickstart", "--concurrency", "2"]))
 
 
 def test_up_without_any_redis_runs_the_app_on_an_embedded_server(up_proc, namespace):
-    env = base_env(III_NAMESPACE=namespace, III_HEARTBEAT_INTERVAL_S="0.3")
+    env = base_env(III_NAMESPACE=namespace, III_HEARTBEAT_INTERVAL_S="0.3",
+                   III_HTTP_PORT=str(free_port()))
     up = up_proc([sys.executable, "-c", _UP_WITHOUT_REDIS], env)
     match = wait_for(
         lambda: re.search(r"started an embedded Valkey server at (redis://\S+)", up.output()),

@@ -26,6 +26,12 @@ from .registry import Registry
 log = logging.getLogger("iii.engine")
 
 
+def _route_shape(api_path: str) -> tuple[str, ...]:
+    """``/users/:id`` and ``users/:name/`` are the same route: ``("users", ":")``."""
+    return tuple(":" if s.startswith(":") and len(s) > 1 else s
+                 for s in api_path.strip("/").split("/"))
+
+
 class Engine:
     """Serves ``engine::*`` and keeps the registry clean."""
 
@@ -83,6 +89,7 @@ class Engine:
                 )
             checked = types[tdef.type].validate(tdef.config)
             triggers.append(TriggerDef(tdef.type, tdef.function_id, checked, tdef.metadata).to_dict())
+        self._refuse_route_conflicts(triggers)
         ttl_ms = int(self.settings.heartbeat_ttl_s * 1000)
         live = self.registry.register_worker(worker, payload.get("functions", []), triggers, ttl_ms)
         log.info("registered %s %s (%s) with %d function(s), %d trigger(s)",
@@ -90,6 +97,27 @@ class Engine:
                  len(payload.get("functions", [])), len(triggers))
         return {"worker_id": worker["id"], "triggers": [t["id"] for t in triggers],
                 "functions_now_live": live}
+
+    def _refuse_route_conflicts(self, triggers: list[dict[str, Any]]) -> None:
+        """Raise :class:`TriggerConfigError` when an ``http`` trigger takes a route (method and
+        path, parameter names aside) that another function's trigger already has. Only
+        triggers of live functions count, so a renamed function can take its old routes.
+        """
+        new = [t for t in triggers if t["type"] == "http"]
+        if not new:
+            return
+        taken: dict[tuple[str, tuple[str, ...]], dict[str, Any]] = {}
+        for t in [t for t in self.registry.triggers() if t["type"] == "http" and t["active"]] + new:
+            config = t["config"]
+            key = (config["http_method"], _route_shape(config["api_path"]))
+            other = taken.setdefault(key, t)
+            if other["function_id"] != t["function_id"]:
+                raise TriggerConfigError(
+                    f"http trigger {config['http_method']} {config['api_path']} of "
+                    f"{t['function_id']!r} conflicts with {other['config']['http_method']} "
+                    f"{other['config']['api_path']} of {other['function_id']!r}: routes that "
+                    "differ only in parameter names are the same route",
+                    function_id=t["function_id"])
 
     def _why_missing(self, trigger_type: str) -> str:
         """Why a trigger type is not available: its module is disabled (and where), or unknown."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from .base import CONDITION, Field, Module, TriggerType, nonempty, port
+from .base import CONDITION, Field, Module, TriggerType, nonempty
 
 
 class StreamModule(Module):
@@ -23,5 +23,4 @@ class StreamModule(Module):
     )
     options: ClassVar[dict[str, Field]] = {
         "enabled": Field(bool, default=True),
-        "port": Field(int, check=port, default=3112),
     }

@@ -1,5 +1,5 @@
-"""The Flask web process (HTTP triggers, stream WebSockets, management API).
-
-Arrives with the HTTP triggers issue; the ``http`` trigger type and its config
-schema already live in :mod:`iii_broker.modules.http`.
+"""The web process: serves ``http`` triggers (stream WebSockets and the management API
+come later). ``create_app`` is in :mod:`iii_broker.web.app`, the live route table in
+:mod:`iii_broker.web.routes`, ``iii-broker web`` in :mod:`iii_broker.web.server`; the
+``http`` trigger type and its config schema live in :mod:`iii_broker.modules.http`.
 """

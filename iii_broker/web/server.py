@@ -1,0 +1,69 @@
+"""``iii-broker web``: the web app under gunicorn's threaded (``gthread``) workers.
+
+Gunicorn rather than werkzeug's development server: it is the same server the Procfile
+runs, its ``gthread`` worker serves many requests at once (each one mostly waits on a
+function's reply), and on SIGTERM it stops accepting and lets running requests finish.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from gunicorn.app.base import BaseApplication
+
+from ..config import EngineConfig
+from ..errors import ConfigError
+from ..settings import Settings
+
+
+class WebServer(BaseApplication):  # type: ignore[misc]  # gunicorn has no type hints
+    """Gunicorn configured from code: no config file, no command-line parsing."""
+
+    def __init__(self, settings: Settings, *, workers: int = 1, threads: int = 16) -> None:
+        self.settings = settings
+        self.options: dict[str, Any] = {
+            "bind": f"{_host(settings.http_host)}:{settings.http_port}",
+            "worker_class": "gthread",
+            "workers": workers,
+            "threads": threads,
+            # a request may wait this long for its function, plus a margin
+            "timeout": max(30, settings.http_timeout_ms // 1000 + 10),
+            "graceful_timeout": 10,
+            "loglevel": settings.log_level.lower(),
+        }
+        super().__init__()
+
+    def load_config(self) -> None:
+        for key, value in self.options.items():
+            self.cfg.set(key, value)
+        if "control_socket_disable" in self.cfg.settings:  # gunicorn >= 27: one shared path
+            self.cfg.set("control_socket_disable", True)  # per user would clash between servers
+
+    def load(self) -> Any:
+        from .app import create_app
+        return create_app(self.settings)
+
+
+def serve(settings: Settings, *, workers: int = 1, threads: int = 16) -> int:
+    """Serve HTTP triggers until SIGTERM or Ctrl-C; raises ConfigError when http is disabled."""
+    WebServer(web_settings(settings), workers=workers, threads=threads).run()
+    return 0
+
+
+def web_settings(settings: Settings) -> Settings:
+    """Where to listen: ``III_HTTP_HOST``/``III_HTTP_PORT`` when set, else the ``host`` and
+    ``port`` of ``[modules.http]`` in the engine settings file (defaults 127.0.0.1:3111)."""
+    config = EngineConfig.load(settings.config_path)
+    module = config.module("http")
+    if module is None:
+        raise ConfigError(f"the http module is disabled in {config.path}: nothing to serve")
+    changes: dict[str, Any] = {}
+    if "http_host" not in settings.explicit:
+        changes["http_host"] = module.config["host"]
+    if "http_port" not in settings.explicit:
+        changes["http_port"] = module.config["port"]
+    return settings.with_overrides(**changes)
+
+
+def _host(host: str) -> str:
+    return f"[{host}]" if ":" in host and not host.startswith("[") else host  # IPv6
