@@ -9,7 +9,7 @@ from typing import Any, TypeVar
 
 from .client import Caller, Enqueue, Void
 from .errors import InvalidFunctionId, TriggerConfigError
-from .function import FunctionDef, check_function_id
+from .function import RESERVED_IDS, RESERVED_PREFIXES, FunctionDef, check_function_id
 from .modules import all_trigger_types
 from .settings import Settings
 from .trigger import TriggerDef
@@ -89,7 +89,8 @@ class App:
         metadata: dict[str, Any] | None = None,
     ) -> TriggerDef:
         """Bind a trigger of ``type`` to ``function_id``; the engine activates it when the
-        worker starts. Raises :class:`TriggerConfigError` for an unknown type or bad config.
+        worker starts. Raises :class:`TriggerConfigError` for an unknown type, bad config or
+        an http trigger on a reserved built-in.
         """
         tdef = TriggerDef.from_dict({"type": type, "function_id": function_id,
                                      "config": {} if config is None else config,
@@ -105,6 +106,10 @@ class App:
         except TriggerConfigError as exc:
             raise TriggerConfigError(f"{exc.message} (trigger for {function_id!r})",
                                      function_id=function_id) from None
+        if tdef.type == "http" and is_reserved(function_id):
+            raise TriggerConfigError(
+                f"function {function_id!r} is a reserved built-in: an http trigger may not "
+                "expose it", function_id=function_id)
         tdef = TriggerDef(tdef.type, tdef.function_id, checked, tdef.metadata)
         if all(t.id != tdef.id for t in self.triggers):
             self.triggers.append(tdef)
@@ -153,6 +158,11 @@ class App:
 
     def __repr__(self) -> str:
         return f"<App {self.name!r} functions={len(self.functions)} triggers={len(self.triggers)}>"
+
+
+def is_reserved(function_id: str) -> bool:
+    """Built-ins (``engine::*``, ``iii::*``, ``state::*``, ``stream::*``, ``publish``)."""
+    return function_id.startswith(RESERVED_PREFIXES) or function_id in RESERVED_IDS
 
 
 def _describe(fn: Callable[..., Any]) -> str:

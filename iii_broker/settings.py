@@ -13,7 +13,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-from .errors import ConfigError
+from .errors import ConfigError, InvalidFunctionId
+from .function import check_function_id
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "WARN", "ERROR", "CRITICAL")
@@ -45,6 +46,12 @@ class Settings:
     """Largest request body an HTTP trigger accepts, in bytes (larger: 413)."""
     http_timeout_ms: int = 30_000
     """How long the web process waits for an HTTP trigger's function (then 504)."""
+    http_middleware: str = ""
+    """Comma-separated function ids run as middleware before every HTTP trigger, in order."""
+    http_cors_origins: str = ""
+    """Comma-separated origins (``https://app.example``) or ``*`` allowed by CORS; empty: off."""
+    api_token: str | None = field(default=None, repr=False)
+    """Bearer token the management API (``/_iii/``) requires; unset: loopback clients only."""
     explicit: frozenset[str] = field(default=frozenset(), compare=False, repr=False)
     """Which settings came from the environment rather than defaults."""
 
@@ -115,6 +122,28 @@ class Settings:
             raise ConfigError("III_HTTP_BODY_LIMIT must be a positive number of bytes")
         if self.http_timeout_ms <= 0:
             raise ConfigError("III_HTTP_TIMEOUT_MS must be positive")
+        if self.api_token is not None and (not self.api_token
+                                           or any(c.isspace() for c in self.api_token)):
+            raise ConfigError("III_API_TOKEN must be a non-empty token without whitespace")
+        for function_id in self.http_middleware_ids:
+            try:
+                check_function_id(function_id, builtin=False)
+            except InvalidFunctionId as exc:
+                raise ConfigError(f"III_HTTP_MIDDLEWARE: {exc.message}") from None
+        for origin in self.http_cors_origin_list:
+            if origin != "*" and not _ORIGIN.fullmatch(origin):
+                raise ConfigError(f"III_HTTP_CORS_ORIGINS: {origin!r} is not an origin; use "
+                                  "scheme://host[:port] (no path) or *")
+
+    @property
+    def http_middleware_ids(self) -> tuple[str, ...]:
+        """``III_HTTP_MIDDLEWARE`` as a tuple of function ids."""
+        return _split(self.http_middleware)
+
+    @property
+    def http_cors_origin_list(self) -> tuple[str, ...]:
+        """``III_HTTP_CORS_ORIGINS`` as a tuple; empty when CORS is off."""
+        return _split(self.http_cors_origins)
 
     def with_overrides(self, **changes: object) -> Settings:
         """A copy with some settings replaced (used by tests and the CLI)."""
@@ -133,15 +162,26 @@ class Settings:
             "III_HTTP_PORT": str(self.http_port),
             "III_HTTP_BODY_LIMIT": str(self.http_body_limit),
             "III_HTTP_TIMEOUT_MS": str(self.http_timeout_ms),
+            "III_HTTP_MIDDLEWARE": self.http_middleware,
+            "III_HTTP_CORS_ORIGINS": self.http_cors_origins,
         }
         if self.config_path:
             env["III_CONFIG_PATH"] = self.config_path
+        if self.api_token is not None:
+            env["III_API_TOKEN"] = self.api_token
         return env
 
 
-# Variables owned by later components (management API, CORS, ...) are validated there;
+# Variables owned by later components (CORS, ...) are validated there;
 # III_TEST_* belong to the test suite. III_HTTP_* are settings above, so a typo there fails.
-_OTHER_COMPONENT_VARS = ("III_API_", "III_WEB_", "III_CORS_", "III_TEST_")
+_OTHER_COMPONENT_VARS = ("III_TEST_",)
+
+
+_ORIGIN = re.compile(r"[a-z][a-z0-9+.\-]*://[^/\s,]+", re.IGNORECASE)
+
+
+def _split(value: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in value.split(",") if part.strip())
 
 
 def is_redis_url(url: str) -> bool:

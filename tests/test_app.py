@@ -289,3 +289,12 @@ def test_a_json_payload_does_go_on_to_the_broker(app):
     from iii_broker import BrokerUnavailable
     with pytest.raises(BrokerUnavailable, match="127.0.0.1:1"):
         app.trigger("math::add", {"a": 1, "b": [1.5, None, True, "x"]}, timeout_ms=500)
+
+
+@pytest.mark.parametrize("function_id", ["engine::workers::list", "iii::durable::publish",
+                                         "state::get", "stream::set", "publish"])
+def test_an_http_trigger_on_a_reserved_built_in_is_refused(app, function_id):
+    with pytest.raises(TriggerConfigError, match="reserved built-in") as info:
+        app.register_trigger("http", function_id, {"api_path": "/x", "http_method": "GET"})
+    assert info.value.function_id == function_id
+    assert app.triggers == []

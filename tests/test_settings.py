@@ -86,10 +86,15 @@ def test_every_unknown_variable_is_named_at_once():
         Settings.from_env({"III_OTHER_TYPO": "1", "III_A_TYPO": "2"})
 
 
-def test_variables_of_other_components_and_other_programs_are_not_errors():
-    s = Settings.from_env({"III_WEB_WORKERS": "2", "III_CORS_ORIGINS": "*",
-                           "III_API_TOKEN": "t", "PATH": "/bin", "IIIX": "1", "iii_namespace": "x"})
+def test_the_test_suites_variables_and_other_programs_variables_are_not_errors():
+    s = Settings.from_env({"III_TEST_REDIS_URL": "redis://x", "PATH": "/bin", "IIIX": "1",
+                           "iii_namespace": "x"})
     assert s == Settings()
+
+
+def test_a_misspelt_cors_variable_is_an_error_naming_it():
+    with pytest.raises(ConfigError, match="III_CORS_ORIGINS"):
+        Settings.from_env({"III_CORS_ORIGINS": "*"})
 
 
 @pytest.mark.parametrize(("var", "value", "problem"), [

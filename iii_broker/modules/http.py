@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from .base import CONDITION, Field, Module, TriggerType, function_ids, nonempty, port
+from .base import CONDITION, Field, Module, TriggerType, function_ids, port
 
 HTTP_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS")
 
@@ -13,11 +13,19 @@ def _method(value: str) -> str | None:
     return None if value in HTTP_METHODS else f"must be one of {', '.join(HTTP_METHODS)}"
 
 
+def _api_path(value: str) -> str | None:
+    if not value.strip():
+        return "must not be empty"
+    if value.strip("/").split("/")[0] == "_iii":
+        return f"is {value!r}: /_iii/ is reserved for the management API"
+    return None
+
+
 class HttpModule(Module):
     name = "http"
     trigger_types: ClassVar[tuple[TriggerType, ...]] = (
         TriggerType("http", {
-            "api_path": Field(str, required=True, check=nonempty),
+            "api_path": Field(str, required=True, check=_api_path),
             "http_method": Field(str, required=True, check=_method, normalize=str.upper),
             "condition_function_id": CONDITION,
             "middleware_function_ids": Field(list, check=function_ids),

@@ -1,8 +1,9 @@
 """The Flask app of the web process: serves the registry's ``http`` triggers.
 
 Every request goes through one view: find the route in the live :class:`RouteTable`,
-build the payload of iii-reference §3, call the function with ``App.trigger`` and turn
-its result into the response. Errors the web process makes itself use iii's envelope
+build the payload of iii-reference §3, run the middleware and the condition
+(:mod:`.middleware`), call the function with ``App.trigger`` and turn its result into the
+response. Errors the web process makes itself use iii's envelope
 ``{"error": {"code", "message", "error_id"?}}``.
 """
 
@@ -17,7 +18,7 @@ from typing import Any
 from flask import Flask, Response, g, request
 from werkzeug.exceptions import HTTPException
 
-from ..app import App
+from ..app import App, is_reserved
 from ..errors import (
     BrokerUnavailable,
     Forbidden,
@@ -29,8 +30,10 @@ from ..errors import (
 )
 from ..modules.http import HTTP_METHODS
 from ..settings import Settings
+from .management import management_blueprint
+from .middleware import Answered, BadAnswer, Cors, middleware_payload, read_answer, trace
 from .payloads import BadRequestBody, BadResponse, make_response, request_payload
-from .routes import RouteTable
+from .routes import Route, RouteTable
 
 log = logging.getLogger("iii.web")
 
@@ -58,11 +61,16 @@ def create_app(settings: Settings | None = None) -> Flask:
     app = Flask("iii_broker.web", static_folder=None)
     app.config["MAX_CONTENT_LENGTH"] = settings.http_body_limit
     app.extensions["iii"] = {"settings": settings, "routes": table, "client": client}
+    app.register_blueprint(management_blueprint())  # /_iii/: before any user route or hook
     app.url_map.merge_slashes = False  # the path reaches the route table as sent
+    cors = Cors(settings.http_cors_origin_list)
+    global_middleware = settings.http_middleware_ids
 
     def serve(path: str = "") -> Response:
         match = table.match(request.path, request.method)
         route = match.route
+        if match.allowed and cors.is_preflight(request):
+            return cors.preflight(request, match.allowed)
         if route is None:
             if match.allowed:
                 response = error(405, "METHOD_NOT_ALLOWED",
@@ -73,6 +81,11 @@ def create_app(settings: Settings | None = None) -> Flask:
             return error(404, "NOT_FOUND", f"no route for {request.method} {request.path}")
         if (request.content_length or 0) > settings.http_body_limit:
             return too_large()
+        reserved = [f for f in (route.function_id, route.condition_function_id,
+                                *route.middleware_function_ids) if f and is_reserved(f)]
+        if reserved:
+            return error(403, "FORBIDDEN",
+                         f"built-in function {reserved[0]!r} is not callable through an HTTP route")
         if not route.active:
             return error(503, FunctionNotFound.code,
                          f"no live worker serves {route.function_id!r}; "
@@ -82,21 +95,51 @@ def create_app(settings: Settings | None = None) -> Flask:
         except BadRequestBody as exc:
             return error(400, "INVALID_JSON", str(exc))
         try:
-            result = client.trigger(route.function_id, payload, timeout_ms=settings.http_timeout_ms)
-        except InvocationFailed as exc:
-            return failure(exc.code, f"function {route.function_id!r} failed",
-                           exc.stacktrace or exc.message)
-        except IIIError as exc:
-            status = next((s for kind, s in _STATUS_OF.items() if isinstance(exc, kind)), None)
-            if status is None:
-                return failure(exc.code, f"calling {route.function_id!r} failed", str(exc))
-            return error(status, exc.code, exc.message)
+            with trace(client, request.headers.get("traceparent")):
+                return run(route, payload)
+        except Answered as answered:
+            return answered.response
+
+    def run(route: Route, payload: dict[str, Any]) -> Response:
+        """Middleware, then the condition, then the function (each may answer instead)."""
+        context: dict[str, Any] = {}
+        for function_id in (*global_middleware, *route.middleware_function_ids):
+            answer = call(function_id, middleware_payload(payload, context), "middleware")
+            try:
+                action, value = read_answer(answer)
+                if action == "respond":
+                    return make_response(value)
+            except (BadAnswer, BadResponse) as exc:
+                return failure("invalid_middleware_response",
+                               f"middleware {function_id!r} answered something unusable",
+                               f"{exc}: {answer!r}"[:2000])
+            context = {**context, **value}
+        payload["context"] = context
+        if route.condition_function_id is not None:
+            if not call(route.condition_function_id, payload, "condition"):
+                return error(422, "CONDITION_NOT_MET",
+                             f"the condition of {request.method} {route.api_path} is not met")
+        result = call(route.function_id, payload, "function")
         try:
             return make_response(result)
         except BadResponse as exc:
             return failure("invalid_response",
                            f"function {route.function_id!r} returned a response that cannot be "
                            f"sent: {exc}", str(exc))
+
+    def call(function_id: str, payload: Any, role: str) -> Any:
+        """``client.trigger``; an error becomes the response, raised as :class:`Answered`."""
+        try:
+            return client.trigger(function_id, payload, timeout_ms=settings.http_timeout_ms)
+        except InvocationFailed as exc:
+            raise Answered(failure(exc.code, f"{role} {function_id!r} failed",
+                                   exc.stacktrace or exc.message)) from None
+        except IIIError as exc:
+            status = next((s for kind, s in _STATUS_OF.items() if isinstance(exc, kind)), None)
+            if status is None:
+                raise Answered(failure(exc.code, f"calling {function_id!r} failed",
+                                       str(exc))) from None
+            raise Answered(error(status, exc.code, exc.message)) from None
 
     for rule in ("/", "/<path:path>"):
         app.add_url_rule(rule, "http_trigger", serve, methods=list(HTTP_METHODS),
@@ -111,7 +154,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     @app.after_request
     def echo_request_id(response: Response) -> Response:
         response.headers["X-Request-Id"] = g.get("request_id") or uuid.uuid4().hex
-        return response
+        return cors.decorate(request, response)
 
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException) -> Response:

@@ -39,13 +39,17 @@ class Route:
     function_id: str
     active: bool
     segments: tuple[str, ...]
+    condition_function_id: str | None = None
+    middleware_function_ids: tuple[str, ...] = ()
 
     @classmethod
     def from_trigger(cls, trigger: dict[str, Any]) -> Route:
         config = trigger["config"]
         return cls(api_path="/" + "/".join(split_path(config["api_path"])),
                    method=str(config["http_method"]).upper(), function_id=trigger["function_id"],
-                   active=bool(trigger.get("active")), segments=split_path(config["api_path"]))
+                   active=bool(trigger.get("active")), segments=split_path(config["api_path"]),
+                   condition_function_id=config.get("condition_function_id"),
+                   middleware_function_ids=tuple(config.get("middleware_function_ids") or ()))
 
     def match(self, parts: tuple[str, ...]) -> dict[str, str] | None:
         """The path params when ``parts`` fits this route's pattern, else None."""

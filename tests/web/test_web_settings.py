@@ -63,3 +63,23 @@ def test_the_web_process_refuses_to_start_when_the_http_module_is_disabled(tmp_p
     assert done.returncode == 1
     assert "the http module is disabled in" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_middleware_and_cors_settings_are_read_split_and_survive_child_env():
+    s = Settings.from_env({"III_HTTP_MIDDLEWARE": "auth::check, audit::log",
+                           "III_HTTP_CORS_ORIGINS": "https://a.example,http://localhost:3000"})
+    assert s.http_middleware_ids == ("auth::check", "audit::log")
+    assert s.http_cors_origin_list == ("https://a.example", "http://localhost:3000")
+    assert Settings.from_env(s.child_env()) == s
+    assert Settings.from_env({}).http_middleware_ids == Settings().http_cors_origin_list == ()
+
+
+@pytest.mark.parametrize(("var", "value", "problem"), [
+    ("III_HTTP_MIDDLEWARE", "auth check", "III_HTTP_MIDDLEWARE: function id 'auth check' is malformed"),
+    ("III_HTTP_MIDDLEWARE", "engine::workers::list", "reserved"),
+    ("III_HTTP_CORS_ORIGINS", "app.example", "not an origin"),
+    ("III_HTTP_CORS_ORIGINS", "https://app.example/path", "not an origin"),
+])
+def test_a_bad_middleware_id_or_cors_origin_is_an_error_naming_the_setting(var, value, problem):
+    with pytest.raises(ConfigError, match=problem):
+        Settings.from_env({var: value})
