@@ -1,6 +1,7 @@
 """The quickstart app: ``iii-broker up -A examples.quickstart``.
 
-Then, in another terminal: ``iii-broker trigger math::add '{"a": 2, "b": 3}'``.
+Then, in another terminal: ``iii-broker trigger math::add '{"a": 2, "b": 3}'``, or over
+HTTP: ``curl -X POST localhost:3111/add -H 'content-type: application/json' -d '{"a": 2, "b": 3}'``.
 """
 
 import asyncio
@@ -28,5 +29,15 @@ async def square(payload):
     return {"result": payload["x"] ** 2}
 
 
-app.register_trigger(type="http", function_id="math::add",
+@app.function("math::add_http", description="POST /add: math::add over HTTP")
+def add_over_http(request):
+    # An http trigger's function gets the request (iii-reference §3) and answers a response.
+    body = request["body"]
+    if not isinstance(body, dict) or not all(
+            isinstance(body.get(k), (int, float)) for k in ("a", "b")):
+        return {"status_code": 400, "body": {"error": 'send a JSON object {"a": 2, "b": 3}'}}
+    return {"status_code": 200, "body": add(body)}
+
+
+app.register_trigger(type="http", function_id="math::add_http",
                      config={"api_path": "/add", "http_method": "POST"})

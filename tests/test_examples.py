@@ -14,13 +14,14 @@ def quick(cluster):
     return cluster
 
 
-def test_the_quickstart_defines_its_three_functions_and_an_http_trigger():
+def test_the_quickstart_defines_its_functions_and_an_http_trigger():
     app = quickstart.app
-    assert set(app.functions) == {"math::add", "math::sum_of_squares", "math::square"}
+    assert set(app.functions) == {"math::add", "math::sum_of_squares", "math::square",
+                                  "math::add_http"}
     assert app.functions["math::square"].is_async
     assert app.functions["math::sum_of_squares"].wants_context
     (trigger,) = app.triggers
-    assert (trigger.type, trigger.function_id) == ("http", "math::add")
+    assert (trigger.type, trigger.function_id) == ("http", "math::add_http")
     assert trigger.config == {"api_path": "/add", "http_method": "POST"}
 
 
@@ -56,4 +57,15 @@ def test_the_registry_shows_the_quickstart_descriptions_and_its_active_trigger(q
     assert functions["math::add"]["description"] == "Add two numbers"
     assert functions["math::sum_of_squares"]["description"] == "a² + b², using math::square twice"
     (trigger,) = quick.client.trigger("engine::triggers::list", {})["triggers"]
-    assert trigger["function_id"] == "math::add" and trigger["active"] is True
+    assert trigger["function_id"] == "math::add_http" and trigger["active"] is True
+
+
+def test_post_add_over_http_adds_and_refuses_a_bad_body(quick):
+    from tests.web.conftest import start_web
+
+    web = start_web(quick)
+    reply = web.request("POST", "/add", b'{"a": 2, "b": 3}',
+                        headers={"Content-Type": "application/json"})
+    assert (reply.status, reply.json()) == (200, {"sum": 5})
+    reply = web.request("POST", "/add", b'{"a": "two"}', headers={"Content-Type": "application/json"})
+    assert reply.status == 400 and "send a JSON object" in reply.json()["error"]
