@@ -50,18 +50,27 @@ class App:
 
     def function(
         self, function_id: str, *, description: str | None = None,
-        metadata: dict[str, Any] | None = None,
+        metadata: dict[str, Any] | None = None, request_schema: dict[str, Any] | None = None,
+        response_schema: dict[str, Any] | None = None,
     ) -> Callable[[F], F]:
-        """Decorator: register the decorated callable (sync or ``async def``) as ``function_id``."""
+        """Decorator: register the decorated callable (sync or ``async def``) as ``function_id``.
+
+        ``request_schema``/``response_schema`` (JSON Schema) describe the request and response
+        bodies for ``GET /_iii/openapi.json``; without them a pydantic model or TypedDict
+        annotation on the first parameter / the return value is used.
+        """
         def decorate(handler: F) -> F:
             self.register_function(function_id, handler, description=description,
-                                   metadata=metadata)
+                                   metadata=metadata, request_schema=request_schema,
+                                   response_schema=response_schema)
             return handler
         return decorate
 
     def register_function(
         self, function_id: str, handler: Callable[..., Any], *,
         description: str | None = None, metadata: dict[str, Any] | None = None,
+        request_schema: dict[str, Any] | None = None,
+        response_schema: dict[str, Any] | None = None,
     ) -> FunctionDef:
         """Register ``handler`` under ``function_id``.
 
@@ -80,7 +89,13 @@ class App:
                 f"by {_describe(existing.handler)}",
                 function_id=function_id,
             )
-        fdef = FunctionDef(function_id, handler, description or _doc(handler), dict(metadata or {}))
+        for name, schema in (("request_schema", request_schema),
+                             ("response_schema", response_schema)):
+            if schema is not None and not isinstance(schema, dict):
+                raise TypeError(f"{name} of {function_id!r} must be a JSON Schema dict, "
+                                f"not {type(schema).__name__}")
+        fdef = FunctionDef(function_id, handler, description or _doc(handler),
+                           dict(metadata or {}), request_schema, response_schema)
         self.functions[function_id] = fdef
         return fdef
 

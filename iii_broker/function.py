@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import inspect
 import re
+import types
+import typing
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Union
 
 from .errors import InvalidFunctionId
 
@@ -50,18 +52,92 @@ class FunctionDef:
     handler: Callable[..., Any]
     description: str | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
+    request_schema: dict[str, Any] | None = None
+    response_schema: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
         self.is_async = inspect.iscoroutinefunction(self.handler)
         self.wants_context = _positional_arity(self.handler) >= 2
+        if self.request_schema is None:
+            self.request_schema = hinted_schema(self.handler)
 
     def info(self) -> dict[str, Any]:
-        """What the registry stores about this function."""
-        return {
+        """What the registry stores about this function (the schemas only when known)."""
+        info: dict[str, Any] = {
             "function_id": self.function_id,
             "description": self.description,
             "metadata": self.metadata,
         }
+        if self.request_schema is not None:
+            info["request_schema"] = self.request_schema
+        if self.response_schema is not None:
+            info["response_schema"] = self.response_schema
+        return info
+
+
+# -- schemas from type hints --------------------------------------------------------
+
+_JSON_TYPES: dict[Any, str] = {str: "string", int: "integer", float: "number", bool: "boolean",
+                               type(None): "null"}
+
+
+def hinted_schema(handler: Callable[..., Any]) -> dict[str, Any] | None:
+    """The JSON Schema of the first parameter's annotation: a pydantic model
+    (``model_json_schema()``, when pydantic is installed) or a TypedDict; else None."""
+    try:
+        hints = typing.get_type_hints(handler)
+        params = [p for p in inspect.signature(handler).parameters.values()
+                  if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    except Exception:  # unresolvable forward references, builtins without signatures
+        return None
+    return _model_schema(hints.get(params[0].name)) if params else None
+
+
+def _model_schema(hint: Any) -> dict[str, Any] | None:
+    schema = getattr(hint, "model_json_schema", None)
+    if isinstance(hint, type) and callable(schema):  # a pydantic model class
+        try:
+            result = schema()
+        except Exception:
+            return None
+        return result if isinstance(result, dict) else None
+    if typing.is_typeddict(hint):
+        return _typed_dict_schema(hint)
+    return None
+
+
+def _typed_dict_schema(td: Any) -> dict[str, Any]:
+    hints = typing.get_type_hints(td, include_extras=True)
+    # Wrappers first: under ``from __future__ import annotations`` (Python < 3.14)
+    # ``__required_keys__`` does not see them.
+    default = getattr(td, "__required_keys__", hints)
+    required = sorted(k for k, v in hints.items() if typing.get_origin(v) is typing.Required
+                      or (k in default and typing.get_origin(v) is not typing.NotRequired))
+    schema: dict[str, Any] = {"type": "object", "title": td.__name__,
+                              "properties": {k: _type_schema(v) for k, v in hints.items()}}
+    if required:
+        schema["required"] = required
+    return schema
+
+
+def _type_schema(hint: Any) -> dict[str, Any]:
+    """A small mapping of Python types to JSON Schema; anything unknown allows any value."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if hint in _JSON_TYPES:
+        return {"type": _JSON_TYPES[hint]}
+    if origin in (typing.Required, typing.NotRequired, typing.Annotated) and args:
+        return _type_schema(args[0])
+    if origin in (Union, types.UnionType):
+        return {"anyOf": [_type_schema(a) for a in args]}
+    if origin is typing.Literal:
+        return {"enum": list(args)}
+    if hint in (list, tuple, set) or origin in (list, tuple, set, frozenset):
+        return {"type": "array", **({"items": _type_schema(args[0])} if args else {})}
+    if hint is dict or origin is dict:
+        return {"type": "object"}
+    if typing.is_typeddict(hint):
+        return _typed_dict_schema(hint)
+    return {}
 
 
 def _positional_arity(fn: Callable[..., Any]) -> int:

@@ -1,7 +1,8 @@
 """The management API of the web process, under the reserved prefix ``/_iii/``.
 
 ``GET /_iii/health`` (broker, store and engine liveness), ``GET /_iii/functions``,
-``/_iii/workers`` and ``/_iii/triggers`` (iii's discovery functions, iii-reference §4) and
+``/_iii/workers`` and ``/_iii/triggers`` (iii's discovery functions, iii-reference §4),
+``GET /_iii/openapi.json`` (the live http triggers as OpenAPI 3.1, :mod:`.openapi`) and
 ``POST /_iii/invoke/<function_id>`` (call any function with the JSON body as payload).
 
 Access: with ``III_API_TOKEN`` set every ``/_iii/`` request needs
@@ -35,6 +36,7 @@ from ..modules.http import HTTP_METHODS
 from ..settings import Settings
 from ..store import Keys, RedisError, connect_store
 from ..transport import connect, ensure_connected
+from .openapi import build_document
 from .routes import split_path
 
 PREFIX = "_iii"
@@ -156,6 +158,16 @@ def management_blueprint() -> Blueprint:
     for name, function_id in _LISTINGS.items():
         bp.add_url_rule(f"/{name}", name, _listing(function_id), methods=["GET"],
                         provide_automatic_options=False)
+
+    @route("/openapi.json", "GET")
+    def openapi() -> Response:
+        registry = current_app.extensions["iii"]["routes"].registry
+        try:
+            document = build_document(registry.triggers(), registry.functions(),
+                                      title=f"iii-broker ({_settings().namespace})")
+        except RedisError as exc:
+            return error(503, "STORE_UNAVAILABLE", f"cannot read the registry: {exc}")
+        return json_response(document)
 
     @route("/invoke/<function_id>", "POST")
     def invoke(function_id: str) -> Response:
