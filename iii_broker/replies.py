@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import deque
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any
@@ -44,12 +45,13 @@ class ReplyConsumer:
         self._pending: dict[str, Future[Any]] = {}
         self._cv = threading.Condition()
         self._draining = False       # someone holds the drain role
-        self._sync_waiters = 0
+        self._followers: deque[threading.Event] = deque()  # sync waiters not draining
         self._async_waiters = 0
         self._conn: Connection | None = None
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
+        self._closed = False
 
     # -- lifecycle ----------------------------------------------------------------
 
@@ -74,8 +76,10 @@ class ReplyConsumer:
         self._stop.set()
         self._wake.set()
         with self._cv:
+            self._closed = True  # whoever holds the role disconnects when it lets go
             idle = not self._draining
-            self._draining = True
+            if idle:
+                self._draining = True
         if idle:
             self._disconnect()
         try:
@@ -98,29 +102,33 @@ class ReplyConsumer:
     def wait(self, fut: Future[Any], timeout_s: float) -> Any:
         """The reply's result (or its error raised); FutureTimeout after ``timeout_s``."""
         deadline = time.monotonic() + timeout_s
-        with self._cv:
-            self._sync_waiters += 1
-        try:
-            while not fut.done():
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    raise FutureTimeout()
-                with self._cv:
-                    if fut.done():
-                        break
-                    if self._draining:  # follow: woken when a reply is read or the role frees
-                        self._cv.wait(min(remaining, _DRAIN_S))
-                        continue
-                    self._draining = True
-                try:
-                    while not fut.done() and time.monotonic() < deadline \
-                            and not self._stop.is_set():
-                        self._drain_once(min(deadline - time.monotonic(), _DRAIN_S))
-                finally:
-                    self._release_role()
-        finally:
+        wake = threading.Event()  # set when our reply is read, or when the role is ours to take
+        fut.add_done_callback(lambda _f: wake.set())
+        while not fut.done():
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or self._stop.is_set():  # closed: no reply will be read
+                raise FutureTimeout()
             with self._cv:
-                self._sync_waiters -= 1
+                if fut.done():
+                    break
+                if self._draining:  # follow: only our own reply or a free role wakes us
+                    self._followers.append(wake)
+                    lead = False
+                else:
+                    self._draining = True
+                    lead = True
+            if not lead:
+                wake.wait(min(remaining, _DRAIN_S))
+                wake.clear()
+                with self._cv:
+                    if wake in self._followers:
+                        self._followers.remove(wake)
+                continue
+            try:
+                while not fut.done() and time.monotonic() < deadline and not self._stop.is_set():
+                    self._drain_once(min(deadline - time.monotonic(), _DRAIN_S))
+            finally:
+                self._release_role()
         return fut.result(timeout=0)
 
     async def await_reply(self, fut: Future[Any], timeout_s: float) -> Any:
@@ -147,9 +155,13 @@ class ReplyConsumer:
     def _release_role(self) -> None:
         with self._cv:
             self._draining = False
-            self._cv.notify_all()
-            if self._async_waiters:
+            self._cv.notify_all()  # start() and close() wait on the condition
+            if self._followers:
+                self._followers.popleft().set()  # one follower takes the role
+            elif self._async_waiters:
                 self._wake.set()
+            if self._closed:
+                self._disconnect()
 
     def _connect(self) -> None:
         """(Re)connect and consume; only the role holder calls this."""
@@ -198,13 +210,10 @@ class ReplyConsumer:
         if fut is None:
             log.debug("dropped a late reply for invocation %s", inv_id)
             return
-        if error is not None:
+        if error is not None:  # the future's callback wakes its waiter, and only it
             fut.set_exception(error)
         else:
             fut.set_result(result)
-        if self._sync_waiters > 1:  # followers wait on the condition, not on their future
-            with self._cv:
-                self._cv.notify_all()
 
     def _background(self) -> None:
         interval = self.settings.heartbeat_interval_s
@@ -215,7 +224,8 @@ class ReplyConsumer:
                 self._beat()
                 last_beat = now
             with self._cv:
-                lead = self._async_waiters > 0 and not self._draining and self._pending
+                lead = bool(self._async_waiters and not self._draining and self._pending
+                            and not self._followers)
                 if lead:
                     self._draining = True
             if not lead:
@@ -225,9 +235,7 @@ class ReplyConsumer:
             try:
                 self._drain_once(0.05)  # short: a sync waiter may want the role
             finally:
-                with self._cv:
-                    self._draining = False
-                    self._cv.notify_all()
+                self._release_role()
 
     def _beat(self) -> None:
         """Renew this reply queue's lease (the engine reaps queues whose lease lapsed)."""
