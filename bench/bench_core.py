@@ -173,10 +173,12 @@ def throughput(r: redis.Redis, redis_pid: int, worker: Child, arm: Callable[[int
 # -- report ----------------------------------------------------------------------------
 
 
-def versions(r: redis.Redis, load: tuple[float, float, float]) -> str:
+def versions(r: redis.Redis, load: tuple[float, float, float],
+             packages: tuple[str, ...] = ("kombu", "celery", "redis"), extra: str = "") -> str:
+    """The report's lines on the machine, the versions of ``packages`` and the iii-broker tree."""
     cpu = next((line.split(":", 1)[1].strip() for line in
                 Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("model name")), "?")
-    pkgs = ", ".join(f"{p} {metadata.version(p)}" for p in ("kombu", "celery", "redis"))
+    pkgs = ", ".join(f"{p} {metadata.version(p)}" for p in packages)
     try:
         head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, text=True,
                               capture_output=True, timeout=10).stdout.strip()
@@ -190,7 +192,7 @@ def versions(r: redis.Redis, load: tuple[float, float, float]) -> str:
             f"{platform.system()} {platform.release()}; load average "
             f"{load[0]:.2f} when the run started, {os.getloadavg()[0]:.2f} when it ended\n"
             f"- Python {platform.python_version()}; {pkgs} (redis-py); "
-            f"Redis server {r.info('server')['redis_version']}\n"
+            f"Redis server {r.info('server')['redis_version']}{extra}\n"
             f"- iii-broker at {tree}\n")
 
 

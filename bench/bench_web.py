@@ -19,7 +19,6 @@ import collections
 import datetime
 import json
 import os
-import platform
 import re
 import shutil
 import signal
@@ -30,7 +29,6 @@ import tempfile
 import time
 import urllib.request
 import uuid
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +39,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))  # so `bench.*` imports work as `python bench/bench_web.py`
 
 from bench.bench_core import Child, cleanup_keys, proc_cpu_s, wait_until  # noqa: E402
+from bench.bench_core import versions as core_versions  # noqa: E402
 from bench.web_apps import PATH  # noqa: E402
 
 CONNECTIONS = 64
@@ -212,27 +211,10 @@ def profile(url: str, seconds: float, targets: dict[str, int], out_dir: Path) ->
 
 
 def versions(r: redis.Redis, load: tuple[float, float, float]) -> str:
-    cpu = next((line.split(":", 1)[1].strip() for line in
-                Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("model name")), "?")
-    pkgs = ", ".join(f"{p} {metadata.version(p)}" for p in ("gunicorn", "flask", "werkzeug",
-                                                             "kombu", "redis"))
     wrk_v = subprocess.run(["wrk", "--version"], capture_output=True, text=True,
                            check=False).stdout.split(" Copyright")[0].strip()
-    try:
-        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, text=True,
-                              capture_output=True, timeout=10).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--", "iii_broker"], cwd=ROOT,
-                               text=True, capture_output=True, timeout=10).stdout.split("\n")
-        changed = [line[3:] for line in dirty if line.strip()]
-    except (OSError, subprocess.SubprocessError):
-        head, changed = "?", []
-    tree_ = f"`{head}`" + (f" + uncommitted changes to {', '.join(changed)}" if changed else "")
-    return (f"- Machine: {os.cpu_count()} CPUs (nproc {len(os.sched_getaffinity(0))}), {cpu}, "
-            f"{platform.system()} {platform.release()}; load average "
-            f"{load[0]:.2f} when the run started, {os.getloadavg()[0]:.2f} when it ended\n"
-            f"- Python {platform.python_version()}; {pkgs} (redis-py); "
-            f"Redis server {r.info('server')['redis_version']}; {wrk_v}\n"
-            f"- iii-broker at {tree_}\n")
+    return core_versions(r, load, ("gunicorn", "flask", "werkzeug", "kombu", "redis"),
+                         extra=f"; {wrk_v}")
 
 
 def report(args: argparse.Namespace, res: dict[str, dict[str, Any]], r: redis.Redis,
