@@ -11,6 +11,10 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from ..app import App
@@ -89,14 +93,35 @@ class Engine:
                 )
             checked = types[tdef.type].validate(tdef.config)
             triggers.append(TriggerDef(tdef.type, tdef.function_id, checked, tdef.metadata).to_dict())
-        self._refuse_route_conflicts(triggers)
         ttl_ms = int(self.settings.heartbeat_ttl_s * 1000)
-        live = self.registry.register_worker(worker, payload.get("functions", []), triggers, ttl_ms)
+        # Check-then-write must not interleave with another engine's registration, or two
+        # workers could both take one route: registrations with http triggers take turns.
+        with self._routes_lock(any(t["type"] == "http" for t in triggers)):
+            self._refuse_route_conflicts(triggers)
+            live = self.registry.register_worker(worker, payload.get("functions", []), triggers,
+                                                 ttl_ms)
         log.info("registered %s %s (%s) with %d function(s), %d trigger(s)",
                  worker.get("kind", "worker"), worker["id"], worker.get("name"),
                  len(payload.get("functions", [])), len(triggers))
         return {"worker_id": worker["id"], "triggers": [t["id"] for t in triggers],
                 "functions_now_live": live}
+
+    @contextmanager
+    def _routes_lock(self, needed: bool) -> Iterator[None]:
+        """Hold ``NS:lock:routes`` (a few seconds at most) while ``needed``."""
+        if not needed:
+            yield
+            return
+        key, owner = f"{self.settings.namespace}:lock:routes", uuid.uuid4().hex
+        deadline = time.monotonic() + 5
+        while not self.registry.acquire(key, owner, 5_000):
+            if time.monotonic() > deadline:
+                raise TriggerConfigError("another registration holds the route lock; try again")
+            time.sleep(0.01)  # another engine is registering routes right now
+        try:
+            yield
+        finally:
+            self.registry.release(key, owner)
 
     def _refuse_route_conflicts(self, triggers: list[dict[str, Any]]) -> None:
         """Raise :class:`TriggerConfigError` when an ``http`` trigger takes a route (method and
