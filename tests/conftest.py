@@ -14,7 +14,7 @@ import redis
 
 from iii_broker import App, Settings
 from iii_broker.embedded import redis_answers, start_embedded
-from tests.helpers import Proc, bin_cmd, dump, free_port, wait_for
+from tests.helpers import Proc, bin_cmd, delete_namespace, dump, free_port, wait_for
 
 AMQP_URL = os.environ.get("III_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672//")
 
@@ -55,11 +55,8 @@ def settings(redis_url: str, broker_url: str, namespace: str) -> Settings:
 def store(settings: Settings) -> Iterator[redis.Redis]:
     client = redis.Redis.from_url(settings.redis_url, decode_responses=True)
     yield client
-    keys = list(client.scan_iter(f"{settings.namespace}*"))
-    keys += list(client.scan_iter(f"_kombu.binding*.{settings.namespace}.*"))
-    if keys:
-        client.delete(*keys)
     client.close()
+    delete_namespace(settings.redis_url, settings.namespace)
 
 
 class Cluster:

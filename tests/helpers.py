@@ -127,3 +127,17 @@ def call_add(settings: Any, proc: Proc) -> None:
         wait_for(answered, timeout=30, what=f"math::add to answer\n{proc.output()}")
     finally:
         client.close()
+
+
+def delete_namespace(redis_url: str, namespace: str) -> None:
+    """Remove every Redis key of a test namespace, Kombu's binding records included."""
+    import redis
+
+    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    try:
+        keys = list(client.scan_iter(f"{namespace}*"))
+        keys += list(client.scan_iter(f"_kombu.binding*.{namespace}.*"))
+        if keys:
+            client.delete(*keys)
+    finally:
+        client.close()

@@ -10,11 +10,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
-import redis
 
 from iii_broker import Settings
 from tests.conftest import Cluster
-from tests.helpers import Proc, bin_cmd, dump, free_port, wait_for
+from tests.helpers import Proc, bin_cmd, delete_namespace, dump, free_port, wait_for
 
 
 @dataclass
@@ -89,12 +88,7 @@ def shared(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator
         yield cluster, web
     finally:
         cluster.close()
-        client = redis.Redis.from_url(redis_url, decode_responses=True)
-        keys = list(client.scan_iter(f"{settings.namespace}*"))
-        keys += list(client.scan_iter(f"_kombu.binding*.{settings.namespace}.*"))
-        if keys:
-            client.delete(*keys)
-        client.close()
+        delete_namespace(redis_url, settings.namespace)
 
 
 @pytest.fixture

@@ -17,6 +17,7 @@ import redis
 from iii_broker import Settings
 from iii_broker.engine.registry import Registry
 from tests.conftest import Cluster
+from tests.helpers import delete_namespace
 from tests.web.conftest import Web, start_web
 
 ORIGIN = "https://app.example"
@@ -39,12 +40,7 @@ def webs(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[t
         yield cluster, web, plain
     finally:
         cluster.close()
-        client = redis.Redis.from_url(redis_url, decode_responses=True)
-        keys = list(client.scan_iter(f"{settings.namespace}*"))
-        keys += list(client.scan_iter(f"_kombu.binding*.{settings.namespace}.*"))
-        if keys:
-            client.delete(*keys)
-        client.close()
+        delete_namespace(redis_url, settings.namespace)
 
 
 @pytest.fixture

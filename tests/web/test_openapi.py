@@ -12,13 +12,12 @@ from pathlib import Path
 from typing import NotRequired, TypedDict
 
 import pytest
-import redis
 from openapi_spec_validator import OpenAPIV31SpecValidator, validate
 
 from iii_broker import App, Settings
 from iii_broker.web.openapi import build_document
 from tests.conftest import Cluster
-from tests.helpers import wait_for
+from tests.helpers import delete_namespace, wait_for
 from tests.web.conftest import Web, start_web
 
 pydantic = pytest.importorskip("pydantic")
@@ -140,12 +139,7 @@ def test_a_typed_dict_annotation_gives_a_request_schema_and_explicit_schemas_win
 # -- the live document -------------------------------------------------------------------
 
 def _clean(redis_url: str, namespace: str) -> None:
-    client = redis.Redis.from_url(redis_url, decode_responses=True)
-    keys = list(client.scan_iter(f"{namespace}*"))
-    keys += list(client.scan_iter(f"_kombu.binding*.{namespace}.*"))
-    if keys:
-        client.delete(*keys)
-    client.close()
+    delete_namespace(redis_url, namespace)
 
 
 @pytest.fixture(scope="module")
