@@ -29,6 +29,7 @@ from .errors import (
 )
 from .function import check_function_id
 from .message import Invocation, now_ms
+from .queues.store import JobStore
 from .replies import ReplyConsumer
 from .settings import Settings, mask_url
 from .store import Keys, RedisError, connect_store
@@ -57,6 +58,8 @@ class Enqueue:
     """Action: hand the call to the named durable queue; returns ``{"messageReceiptId"}``."""
 
     def __init__(self, queue: str = "default", idempotency_key: str | None = None) -> None:
+        if not isinstance(queue, str) or not queue:
+            raise TypeError(f"Enqueue(queue=...) must be a queue name, not {queue!r}")
         self.queue = queue
         self.idempotency_key = idempotency_key
 
@@ -95,6 +98,7 @@ class Caller:
         self.replies = ReplyConsumer(settings, self._reply_queue, self.store)
         self._known: dict[str, float] = {}
         self._routes: dict[str, tuple[Queue, Exchange]] = {}  # function id -> its queue, exchange
+        self._jobs: JobStore | None = None
         self.on_block: Callable[[int], None] | None = None
         """Set by a worker: told +1 when a handler starts waiting on a call, -1 after."""
 
@@ -129,6 +133,8 @@ class Caller:
         metadata: dict[str, Any] | None = None,
     ) -> Any:
         """Invoke ``function_id``; see :meth:`iii_broker.App.trigger`."""
+        if isinstance(action, Enqueue):
+            return self.enqueue(function_id, payload, action, metadata)
         pending = self._start_call(function_id, payload, action, timeout_ms, metadata)
         if pending is None:
             return None
@@ -148,6 +154,8 @@ class Caller:
         metadata: dict[str, Any] | None = None,
     ) -> Any:
         """Awaitable :meth:`call`, for ``async def`` code."""
+        if isinstance(action, Enqueue):
+            return self.enqueue(function_id, payload, action, metadata)
         pending = self._start_call(function_id, payload, action, timeout_ms, metadata)
         if pending is None:
             return None
@@ -174,11 +182,6 @@ class Caller:
         self, function_id: str, payload: Any, action: Any, timeout_ms: int | None,
         metadata: dict[str, Any] | None,
     ) -> _Pending | None:
-        if isinstance(action, Enqueue):
-            raise EnqueueError(
-                f"queue {action.queue!r} does not exist: named queues are not configured "
-                "in this version", function_id=function_id,
-            )
         void = action is Void or isinstance(action, Void)
         if action is not None and not void:
             raise TypeError(f"action must be Void or Enqueue(...), not {action!r}")
@@ -212,6 +215,34 @@ class Caller:
             self.replies.forget(inv.invocation_id)
             raise
         return pending
+
+    def enqueue(self, function_id: str, payload: Any, action: Enqueue,
+                metadata: dict[str, Any] | None) -> dict[str, Any]:
+        """Store a durable job; returns ``{"messageReceiptId"}`` once Redis holds it."""
+        inv, _body, headers = self.prepare(function_id, payload, None, metadata, sync=False)
+        try:
+            config = self.jobs.config(action.queue)
+            if config.topic is not None:
+                raise EnqueueError(f"queue {action.queue!r} belongs to a durable topic "
+                                   "subscriber: publish to the topic with iii::durable::publish")
+            stored, message_id = self.jobs.enqueue(
+                [(config, function_id, inv, headers)], message_id=inv.invocation_id,
+                idempotency_key=action.idempotency_key)
+        except EnqueueError as exc:
+            exc.function_id, exc.invocation_id = function_id, inv.invocation_id
+            raise
+        except RedisError as exc:
+            raise EnqueueError(
+                f"cannot reach Redis at {mask_url(self.settings.redis_url)}: {exc}",
+                function_id=function_id, invocation_id=inv.invocation_id) from exc
+        return {"messageReceiptId": message_id} if stored else \
+            {"messageReceiptId": message_id, "duplicate": True}
+
+    @property
+    def jobs(self) -> JobStore:
+        if self._jobs is None:
+            self._jobs = JobStore(self.store, self.settings.namespace)
+        return self._jobs
 
     def _require_function(self, function_id: str, invocation_id: str) -> None:
         seen = self._known.get(function_id)

@@ -8,10 +8,16 @@ from thread to thread. Other waiting threads follow: they are woken when their r
 has been read, or take the role when it is released. A background thread drains for
 ``async`` callers (they must not block their event loop) and renews the queue's
 lease in Redis, so the engine can delete the queue of a process that went away.
+
+With a ``redis://`` broker the queue is read with plain BRPOPs (:class:`_RedisReplies`):
+the same list and message format as Kombu's Redis transport, without its poller,
+channel and message objects on every reply.
 """
 
 from __future__ import annotations
 
+import base64
+import json
 import logging
 import threading
 import time
@@ -20,10 +26,13 @@ from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any
 
+import redis
 from kombu import Connection, Consumer, Queue
+from kombu.transport import redis as kombu_redis
 
+from .errors import BrokerUnavailable
 from .message import now_ms, parse_reply
-from .settings import Settings
+from .settings import Settings, mask_url
 from .store import Keys, RedisError
 from .transport import connect, ensure_connected
 
@@ -47,7 +56,7 @@ class ReplyConsumer:
         self._draining = False       # someone holds the drain role
         self._followers: deque[threading.Event] = deque()  # sync waiters not draining
         self._async_waiters = 0
-        self._conn: Connection | None = None
+        self._conn: Connection | _RedisReplies | None = None
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
@@ -166,6 +175,9 @@ class ReplyConsumer:
     def _connect(self) -> None:
         """(Re)connect and consume; only the role holder calls this."""
         self._disconnect()
+        if self.settings.broker_url.startswith("redis://"):  # as transport.connect decides
+            self._conn = _RedisReplies(self.settings, self.queue.name, self._on_body)
+            return
         conn = connect(self.settings)
         try:
             ensure_connected(conn, self.settings)
@@ -201,10 +213,13 @@ class ReplyConsumer:
             self._stop.wait(_RECONNECT_S)
 
     def _on_reply(self, message: Any) -> None:
+        self._on_body(message.body)
+
+    def _on_body(self, body: bytes | str) -> None:
         try:
-            inv_id, result, error = parse_reply(message.body)
+            inv_id, result, error = parse_reply(body)
         except Exception:  # noqa: BLE001 - a reply we cannot read answers nobody
-            log.warning("dropped an unreadable reply: %r", message.body[:200])
+            log.warning("dropped an unreadable reply: %r", body[:200])
             return
         fut = self._pending.pop(inv_id, None)
         if fut is None:
@@ -244,3 +259,44 @@ class ReplyConsumer:
             self.store.zadd(self.keys.clients, {self.queue.name: expiry})
         except RedisError:
             pass
+
+
+class _RedisReplies:
+    """A reply queue on Kombu's Redis transport, read with BRPOP on its own connection.
+
+    Kombu keeps a queue as one Redis list per priority step (``name``, ``name\\x06\\x163``,
+    ...) of JSON envelopes whose ``body`` is base64 (``properties.body_encoding``); this
+    reads the same lists, highest priority first as Kombu does, one reply per call.
+    Raises :class:`BrokerUnavailable` when Redis does not answer.
+    """
+
+    def __init__(self, settings: Settings, queue: str, on_body: Any) -> None:
+        sep = kombu_redis.Channel.sep
+        self.keys = [f"{queue}{sep}{p}" if p else queue for p in kombu_redis.PRIORITY_STEPS]
+        self.on_body = on_body
+        self.client = redis.Redis.from_url(settings.broker_url, single_connection_client=True,
+                                           socket_connect_timeout=5)
+        try:
+            self.client.ping()
+        except redis.RedisError as exc:
+            self.client.close()
+            raise BrokerUnavailable(
+                f"cannot reach the broker at {mask_url(settings.broker_url)}: {exc}") from exc
+
+    def drain_events(self, timeout: float) -> None:
+        """Read one reply if one comes within ``timeout`` seconds; raises ``redis.RedisError``."""
+        item = self.client.brpop(self.keys, timeout=timeout)
+        if item is None:
+            return
+        try:
+            envelope = json.loads(item[1])
+            body = envelope["body"]
+            if envelope["properties"].get("body_encoding") == "base64":
+                body = base64.b64decode(body)
+        except Exception:  # noqa: BLE001 - not a Kombu message: it answers nobody
+            log.warning("dropped an unreadable reply: %r", item[1][:200])
+            return
+        self.on_body(body)
+
+    def release(self) -> None:
+        self.client.close()

@@ -1,11 +1,31 @@
-"""Durable topics: ``durable:subscriber`` triggers with an optional queue_config."""
+"""Named queues and durable topics.
+
+Named queues are configured here, in ``[modules.queue.queues.NAME]`` tables (see
+:mod:`iii_broker.queues.config`); durable topics are ``durable:subscriber`` triggers
+with an optional ``queue_config`` of the same fields.
+
+    [modules.queue]
+    idempotency_ttl_s = 86400
+
+    [modules.queue.queues.payment]
+    max_retries = 5
+    concurrency = 4
+    backoff_ms = 500
+
+    [modules.queue.queues.orders]
+    type = "fifo"
+    message_group_field = "customer_id"
+"""
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from ..errors import TriggerConfigError
 from .base import CONDITION, Field, Module, TriggerType, check_fields, nonempty
+
+if TYPE_CHECKING:
+    from ..queues.config import QueueConfig
 
 QUEUE_CONFIG = {
     "max_retries": Field(int, check=lambda v: "must be >= 0" if v < 0 else None),
@@ -35,4 +55,21 @@ class QueueModule(Module):
             "condition_function_id": CONDITION,
         }, "a durable copy of every message published to a topic"),
     )
-    options: ClassVar[dict[str, Field]] = {"enabled": Field(bool, default=True)}
+    options: ClassVar[dict[str, Field]] = {
+        "enabled": Field(bool, default=True),
+        "idempotency_ttl_s": Field(int, default=86_400,
+                                   check=lambda v: "must be >= 1" if v < 1 else None),
+        "queues": Field(dict, default={}),
+    }
+
+    @classmethod
+    def from_config(cls, table: dict[str, Any]) -> Module:
+        module = super().from_config(table)
+        module.queues()  # raises ConfigError naming a bad queue table
+        return module
+
+    def queues(self) -> dict[str, QueueConfig]:
+        """The configured named queues (``default`` included)."""
+        from ..queues.config import parse_queues
+        return parse_queues(self.config.get("queues"),
+                            idempotency_ttl_s=self.config.get("idempotency_ttl_s", 86_400))

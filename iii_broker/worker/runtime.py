@@ -46,6 +46,7 @@ from ..transport import (
     function_queue,
 )
 from .deadletters import DeadLetters
+from .jobs import JobRunner
 from .registration import register_with_engine
 
 log = logging.getLogger("iii.worker")
@@ -102,6 +103,7 @@ class Worker:
         self._consumer: Consumer | None = None
         self._qos: RedisQoS | None = None  # batches acks and in-flight records (Redis)
         self.started_at = now_ms()
+        self.jobs = JobRunner(self)
 
     # -- public ---------------------------------------------------------------------
 
@@ -128,9 +130,15 @@ class Worker:
         self._registrar(self)
         beat = threading.Thread(target=self._heartbeat_loop, name="iii-heartbeat", daemon=True)
         beat.start()
+        if not self.app._builtin:
+            self.jobs.start()
         try:
             self._consume()
         finally:
+            self.jobs.stop()
+            left = self.jobs.drain(self._hard_stop)
+            if left:
+                log.warning("stopped with %d job(s) running: they go back to their queues", left)
             self._stopped.set()
             self._unregister()
             self._pool.shutdown(wait=not self._hard_stop.is_set(), cancel_futures=True)
@@ -305,33 +313,44 @@ class Worker:
         extend_context(ctx, self.modules)
         return ctx
 
-    def _run_sync(self, fdef: FunctionDef, inv: Invocation, span: SpanContext,
-                  reply_to: str | None, correlation_id: str | None, key: str) -> None:
+    def invoke(self, fdef: FunctionDef, inv: Invocation, span: SpanContext) -> Any:
+        """Run a handler to completion from a pool thread (``async def`` ones on the loop)."""
+        if fdef.is_async:
+            return asyncio.run_coroutine_threadsafe(self._invoke_async(fdef, inv, span),
+                                                    self._event_loop()).result()
         ctx = self._context(fdef, inv, span)
         token = _context._set_current(ctx)
         try:
-            result = fdef.handler(inv.payload, ctx) if fdef.wants_context else fdef.handler(inv.payload)
-            body = _ok(inv, result) if reply_to else None
-        except BaseException as exc:  # noqa: BLE001 - every failure becomes a reply
-            body = _failed(inv, exc, log_it=not reply_to)
+            return fdef.handler(inv.payload, ctx) if fdef.wants_context else fdef.handler(inv.payload)
         finally:
             _context._reset_current(token)
-        self._finish(body, reply_to, correlation_id, key)
 
-    async def _run_async(self, fdef: FunctionDef, inv: Invocation, span: SpanContext,
-                         reply_to: str | None, correlation_id: str | None, key: str) -> None:
+    async def _invoke_async(self, fdef: FunctionDef, inv: Invocation, span: SpanContext) -> Any:
         ctx = self._context(fdef, inv, span)
         token = _context._set_current(ctx)
         try:
             if fdef.wants_context:
-                result = await fdef.handler(inv.payload, ctx)
-            else:
-                result = await fdef.handler(inv.payload)
+                return await fdef.handler(inv.payload, ctx)
+            return await fdef.handler(inv.payload)
+        finally:
+            _context._reset_current(token)
+
+    def _run_sync(self, fdef: FunctionDef, inv: Invocation, span: SpanContext,
+                  reply_to: str | None, correlation_id: str | None, key: str) -> None:
+        try:
+            result = self.invoke(fdef, inv, span)
+            body = _ok(inv, result) if reply_to else None
+        except BaseException as exc:  # noqa: BLE001 - every failure becomes a reply
+            body = _failed(inv, exc, log_it=not reply_to)
+        self._finish(body, reply_to, correlation_id, key)
+
+    async def _run_async(self, fdef: FunctionDef, inv: Invocation, span: SpanContext,
+                         reply_to: str | None, correlation_id: str | None, key: str) -> None:
+        try:
+            result = await self._invoke_async(fdef, inv, span)
             body = _ok(inv, result) if reply_to else None
         except BaseException as exc:  # noqa: BLE001
             body = _failed(inv, exc, log_it=not reply_to)
-        finally:
-            _context._reset_current(token)
         self._finish(body, reply_to, correlation_id, key)
 
     def _finish(self, body: str | None, reply_to: str | None, correlation_id: str | None,

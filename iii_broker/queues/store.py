@@ -1,0 +1,332 @@
+"""Durable jobs in Redis: enqueue, claim, settle, retry, dead-letter, redrive.
+
+A job is a Kombu message (the JSON envelope Kombu's Redis transport writes, with our
+invocation body in it) on the list of its function and queue, ``NS.fn.<F>.q.<Q>``.
+Workers do not BRPOP it: a pop and the record that the worker holds it must be one
+atomic step, or a worker killed between the two loses the job. So a worker *claims*
+jobs with a Lua script that moves them into its own hash (``NS:worker:<id>:jobs``),
+checks the queue's cluster-wide cap and FIFO groups in the same step, and settles
+each job (done, retry later, dead) with the same script. A job held by a worker
+whose heartbeat lapsed goes back to its queue (see the engine's sweeper), so a job
+is never redelivered while its worker is alive, however long it runs.
+
+The scripts and the full key list are in :mod:`iii_broker.queues.lua`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+
+from ..errors import EnqueueError, IIIError, PayloadError
+from ..message import CONTENT_TYPE, Invocation, now_ms
+from . import lua
+from .config import DEFAULT_QUEUE, QueueConfig
+
+# A worker's claimed job: its delivery tag (unique per claim), the message, the queue.
+Claim = tuple[str, str, str]
+# What happened to a claimed job: (kind, tag, a, b); see lua.CYCLE.
+Outcome = tuple[str, str, str, str]
+
+_CONFIG_TTL_S = 1.0
+
+
+@dataclass(frozen=True)
+class Job:
+    """A claimed job, parsed."""
+
+    tag: str
+    queue: str
+    raw: str
+    invocation: Invocation
+    headers: dict[str, Any]
+
+
+class JobStore:
+    """Durable queues of one namespace, in the store Redis."""
+
+    def __init__(self, client: redis.Redis, namespace: str) -> None:
+        self.r: Any = client  # decode_responses=True
+        self.ns = namespace
+        self.config_key = f"{namespace}:queues"
+        self.holders_key = f"{namespace}:jobholders"
+        self._enqueue = client.register_script(lua.ENQUEUE)
+        self._cycle = client.register_script(lua.CYCLE)
+        self._promote = client.register_script(lua.PROMOTE)
+        self._redrive = client.register_script(lua.REDRIVE)
+        self._configs: dict[str, QueueConfig] = {}
+        self._configs_at = 0.0
+
+    # -- keys -----------------------------------------------------------------------
+
+    def list_key(self, queue: str, function_id: str) -> str:
+        return f"{self.ns}.fn.{function_id}.q.{queue}"
+
+    def qkey(self, queue: str, suffix: str) -> str:
+        return f"{self.ns}:q:{queue}:{suffix}"
+
+    def jobs_key(self, worker_id: str) -> str:
+        return f"{self.ns}:worker:{worker_id}:jobs"
+
+    def wake_key(self, function_id: str) -> str:
+        return f"{self.ns}:wake:{function_id}"
+
+    # -- settings -------------------------------------------------------------------
+
+    def publish_configs(self, configs: Iterable[QueueConfig], *, replace_named: bool = False) -> None:
+        """Write queue settings to ``NS:queues``. With ``replace_named``, configured (not topic)
+        queues missing from ``configs`` are removed: the engine's settings file is the truth."""
+        configs = list(configs)
+        pipe = self.r.pipeline(transaction=True)
+        if replace_named:
+            names = {c.name for c in configs}
+            for name, raw in self.r.hgetall(self.config_key).items():
+                if name not in names and QueueConfig.from_json(raw).topic is None:
+                    pipe.hdel(self.config_key, name)
+        for c in configs:
+            pipe.hset(self.config_key, c.name, c.to_json())
+        pipe.execute()
+        self._configs_at = 0.0
+
+    def configs(self, *, fresh: bool = False) -> dict[str, QueueConfig]:
+        """Every queue's settings (cached for a second); ``default`` is always there."""
+        if fresh or time.monotonic() - self._configs_at > _CONFIG_TTL_S:
+            raw = self.r.hgetall(self.config_key)
+            configs = {name: QueueConfig.from_json(value) for name, value in raw.items()}
+            configs.setdefault(DEFAULT_QUEUE, QueueConfig(DEFAULT_QUEUE))
+            self._configs, self._configs_at = configs, time.monotonic()
+        return self._configs
+
+    def config(self, name: str) -> QueueConfig:
+        """One queue's settings; raises :class:`EnqueueError` when no such queue exists."""
+        config = self.configs().get(name) or self.configs(fresh=True).get(name)
+        if config is None:
+            known = ", ".join(sorted(n for n, c in self._configs.items() if c.topic is None))
+            raise EnqueueError(f"queue {name!r} does not exist; configured queues: {known} "
+                               "(queues are configured in the engine settings file, "
+                               "[modules.queue.queues.NAME])")
+        return config
+
+    # -- producing ------------------------------------------------------------------
+
+    def enqueue(self, jobs: list[tuple[QueueConfig, str, Invocation, dict[str, Any]]], *,
+                message_id: str, idempotency_key: str | None = None,
+                idempotency_scope: str | None = None, ttl_s: int | None = None) -> tuple[bool, str]:
+        """Store jobs ``(queue, function_id, invocation, headers)`` in one step.
+
+        Returns ``(True, message_id)``, or ``(False, first_id)`` when ``idempotency_key``
+        was used within its TTL (nothing is stored then). Raises :class:`EnqueueError`.
+        """
+        args: list[Any] = []
+        for config, function_id, inv, headers in jobs:
+            group = config.group_of(inv.payload) or ""
+            args += [config.name, function_id, job_message(self.ns, config.name, function_id,
+                                                           inv, headers), group]
+        key = ""
+        if idempotency_key is not None:
+            if not isinstance(idempotency_key, str) or not idempotency_key:
+                raise EnqueueError("idempotency_key must be a non-empty string")
+            key = f"{self.ns}:{idempotency_scope or 'q:' + jobs[0][0].name}:idem:{idempotency_key}"
+        ttl_ms = int((ttl_s or jobs[0][0].idempotency_ttl_s) * 1000)
+        try:
+            stored, mid = self._enqueue(args=[self.ns, key, ttl_ms, message_id, len(jobs), *args])
+        except redis.RedisError as exc:
+            raise EnqueueError(f"the store refused the job: {exc}") from exc
+        return bool(stored), mid
+
+    # -- consuming ------------------------------------------------------------------
+
+    def cycle(self, worker_id: str, outcomes: list[Outcome], n: int,
+              candidates: list[tuple[str, str, int, bool]]) -> tuple[bool, list[Claim]]:
+        """Settle ``outcomes`` and claim up to ``n`` jobs from ``candidates``
+        ``(queue, function_id, cap, fifo)``; returns ``(capped, claims)``."""
+        args: list[Any] = [self.ns, self.jobs_key(worker_id), self.holders_key, worker_id,
+                           now_ms(), f"{worker_id}:{os.urandom(5).hex()}:", n, len(outcomes)]
+        for outcome in outcomes:
+            args.extend(outcome)
+        args.append(len(candidates) if n > 0 else 0)
+        if n > 0:
+            for queue, fid, cap, fifo in candidates:
+                args += [queue, fid, cap, "f" if fifo else "s"]
+        out = self._cycle(args=args)
+        claims = [(out[i], out[i + 1], out[i + 2]) for i in range(1, len(out), 3)]
+        return bool(out[0]), claims
+
+    def wait_for_work(self, function_ids: list[str], timeout_s: float) -> bool:
+        """Block until a wake token for one of ``function_ids`` arrives (True) or timeout."""
+        keys = [self.wake_key(f) for f in function_ids]
+        return self.r.blpop(keys, timeout=timeout_s) is not None
+
+    def held(self, worker_id: str) -> dict[str, tuple[dict[str, Any], str]]:
+        """Jobs a worker holds: tag -> (claim header, message)."""
+        out = {}
+        for tag, rec in self.r.hgetall(self.jobs_key(worker_id)).items():
+            head, _, raw = rec.partition("\n")
+            out[tag] = (json.loads(head), raw)
+        return out
+
+    def holders(self) -> set[str]:
+        return set(self.r.smembers(self.holders_key))
+
+    def forget_holder(self, worker_id: str) -> None:
+        """Drop a worker from the holders once it holds nothing."""
+        if not self.r.exists(self.jobs_key(worker_id)):
+            self.r.srem(self.holders_key, worker_id)
+
+    # -- retries --------------------------------------------------------------------
+
+    def promote(self, queues: list[str], limit: int = 500) -> tuple[int, int | None]:
+        """Move due retries onto their queues; returns (moved, next due ms or None)."""
+        if not queues:
+            return 0, None
+        moved, nxt = self._promote(args=[self.ns, now_ms(), limit, *queues])
+        return int(moved), (None if int(nxt) < 0 else int(nxt))
+
+    # -- dead letters ---------------------------------------------------------------
+
+    def dead_letters(self, queue: str, limit: int = 50, offset: int = 0
+                     ) -> tuple[list[dict[str, Any]], int]:
+        """Dead letters of a queue, newest first, and how many there are."""
+        index = self.qkey(queue, "dlq:index")
+        ids = self.r.zrevrange(index, offset, offset + limit - 1) if limit > 0 else []
+        total = self.r.zcard(index)
+        if not ids:
+            return [], total
+        records = self.r.hmget(self.qkey(queue, "dlq"), ids)
+        return [json.loads(r) for r in records if r is not None], total
+
+    def dead_letter(self, queue: str, message_id: str) -> dict[str, Any] | None:
+        raw = self.r.hget(self.qkey(queue, "dlq"), message_id)
+        return None if raw is None else json.loads(raw)
+
+    def redrive(self, queue: str, message_ids: list[str] | None = None) -> list[str]:
+        """Put dead letters (all of the queue's when ``message_ids`` is None) back on the
+        queue with their attempts reset; returns the ids redriven."""
+        config = self.configs().get(queue) or QueueConfig(queue)
+        if message_ids is None:
+            message_ids = list(self.r.zrange(self.qkey(queue, "dlq:index"), 0, -1))
+        redriven: list[str] = []
+        for start in range(0, len(message_ids), 200):
+            batch = message_ids[start:start + 200]
+            args: list[Any] = []
+            records = self.r.hmget(self.qkey(queue, "dlq"), batch)
+            count = 0
+            for mid, rec in zip(batch, records, strict=True):
+                if rec is None:
+                    continue
+                letter = json.loads(rec)
+                raw = with_attempt(letter["message"], 1)
+                group = config.group_of(letter.get("payload")) or "" if config.fifo else ""
+                args += [mid, letter["function_id"], raw, group]
+                count += 1
+            if count:
+                redriven += self._redrive(args=[self.ns, queue, count, *args])
+        return redriven
+
+    def discard(self, queue: str, message_id: str) -> bool:
+        pipe = self.r.pipeline(transaction=True)
+        pipe.hdel(self.qkey(queue, "dlq"), message_id)
+        pipe.zrem(self.qkey(queue, "dlq:index"), message_id)
+        return bool(pipe.execute()[0])
+
+    # -- stats ----------------------------------------------------------------------
+
+    def stats(self, queue: str) -> dict[str, Any]:
+        """Depth (waiting to run), in flight, delayed and dead counts, and counters."""
+        functions = sorted(self.r.smembers(self.qkey(queue, "functions")))
+        active = list(self.r.smembers(self.qkey(queue, "active")))
+        pipe = self.r.pipeline(transaction=False)
+        for fid in functions:
+            pipe.llen(self.list_key(queue, fid))
+        for group in active:
+            pipe.llen(self.qkey(queue, f"g:{group}"))
+        pipe.get(self.qkey(queue, "running"))
+        pipe.zcard(self.qkey(queue, "delayed"))
+        pipe.zcard(self.qkey(queue, "dlq:index"))
+        pipe.hgetall(self.qkey(queue, "stats"))
+        res = pipe.execute()
+        lists = res[:len(functions)]
+        groups = res[len(functions):len(functions) + len(active)]
+        running, delayed, dead, counters = res[len(functions) + len(active):]
+        running = max(int(running or 0), 0)
+        delayed = int(delayed)
+        # A FIFO group's list holds its running (or retrying) job too, at its head.
+        fifo_jobs = sum(groups)
+        depth = sum(lists) + (max(fifo_jobs - running - delayed, 0) if fifo_jobs else 0)
+        return {"queue": queue, "depth": depth, "in_flight": running, "delayed": delayed,
+                "dead": int(dead), "groups": len(active),
+                **{k: int(v) for k, v in sorted(counters.items())}}
+
+
+# -- the message ----------------------------------------------------------------------
+
+
+def job_message(ns: str, queue: str, function_id: str, inv: Invocation,
+                headers: dict[str, Any]) -> str:
+    """The Kombu message (Redis transport envelope) of a job: body left as readable JSON."""
+    headers = dict(headers)
+    headers.setdefault("enqueued_at", now_ms())
+    return json.dumps({
+        "body": inv.to_json(),
+        "content-encoding": "utf-8",
+        "content-type": CONTENT_TYPE,
+        "headers": headers,
+        "properties": {
+            "delivery_mode": 2, "priority": 0, "correlation_id": inv.invocation_id,
+            "delivery_info": {"exchange": f"{ns}.fn.{function_id}", "routing_key": f"q.{queue}"},
+            "delivery_tag": inv.invocation_id,
+        },
+    }, separators=(",", ":"))
+
+
+def parse_job(tag: str, queue: str, raw: str) -> Job:
+    """Parse a claimed message; raises :class:`PayloadError` when it is not one of ours."""
+    try:
+        envelope = json.loads(raw)
+    except ValueError as exc:
+        raise PayloadError(f"not JSON: {exc}") from None
+    if not isinstance(envelope, dict) or "body" not in envelope:
+        raise PayloadError("not a Kombu message envelope")
+    headers = envelope.get("headers") or {}
+    body = envelope["body"]
+    if not isinstance(body, str) or not isinstance(headers, dict):
+        raise PayloadError("the envelope's body must be a string and its headers an object")
+    inv = Invocation.from_body(body, envelope.get("content-type"))
+    return Job(tag, queue, raw, inv, headers)
+
+
+def failure_outcome(config: QueueConfig, tag: str, raw: str, job: Job | None, error: IIIError,
+                    started_at: int | None = None) -> Outcome:
+    """What to do with a job whose attempt failed: retry after its backoff, or, after
+    ``max_retries`` retries (or when it cannot be parsed at all), dead-letter it."""
+    if job is not None and job.invocation.attempt < config.max_attempts:
+        attempt = job.invocation.attempt
+        due = now_ms() + config.backoff_for(attempt)
+        return ("retry", tag, str(due), with_attempt(raw, attempt + 1))
+    inv = job.invocation if job is not None else None
+    message_id = inv.invocation_id if inv is not None else tag
+    record = {
+        "message_id": message_id, "queue": config.name,
+        "function_id": inv.function_id if inv else None,
+        "payload": inv.payload if inv else None, "metadata": inv.metadata if inv else {},
+        "attempts": inv.attempt if inv else 1, "error": error.to_dict(),
+        "enqueued_at": job.headers.get("enqueued_at") if job else None,
+        "last_attempt_at": started_at, "failed_at": now_ms(),
+        "message": raw,
+    }
+    return ("dead", tag, message_id, json.dumps(record, separators=(",", ":")))
+
+
+def with_attempt(raw: str, attempt: int) -> str:
+    """The same message with its invocation's ``attempt`` set."""
+    envelope = json.loads(raw)
+    body = json.loads(envelope["body"])
+    body["attempt"] = attempt
+    envelope["body"] = json.dumps(body, separators=(",", ":"))
+    return json.dumps(envelope, separators=(",", ":"))

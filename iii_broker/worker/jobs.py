@@ -1,0 +1,190 @@
+"""Durable jobs in a worker: claim from named queues, run, settle.
+
+One fetcher thread claims jobs (as many as the worker has room for) when a wake
+token says some may be waiting; each claimed job runs on a pool thread, which then
+settles it and claims the next one in the same Redis round trip, so a busy worker
+pays one script call per job. ``--concurrency N`` allows N jobs at once, besides N
+direct calls. Each queue's ``concurrency`` caps its running jobs over the whole
+cluster (checked in the claim script).
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+import traceback
+from typing import TYPE_CHECKING, Any
+
+from ..errors import IIIError, InvocationFailed, PayloadError
+from ..message import now_ms
+from ..queues.config import QueueConfig, topic_queue_name
+from ..queues.store import Claim, JobStore, Outcome, failure_outcome, parse_job
+from ..tracing import SpanContext
+
+if TYPE_CHECKING:
+    from .runtime import Worker
+
+log = logging.getLogger("iii.worker")
+
+_CANDIDATES_TTL_S = 2.0
+_CAPPED_POLL_S = 0.05   # a cap kept work waiting: look again soon
+_IDLE_WAIT_S = 1.0
+
+
+class JobRunner:
+    """Runs a worker's share of durable jobs."""
+
+    def __init__(self, worker: Worker) -> None:
+        self.worker = worker
+        self.jobs = JobStore(worker.store, worker.settings.namespace)
+        self.capacity = worker.concurrency
+        self._running = 0
+        self._room = threading.Condition()
+        self._stopping = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._candidates: list[tuple[str, str, int, bool]] = []
+        self._candidates_at = 0.0
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._fetch_loop, name="iii-jobs", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Claim nothing more; running jobs finish (see :meth:`drain`)."""
+        self._stopping.set()
+        with self._room:
+            self._room.notify_all()
+
+    def drain(self, hard: threading.Event, timeout_s: float | None = None) -> int:
+        """Wait for running jobs to settle; returns how many still run (0 after a clean drain)."""
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        with self._room:
+            while self._running and not hard.is_set():
+                if deadline is not None and time.monotonic() > deadline:
+                    break
+                self._room.wait(0.2)
+            return self._running
+
+    @property
+    def running(self) -> int:
+        return self._running
+
+    # -- claiming -------------------------------------------------------------------
+
+    def candidates(self) -> list[tuple[str, str, int, bool]]:
+        """(queue, function, cap, fifo) for every queue this worker may take jobs from."""
+        now = time.monotonic()
+        if now - self._candidates_at < _CANDIDATES_TTL_S:
+            return self._candidates
+        configs = self.jobs.configs()
+        functions = list(self.worker.app.functions)
+        out = [(q.name, fid, q.concurrency, q.fifo)
+               for q in configs.values() if q.topic is None for fid in functions]
+        for tdef in self.worker.app.triggers:
+            if tdef.type == "durable:subscriber":
+                name = topic_queue_name(tdef.config["topic"], tdef.function_id)
+                q = configs.get(name) or subscriber_queue(tdef.config, tdef.function_id)
+                out.append((name, tdef.function_id, q.concurrency, q.fifo))
+        random.shuffle(out)  # workers with many queues don't all favour the same one
+        self._candidates, self._candidates_at = out, now
+        return out
+
+    def _fetch_loop(self) -> None:
+        functions = list(self.worker.app.functions)
+        while not self._stopping.is_set():
+            with self._room:
+                while self._running >= self.capacity and not self._stopping.is_set():
+                    self._room.wait(_IDLE_WAIT_S)
+                free = self.capacity - self._running
+            if self._stopping.is_set():
+                return
+            try:
+                capped, claims = self.jobs.cycle(self.worker.worker_id, [], free, self.candidates())
+                for claim in claims:
+                    self._start(claim)
+                if not claims:
+                    self.jobs.wait_for_work(functions, _CAPPED_POLL_S if capped else _IDLE_WAIT_S)
+            except Exception as exc:  # noqa: BLE001 - Redis blips: try again shortly
+                log.warning("claiming jobs failed: %s", exc)
+                self._stopping.wait(0.5)
+
+    def _start(self, claim: Claim) -> None:
+        with self._room:
+            self._running += 1
+        self.worker._pool.submit(self._run_chain, claim)
+
+    def _run_chain(self, claim: Claim | None) -> None:
+        """Run a job, settle it and take the next one in one round trip, until none is left."""
+        try:
+            while claim is not None:
+                outcome = self._run(claim)
+                claim = self._settle(outcome)
+        finally:
+            with self._room:
+                self._running -= 1
+                self._room.notify_all()
+
+    def _settle(self, outcome: Outcome) -> Claim | None:
+        delay = 0.2
+        while True:
+            want = 0 if self._stopping.is_set() else 1
+            try:
+                _capped, claims = self.jobs.cycle(self.worker.worker_id, [outcome], want,
+                                                  self.candidates() if want else [])
+                return claims[0] if claims else None
+            except Exception as exc:  # noqa: BLE001 - keep the outcome until Redis is back
+                if self.worker._hard_stop.is_set():
+                    log.error("could not settle job %s (%s); it will be run again", outcome[1], exc)
+                    return None
+                log.warning("settling job %s failed (%s); retrying in %.1fs", outcome[1], exc, delay)
+                time.sleep(delay)
+                delay = min(delay * 2, 5.0)
+
+    # -- running --------------------------------------------------------------------
+
+    def _run(self, claim: Claim) -> Outcome:
+        tag, raw, queue = claim
+        config = self.jobs.configs().get(queue) or QueueConfig(queue)
+        started = now_ms()
+        try:
+            job = parse_job(tag, queue, raw)
+        except PayloadError as exc:
+            log.error("job on queue %s is not a message we can run (%s): dead-lettered", queue,
+                      exc.message)
+            return failure_outcome(config, tag, raw, None, InvocationFailed(
+                f"message refused: {exc.message}"), started)
+        inv = job.invocation
+        fdef = self.worker.app.functions.get(inv.function_id)
+        if fdef is None:
+            return failure_outcome(config, tag, raw, None, InvocationFailed(
+                f"no handler for {inv.function_id!r} in app {self.worker.app.name!r}",
+                function_id=inv.function_id, invocation_id=inv.invocation_id), started)
+        span = SpanContext.parse(job.headers.get("traceparent"))
+        span = span.child() if span else SpanContext.new_root()
+        try:
+            self.worker.invoke(fdef, inv, span)
+        except BaseException as exc:  # noqa: BLE001 - every failure is a retry or a dead letter
+            message = f"{exc.code}: {exc.message}" if isinstance(exc, IIIError) \
+                else (str(exc) or type(exc).__name__)
+            error = InvocationFailed(f"{type(exc).__name__}: {message}",
+                                     function_id=inv.function_id, invocation_id=inv.invocation_id,
+                                     stacktrace="".join(traceback.format_exception(exc)))
+            outcome = failure_outcome(config, tag, raw, job, error, started)
+            if outcome[0] == "retry":
+                log.warning("job %s of %s failed on attempt %d of %d (%s); retrying in %d ms",
+                            inv.invocation_id, inv.function_id, inv.attempt, config.max_attempts,
+                            error.message, config.backoff_for(inv.attempt))
+            else:
+                log.error("job %s of %s failed on its last attempt (%d): dead-lettered on %s",
+                          inv.invocation_id, inv.function_id, inv.attempt, queue, exc_info=exc)
+            return outcome
+        return ("ok", tag, "", "")
+
+
+def subscriber_queue(config: dict[str, Any], function_id: str) -> QueueConfig:
+    """The queue settings of a ``durable:subscriber`` trigger (its ``queue_config``)."""
+    name = topic_queue_name(config["topic"], function_id)
+    return QueueConfig.from_table(name, config.get("queue_config") or {},
+                                  where=f"queue_config of {function_id!r}", topic=config["topic"])
