@@ -105,6 +105,58 @@ def wait_until(condition: Callable[[], Any], timeout: float, what: str) -> Any:
     raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what} (last error: {last!r})")
 
 
+def child_env(settings: Any = None) -> dict[str, str]:
+    """The environment of the bench's children: ours without ``III_*``, plus ``settings``'."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("III_")}
+    env.update(settings.child_env() if settings else {}, PYTHONUNBUFFERED="1",
+               PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
+    return env
+
+
+def iii_ready(client: Any, watch: tuple[Child, ...], functions: set[str]) -> bool:
+    """Whether ``functions`` are registered; raises if one of ``watch`` died."""
+    from iii_broker import IIIError
+
+    for child in watch:
+        child.check()
+    try:
+        fns = client.trigger("engine::functions::list", {}, timeout_ms=2000)["functions"]
+    except IIIError:
+        return False
+    return functions <= {f["function_id"] for f in fns}
+
+
+def celery_worker_args(queue: str) -> list[str]:
+    """``celery worker`` arguments: threads pool at concurrency 8 on ``queue``, less chatter."""
+    return ["worker", "--pool", "threads", "--concurrency", str(CONCURRENCY), "-Q", queue,
+            "--loglevel", "WARNING", "--without-gossip", "--without-mingle", "--without-heartbeat"]
+
+
+def celery_ready(worker: Child, task: Any) -> bool:
+    """Whether the Celery ``worker`` runs ``task`` (one returning None); raises if it died."""
+    from celery.exceptions import TimeoutError as CeleryTimeout
+
+    worker.check()
+    try:
+        return task.delay().get(timeout=2) is None
+    except CeleryTimeout:
+        return False
+
+
+def show_tails(children: list[Child]) -> None:
+    for child in children:
+        print(f"----- {child.name} (last lines)\n{child.tail()}", file=sys.stderr)
+
+
+def stop_children(children: list[Child]) -> None:
+    """Stop ``children``, the last started first; one that will not stop does not stop the rest."""
+    for child in reversed(children):
+        try:
+            child.stop()
+        except Exception as exc:  # noqa: BLE001 - stop the others all the same
+            print(f"could not stop {child.name} (pid {child.popen.pid}): {exc}", file=sys.stderr)
+
+
 def serve_echo(redis_url: str, req: str, rep: str, max_s: float = 1800) -> int:
     """The raw floor's server: BRPOP a request, LPUSH it back as the reply, until SIGTERM."""
     r = redis.Redis.from_url(redis_url)
@@ -277,9 +329,7 @@ def cleanup_keys(r: redis.Redis, ns: str) -> int:
 
 
 def run(args: argparse.Namespace) -> str:
-    from celery.exceptions import TimeoutError as CeleryTimeout
-
-    from iii_broker import App, IIIError, Settings, Void
+    from iii_broker import App, Settings, Void
 
     load = os.getloadavg()
     ns = f"bench{uuid.uuid4().hex[:8]}"
@@ -291,9 +341,7 @@ def run(args: argparse.Namespace) -> str:
     from bench.celery_app import app as capp
 
     queue = os.environ["BENCH_QUEUE"]
-    env = {k: v for k, v in os.environ.items() if not k.startswith("III_")}
-    env.update(settings.child_env(), PYTHONUNBUFFERED="1",
-               PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
+    env = child_env(settings)
     bindir = Path(sys.executable).parent
     r = redis.Redis.from_url(args.redis_url)
     redis_pid = int(r.info("server")["process_id"])
@@ -308,31 +356,15 @@ def run(args: argparse.Namespace) -> str:
         engine = spawn("engine", [str(bindir / "iii-broker"), "engine"])
         worker = spawn("iii-worker", [str(bindir / "iii-worker"), "-A", "bench.apps",
                                       "--concurrency", str(CONCURRENCY)])
-        cworker = spawn("celery-worker", [
-            sys.executable, "-m", "celery", "-A", "bench.celery_app", "worker", "--pool", "threads",
-            "--concurrency", str(CONCURRENCY), "-Q", queue, "--loglevel", "WARNING",
-            "--without-gossip", "--without-mingle", "--without-heartbeat"])
+        cworker = spawn("celery-worker", [sys.executable, "-m", "celery", "-A", "bench.celery_app",
+                                          *celery_worker_args(queue)])
         echo = spawn("raw-echo", [sys.executable, str(Path(__file__).resolve()), "--serve-echo",
                                   req, rep, "--redis-url", args.redis_url])
 
-        def iii_ready() -> bool:
-            for child in (engine, worker):
-                child.check()
-            try:
-                fns = client.trigger("engine::functions::list", {}, timeout_ms=2000)["functions"]
-            except IIIError:
-                return False
-            return {"bench::noop", "bench::arm"} <= {f["function_id"] for f in fns}
-        wait_until(iii_ready, 60, "the iii worker to register bench::noop")
+        wait_until(lambda: iii_ready(client, (engine, worker), {"bench::noop", "bench::arm"}), 60,
+                   "the iii worker to register bench::noop")
         noop, tick, carm = (capp.tasks[f"bench.{t}"] for t in ("noop", "tick", "arm"))
-
-        def celery_ready() -> bool:
-            cworker.check()
-            try:
-                return noop.delay().get(timeout=2) is None
-            except CeleryTimeout:
-                return False
-        wait_until(celery_ready, 60, "the Celery worker to answer")
+        wait_until(lambda: celery_ready(cworker, noop), 60, "the Celery worker to answer")
         wait_until(lambda: echo.check() or r.brpop([rep], timeout=1), 30, "the echo process")
         print(f"namespace {ns}: engine, iii worker, Celery worker and echo process are up; "
               f"logs in {log_dir}", file=sys.stderr)
@@ -375,15 +407,10 @@ def run(args: argparse.Namespace) -> str:
                       file=sys.stderr)
         text = report(args, lat, tp, r, load)
     except BaseException:
-        for child in children:
-            print(f"----- {child.name} (last lines)\n{child.tail()}", file=sys.stderr)
+        show_tails(children)
         raise
     finally:
-        for child in reversed(children):
-            try:
-                child.stop()
-            except Exception as exc:  # noqa: BLE001 - stop the others all the same
-                print(f"could not stop {child.name} (pid {child.popen.pid}): {exc}", file=sys.stderr)
+        stop_children(children)
         client.close()
         capp.close()
         print(f"removed {cleanup_keys(r, ns)} Redis keys of namespace {ns}", file=sys.stderr)

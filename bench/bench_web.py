@@ -6,10 +6,12 @@
 
 Starts (a) ``iii-broker web`` + an engine + one ``iii-worker`` (concurrency 16) serving
 ``GET /bench/ok`` → ``benchweb::ok``, which returns ``{"status_code": 200, "body": {"ok":
-true}}``, and (b) the ceiling: the same JSON from a plain Flask route under the same
-gunicorn settings (``bench/web_ceiling.py``). Loads each with ``wrk`` (64 keep-alive
-connections), prints a markdown report with the targets (PASS/FAIL) and writes it to
-bench/results-web.md.
+true}}``, (b) the ceiling: the same JSON from a plain Flask route under the same
+gunicorn settings (``bench/web_ceiling.py``), and (c) the broker floor: a Flask route that
+LPUSHes a small JSON request to Redis and BRPOPs the reply of a raw redis-py echo process
+(``bench/web_floor.py``), the least any design with a separate worker process over Redis
+does. Loads each with ``wrk`` (64 keep-alive connections), prints a markdown report with
+the targets (PASS/FAIL) and writes it to bench/results-web.md.
 """
 
 from __future__ import annotations
@@ -220,6 +222,7 @@ def versions(r: redis.Redis, load: tuple[float, float, float]) -> str:
 def report(args: argparse.Namespace, res: dict[str, dict[str, Any]], r: redis.Redis,
            load: tuple[float, float, float]) -> str:
     names = {"ceiling": "plain Flask route under the same gunicorn (ceiling)",
+             "floor": "Flask route → Redis LPUSH/BRPOP → raw echo process (broker floor)",
              "iii": "`iii-broker web` → `iii-worker` (HTTP trigger)"}
     cmd = "python bench/bench_web.py" + (
         f" --warmup {args.warmup:g} --duration {args.duration:g}"
@@ -227,7 +230,7 @@ def report(args: argparse.Namespace, res: dict[str, dict[str, Any]], r: redis.Re
     out = [f"# Web benchmark: HTTP triggers vs a plain Flask route\n\n"
            f"Run {datetime.datetime.now().astimezone():%Y-%m-%d %H:%M %Z} by `{cmd}`.\n\n"
            f"{versions(r, load)}"
-           f"- Both servers: gunicorn `gthread`, {args.web_workers} worker processes × "
+           f"- All three servers: gunicorn `gthread`, {args.web_workers} worker processes × "
            f"{args.web_threads} threads, bound to 127.0.0.1; iii: one engine and one `iii-worker "
            f"--concurrency {WORKER_CONCURRENCY}` on one Redis at `{args.redis_url}`.\n"
            f"- Load: `wrk -t{WRK_THREADS} -c{CONNECTIONS} -d{args.duration:g}s --latency` "
@@ -241,7 +244,7 @@ def report(args: argparse.Namespace, res: dict[str, dict[str, Any]], r: redis.Re
         s = res[key]["stats"]
         out.append(f"| {label} | {s['rps']:,.0f} | {s['p50']:.2f} | {s['p90']:.2f} | "
                    f"{s['p99']:.2f} | {s['max']:.1f} | {s['non2xx'] + s['socket_errors']:.0f} |")
-    groups = ("web", "iii-worker", "engine", "redis", "wrk")
+    groups = ("web", "worker", "engine", "redis", "wrk")
     out += ["", "## CPU per request (µs, from /proc over the measured window)\n",
             "| server | " + " | ".join(groups) + " | total | cores busy |",
             "|---|" + "---:|" * (len(groups) + 2)]
@@ -255,25 +258,36 @@ def report(args: argparse.Namespace, res: dict[str, dict[str, Any]], r: redis.Re
     out += ["", f"Redis commands per iii request: {sum(n for _, n in cmds):.1f} "
             f"({', '.join(f'{c} {n:.2f}' for c, n in cmds)}; counted server-wide, so other "
             "clients of this Redis count too).\n" if cmds else ""]
-    ratio = res["iii"]["stats"]["rps"] / res["ceiling"]["stats"]["rps"]
+    rps = {k: res[k]["stats"]["rps"] for k in names}
+    ratio = rps["iii"] / rps["ceiling"]
+    out += ["", f"Throughput ratios: floor / ceiling = **{rps['floor'] / rps['ceiling']:.2f}×** "
+            f"(the most any design with a worker process over Redis can reach here); "
+            f"iii / floor = **{rps['iii'] / rps['floor']:.2f}×**; iii / ceiling = {ratio:.2f}×."]
     p99 = res["iii"]["stats"]["p99"]
     errors = sum(res[k]["stats"]["non2xx"] + res[k]["stats"]["socket_errors"] for k in res)
     checks = [
         ("throughput, iii / ceiling", f"{ratio:.2f}×", "≥ 0.5×", ratio >= 0.5),
         (f"iii p99 at {CONNECTIONS} connections", f"{p99:.2f} ms", "< 20 ms", p99 < 20),
-        ("errors (non-2xx + socket), both servers", f"{errors:.0f}", "0", errors == 0),
+        ("errors (non-2xx + socket), all servers", f"{errors:.0f}", "0", errors == 0),
     ]
     out += ["", "## Targets\n", "| target | measured | goal | result |", "|---|---:|---:|:---:|"]
     out += [f"| {name} | {value} | {goal} | {'PASS' if ok else 'FAIL'} |"
             for name, value, goal, ok in checks]
     out += ["", "## How it is measured\n",
-            "- Both servers run at the same time on free ports (`III_HTTP_PORT`); each is checked "
-            "to answer 200 `{\"ok\": true}`, warmed up with wrk, then measured with wrk, the "
-            "ceiling first. Latency percentiles are wrk's (`--latency`, per request, over the "
-            "whole measured window); req/s is wrk's completed requests / duration.",
+            "- All three servers run at the same time on free ports (`III_HTTP_PORT`); each is "
+            "checked to answer 200 `{\"ok\": true}`, warmed up with wrk, then measured with wrk, "
+            "the ceiling first, then the floor, then iii. Latency percentiles are wrk's "
+            "(`--latency`, per request, over the whole measured window); req/s is wrk's "
+            "completed requests / duration.",
             "- The ceiling (`bench/web_ceiling.py`) is iii-broker's own `WebServer` gunicorn "
             "application with only `load()` replaced by a plain Flask app, so bind, worker class, "
             "workers, threads, timeouts and log level are identical.",
+            "- The broker floor (`bench/web_floor.py`) is the same `WebServer` with a Flask route "
+            "that LPUSHes `{\"id\", \"reply_to\"}` (a per-thread reply list) onto one Redis list "
+            "and BRPOPs its reply, one redis-py connection per thread; its worker (`worker` "
+            f"column) is one process with {WORKER_CONCURRENCY} threads, each a BRPOP loop that "
+            "LPUSHes `{\"id\", \"result\": {\"status_code\": 200, \"body\": {\"ok\": true}}}` "
+            "back: 4 Redis commands per request, no Kombu, no envelope, no registry, no tracing.",
             f"- {args.web_workers} gunicorn workers for 2 cores: each Python process is bound by "
             f"its GIL, so one per core; {args.web_threads} threads each (the `iii-broker web` "
             "default) keep up to "
@@ -281,7 +295,8 @@ def report(args: argparse.Namespace, res: dict[str, dict[str, Any]], r: redis.Re
             "function's reply; the other connections wait in gthread's keep-alive poller.",
             "- wrk, Redis, the engine and the worker share the same 2 cores with the servers, "
             "so the iii path pays for its extra processes' CPU out of the same budget; the CPU "
-            "table shows where it goes (`web` is gunicorn's arbiter plus its workers).",
+            "table shows where it goes (`web` is gunicorn's arbiter plus its workers; `worker` is "
+            "the `iii-worker` or the floor's echo process).",
             "- Each run uses a fresh namespace; its Redis keys are deleted and its processes "
             "stopped at the end."]
     return "\n".join(out) + "\n"
@@ -295,7 +310,7 @@ def run(args: argparse.Namespace) -> str:
 
     load = os.getloadavg()
     ns = f"benchweb{uuid.uuid4().hex[:8]}"
-    ports = {"iii": free_port(), "ceiling": free_port()}
+    ports = {"iii": free_port(), "ceiling": free_port(), "floor": free_port()}
     base = Settings(broker_url=args.redis_url, redis_url=args.redis_url, namespace=ns,
                     log_level="WARNING")
     env = {k: v for k, v in os.environ.items() if not k.startswith("III_")}
@@ -321,6 +336,11 @@ def run(args: argparse.Namespace) -> str:
         ceiling = spawn("ceiling", [sys.executable, "-m", "bench.web_ceiling", "--workers",
                                     str(args.web_workers), "--threads", str(args.web_threads)],
                         ports["ceiling"])
+        floor = spawn("floor", [sys.executable, "-m", "bench.web_floor", "--workers",
+                                str(args.web_workers), "--threads", str(args.web_threads)],
+                      ports["floor"])
+        echo = spawn("floor-echo", [sys.executable, "-m", "bench.web_floor", "echo", "--threads",
+                                    str(WORKER_CONCURRENCY)])
 
         def answers(key: str, *watch: Child) -> bool:
             for child in watch:
@@ -330,20 +350,23 @@ def run(args: argparse.Namespace) -> str:
                 raise RuntimeError(f"{key}: unexpected body {body!r}")
             return status == 200
         wait_until(lambda: answers("ceiling", ceiling), 60, "the ceiling server")
+        wait_until(lambda: answers("floor", floor, echo), 60, "the floor server")
         wait_until(lambda: answers("iii", engine, worker, web), 60, "the iii route")
-        print(f"namespace {ns}: engine, worker, iii web on :{ports['iii']} and ceiling on "
-              f":{ports['ceiling']} are up; logs in {log_dir}", file=sys.stderr)
+        print(f"namespace {ns}: engine, worker, iii web on :{ports['iii']}, ceiling on "
+              f":{ports['ceiling']} and floor on :{ports['floor']} are up; logs in {log_dir}",
+              file=sys.stderr)
 
-        for server in (web, ceiling):  # the first worker may answer before the others start
+        for server in (web, ceiling, floor):  # the first worker may answer before the others start
             wait_until(lambda s=server: s.check() or len(tree(s.popen.pid)) == args.web_workers + 1,
                        30, f"{args.web_workers} gunicorn workers of {server.name}")
-        procs = {"iii": {"web": tree(web.popen.pid), "iii-worker": [worker.popen.pid],
-                         "engine": [engine.popen.pid]},
-                 "ceiling": {"web": tree(ceiling.popen.pid)}}
-        for key in ("ceiling", "iii"):
+        procs = {"ceiling": {"web": tree(ceiling.popen.pid)},
+                 "floor": {"web": tree(floor.popen.pid), "worker": [echo.popen.pid]},
+                 "iii": {"web": tree(web.popen.pid), "worker": [worker.popen.pid],
+                         "engine": [engine.popen.pid]}}
+        for key in procs:
             wrk(urls[key], args.warmup)
         res = {}
-        for key in ("ceiling", "iii"):
+        for key in procs:
             res[key] = measure(urls[key], args.duration, procs[key], r, redis_pid)
             s = res[key]["stats"]
             print(f"{key}: {s['rps']:,.0f} req/s, p50 {s['p50']:.2f} ms, p99 {s['p99']:.2f} ms",

@@ -36,12 +36,13 @@ class CeilingServer(WebServer):  # type: ignore[misc]
         return create_app()
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, server: type[WebServer] = CeilingServer) -> int:
+    """Serve ``server``'s app (the ceiling's by default) with the given workers and threads."""
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--threads", type=int, default=16)
     args = parser.parse_args(argv)
-    CeilingServer(Settings.from_env(), workers=args.workers, threads=args.threads).run()
+    server(Settings.from_env(), workers=args.workers, threads=args.threads).run()
     return 0
 
 

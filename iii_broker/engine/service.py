@@ -25,6 +25,7 @@ from ..modules import BUILTIN_MODULES
 from ..settings import Settings
 from ..trigger import TriggerDef
 from ..worker.runtime import Worker
+from .queues import QueueDuties
 from .registry import Registry
 
 log = logging.getLogger("iii.engine")
@@ -51,11 +52,16 @@ class Engine:
                              kind="engine")
         self.registry: Registry = self.worker.registry
         self.engine_id = self.worker.worker_id
+        self.queues = QueueDuties(self)
+        self.queues.define_builtins()
         self._stop = threading.Event()
+        self._leading = False
 
     def run(self) -> int:
+        self.queues.publish_settings()
         sweeper = threading.Thread(target=self._sweep_loop, name="iii-sweeper", daemon=True)
         sweeper.start()
+        threading.Thread(target=self._promote_loop, name="iii-retries", daemon=True).start()
         try:
             return self.worker.run()
         finally:
@@ -98,6 +104,7 @@ class Engine:
         # workers could both take one route: registrations with http triggers take turns.
         with self._routes_lock(any(t["type"] == "http" for t in triggers)):
             self._refuse_route_conflicts(triggers)
+            self.queues.register_subscribers(triggers)
             live = self.registry.register_worker(worker, payload.get("functions", []), triggers,
                                                  ttl_ms)
         log.info("registered %s %s (%s) with %d function(s), %d trigger(s)",
@@ -171,6 +178,7 @@ class Engine:
                     log.info("engine %s %s the sweeper duty", self.engine_id,
                              "took" if now_leading else "lost")
                     leading = now_leading
+                self._leading = leading
                 if leading:
                     self.sweep()
             except Exception as exc:  # noqa: BLE001 - the next round retries
@@ -194,6 +202,18 @@ class Engine:
                 except Exception as exc:  # noqa: BLE001
                     log.warning("could not tell %s its call stopped: %s", route["reply_to"], exc)
         self._reap_reply_queues()
+        self.queues.return_orphans()
+
+    def _promote_loop(self) -> None:
+        """While this engine holds the sweeper duty, move retries onto their queues when due."""
+        while not self._stop.is_set():
+            wait = 0.5
+            if self._leading:
+                try:
+                    wait = self.queues.promote_due()
+                except Exception as exc:  # noqa: BLE001 - the next round retries
+                    log.warning("moving due retries failed: %s", exc)
+            self._stop.wait(wait)
 
     def _reap_reply_queues(self) -> None:
         keys = self.registry.keys

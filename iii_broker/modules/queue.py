@@ -65,6 +65,7 @@ class QueueModule(Module):
     @classmethod
     def from_config(cls, table: dict[str, Any]) -> Module:
         module = super().from_config(table)
+        assert isinstance(module, QueueModule)
         module.queues()  # raises ConfigError naming a bad queue table
         return module
 

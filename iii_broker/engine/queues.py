@@ -1,0 +1,228 @@
+"""The engine's queue duties: settings, retries coming due, jobs of dead workers, and
+the built-in functions for topics and dead letters (iii-reference §3 Queues).
+
+Moving due retries and returning dead workers' jobs happen only in the engine that
+holds the sweeper lock; the built-in functions are served by every engine.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+
+from ..errors import EnqueueError, InvocationStopped, PayloadError
+from ..message import Invocation, now_ms
+from ..modules.queue import QueueModule
+from ..queues.config import QueueConfig, topic_queue_name
+from ..queues.store import JobStore, Outcome, failure_outcome, parse_job
+from ..worker.jobs import subscriber_queue
+
+if TYPE_CHECKING:
+    from .service import Engine
+
+log = logging.getLogger("iii.engine")
+
+PROMOTE_INTERVAL_S = 0.05
+
+
+class QueueDuties:
+    """Queue settings, retries and dead letters for one engine."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.registry = engine.registry
+        self.jobs = JobStore(self.registry.r, engine.settings.namespace)
+        module = engine.config.module("queue")
+        self.enabled = module is not None
+        self.named: dict[str, QueueConfig] = (
+            module.queues() if isinstance(module, QueueModule) else {})
+
+    def publish_settings(self) -> None:
+        """Write the settings file's queues to ``NS:queues`` for callers and workers."""
+        if self.enabled:
+            self.jobs.publish_configs(self.named.values(), replace_named=True)
+
+    def register_subscribers(self, triggers: list[dict[str, Any]]) -> None:
+        """Record the queue of each ``durable:subscriber`` trigger being registered."""
+        configs = [subscriber_queue(t["config"], t["function_id"])
+                   for t in triggers if t["type"] == "durable:subscriber"]
+        if configs:
+            self.jobs.publish_configs(configs)
+
+    # -- elected duties -------------------------------------------------------------
+
+    def promote_due(self) -> float:
+        """Move due retries onto their queues; returns seconds until the next is due."""
+        moved, nxt = self.jobs.promote(sorted(self.jobs.configs()))
+        if moved:
+            log.debug("moved %d due retr%s back to their queues", moved, "y" if moved == 1 else "ies")
+        if nxt is None:
+            return PROMOTE_INTERVAL_S
+        return max(0.0, min((nxt - now_ms()) / 1000, PROMOTE_INTERVAL_S))
+
+    def return_orphans(self) -> None:
+        """Jobs held by workers that are gone go back to their queues, one attempt used
+        up (a job that kills its worker every time ends as a dead letter)."""
+        alive = {w["id"] for w in self.registry.workers() if w["alive"]}
+        for worker_id in self.jobs.holders() - alive:
+            held = self.jobs.held(worker_id)
+            outcomes: list[Outcome] = []
+            configs = self.jobs.configs()
+            for tag, (head, raw) in held.items():
+                config = configs.get(head["q"]) or QueueConfig(head["q"])
+                try:
+                    job = parse_job(tag, head["q"], raw)
+                except PayloadError:
+                    job = None
+                error = InvocationStopped(
+                    f"worker {worker_id} stopped while running it",
+                    function_id=job.invocation.function_id if job else head.get("f"),
+                    invocation_id=job.invocation.invocation_id if job else None)
+                outcomes.append(failure_outcome(config, tag, raw, job, error, head.get("at")))
+            if outcomes:
+                self.jobs.cycle(worker_id, outcomes, 0, [])
+                log.warning("worker %s is gone holding %d job(s): %d retried, %d dead-lettered",
+                            worker_id, len(outcomes), sum(o[0] == "retry" for o in outcomes),
+                            sum(o[0] == "dead" for o in outcomes))
+            self.jobs.forget_holder(worker_id)
+
+    # -- built-in functions ---------------------------------------------------------
+
+    def define_builtins(self) -> None:
+        app = self.engine.app
+        app.register_function("publish", self.publish,
+                              description="Broadcast {topic, data} to every live subscriber")
+        app.register_function("iii::durable::publish", self.durable_publish,
+                              description="A durable copy of {topic, data} for every subscribed function")
+        app.register_function("iii::queue::redrive", self.redrive,
+                              description="Put every dead letter of {queue} back on it")
+        app.register_function("iii::queue::redrive_message", self.redrive_message,
+                              description="Put one dead letter {queue, message_id} back on its queue")
+        app.register_function("iii::queue::discard_message", self.discard_message,
+                              description="Delete one dead letter {queue, message_id}")
+        app.register_function("engine::queue::dlq_messages", self.dlq_messages,
+                              description="Dead letters of {queue} or {topic}, newest first")
+        app.register_function("engine::queue::dlq_topics", self.dlq_topics,
+                              description="Queues and topics that hold dead letters")
+        app.register_function("engine::queue::list_topics", self.list_topics,
+                              description="Durable topics and their subscribers")
+        app.register_function("engine::queue::topic_stats", self.topic_stats,
+                              description="Per-subscriber queue stats of {topic}")
+        app.register_function("engine::queue::list", self.list_queues,
+                              description="Every queue with depth, in flight, delayed and dead counts")
+
+    def _subscribers(self, trigger_type: str, topic: str, *, active_only: bool) -> list[dict[str, Any]]:
+        return [t for t in self.registry.triggers()
+                if t["type"] == trigger_type and t["config"].get("topic") == topic
+                and (t["active"] or not active_only)]
+
+    def publish(self, payload: Any) -> dict[str, Any]:
+        topic, data = _topic_and_data(payload)
+        subscribers = self._subscribers("subscribe", topic, active_only=True)
+        caller = self.engine.app.caller
+        from ..client import Void
+        for t in {t["function_id"]: t for t in subscribers}.values():
+            caller.call(t["function_id"], data, action=Void)
+        return {"topic": topic, "subscribers": sorted({t["function_id"] for t in subscribers})}
+
+    def durable_publish(self, payload: Any) -> dict[str, Any]:
+        topic, data = _topic_and_data(payload)
+        key = payload.get("idempotency_key")
+        subscribers = {t["function_id"]: t for t in
+                       self._subscribers("durable:subscriber", topic, active_only=False)}
+        inv = Invocation("", data)
+        if not subscribers:
+            return {"messageReceiptId": inv.invocation_id, "subscribers": []}
+        configs = self.jobs.configs()
+        jobs: list[tuple[QueueConfig, str, Invocation, dict[str, Any]]] = []
+        for fid, t in sorted(subscribers.items()):
+            name = topic_queue_name(topic, fid)
+            config = configs.get(name) or subscriber_queue(t["config"], fid)
+            jobs.append((config, fid, Invocation(fid, data, inv.invocation_id), {}))
+        stored, message_id = self.jobs.enqueue(
+            jobs, message_id=inv.invocation_id, idempotency_key=key,
+            idempotency_scope=f"topic:{topic}")
+        out = {"messageReceiptId": message_id, "subscribers": sorted(subscribers)}
+        return out if stored else {**out, "duplicate": True}
+
+    def redrive(self, payload: Any) -> dict[str, Any]:
+        queue = _required(payload, "queue")
+        return {"queue": queue, "redriven": len(self.jobs.redrive(queue))}
+
+    def redrive_message(self, payload: Any) -> dict[str, Any]:
+        queue, message_id = _required(payload, "queue"), _required(payload, "message_id")
+        if not self.jobs.redrive(queue, [message_id]):
+            raise LookupError(self._missing(queue, message_id))
+        return {"queue": queue, "message_id": message_id, "redriven": True}
+
+    def discard_message(self, payload: Any) -> dict[str, Any]:
+        queue, message_id = _required(payload, "queue"), _required(payload, "message_id")
+        if not self.jobs.discard(queue, message_id):
+            raise LookupError(self._missing(queue, message_id))
+        return {"queue": queue, "message_id": message_id, "discarded": True}
+
+    def _missing(self, queue: str, message_id: str) -> str:
+        total = self.jobs.dead_letters(queue, limit=0)[1]
+        return (f"no dead letter {message_id!r} on queue {queue!r} ({total} dead letter(s) there; "
+                "it may have been redriven or discarded already)")
+
+    def dlq_messages(self, payload: Any) -> dict[str, Any]:
+        payload = payload or {}
+        limit, offset = int(payload.get("limit", 50)), int(payload.get("offset", 0))
+        if payload.get("topic"):
+            queues = [q for q, c in self.jobs.configs().items() if c.topic == payload["topic"]]
+        else:
+            queues = [_required(payload, "queue", "queue or topic")]
+        messages, total = [], 0
+        for q in sorted(queues):
+            found, count = self.jobs.dead_letters(q, limit=offset + limit)
+            messages += found
+            total += count
+        messages.sort(key=lambda m: m.get("failed_at") or 0, reverse=True)
+        return {"messages": messages[offset:offset + limit], "total": total}
+
+    def dlq_topics(self, _payload: Any = None) -> dict[str, Any]:
+        out = []
+        for stats in self.list_queues()["queues"]:
+            if stats["dead"]:
+                out.append({"queue": stats["queue"], "topic": stats.get("topic"),
+                            "count": stats["dead"]})
+        return {"topics": out}
+
+    def list_topics(self, _payload: Any = None) -> dict[str, Any]:
+        topics: dict[str, set[str]] = {}
+        for t in self.registry.triggers():
+            if t["type"] == "durable:subscriber":
+                topics.setdefault(t["config"]["topic"], set()).add(t["function_id"])
+        return {"topics": [{"topic": name, "subscribers": sorted(fids)}
+                           for name, fids in sorted(topics.items())]}
+
+    def topic_stats(self, payload: Any) -> dict[str, Any]:
+        topic = _required(payload, "topic")
+        prefix = topic_queue_name(topic, "")
+        subs = [self.jobs.stats(name) | {"function_id": name[len(prefix):]}
+                for name, c in sorted(self.jobs.configs().items()) if c.topic == topic]
+        return {"topic": topic, "subscribers": subs}
+
+    def list_queues(self, _payload: Any = None) -> dict[str, Any]:
+        out = []
+        for name, config in sorted(self.jobs.configs().items()):
+            out.append(self.jobs.stats(name) | {
+                "type": config.type, "concurrency": config.concurrency,
+                "max_retries": config.max_retries, "backoff_ms": config.backoff_ms,
+                "topic": config.topic})
+        return {"queues": out}
+
+
+def _required(payload: Any, key: str, what: str | None = None) -> str:
+    value = payload.get(key) if isinstance(payload, dict) else None
+    if not isinstance(value, str) or not value:
+        raise ValueError(f"payload needs {what or key!r} (a non-empty string)")
+    return value
+
+
+def _topic_and_data(payload: Any) -> tuple[str, Any]:
+    topic = _required(payload, "topic")
+    if "data" not in payload:
+        raise EnqueueError(f"publish to {topic!r} needs 'data' (the message)")
+    return topic, payload["data"]
