@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import signal
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -75,8 +76,14 @@ class Cluster:
         self.procs.append(proc)
         return proc
 
-    def engine(self, wait: bool = True) -> Proc:
-        proc = self.spawn("engine", bin_cmd("iii-broker", "engine"))
+    def engine(self, wait: bool = True, config: str | None = None) -> Proc:
+        """Start an engine; ``config`` is the text of its settings file (TOML)."""
+        extra = {}
+        if config is not None:
+            path = self.log_dir / f"iii-{time.monotonic_ns()}.toml"
+            path.write_text(config)
+            extra["III_CONFIG_PATH"] = str(path)
+        proc = self.spawn("engine", bin_cmd("iii-broker", "engine"), **extra)
         if wait:
             self.wait_function("engine::workers::register", proc)
         return proc
