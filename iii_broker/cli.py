@@ -4,6 +4,8 @@
     iii-broker web
     iii-broker trigger math::add '{"a": 2, "b": 3}'
     iii-broker functions | workers | triggers
+    iii-broker queues
+    iii-broker dlq list payment | show payment ID | redrive payment [ID] | discard payment ID
     iii-broker up -A examples.quickstart
 """
 
@@ -73,6 +75,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         p = sub.add_parser(name, help=f"list {what}")
         p.add_argument("--json", action="store_true", help="print the raw JSON")
 
+    from .queues import cli as queues_cli
+    queues_cli.add_parsers(sub)
+
     for name in ("up", "dev"):
         p = sub.add_parser(name, help="run every process of an app (engine, worker, web) until Ctrl-C")
         p.add_argument("-A", "--app", required=True, metavar="MODULE[:ATTR]")
@@ -97,6 +102,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _trigger(settings, args)
         if args.command in ("functions", "workers", "triggers"):
             return _listing(settings, args.command, args.json)
+        if args.command in ("queues", "dlq"):
+            return queues_cli.run(settings, args)
         if args.command in ("up", "dev"):
             from .procs import run_up
             return run_up(args.app, concurrency=args.concurrency, embedded=not args.no_embedded)
@@ -160,10 +167,15 @@ def _listing(settings: Settings, what: str, raw: bool) -> int:
         header = ["TRIGGER", "TYPE", "FUNCTION", "ACTIVE", "CONFIG"]
         rows = [[t["id"], t["type"], t["function_id"], "yes" if t["active"] else "no",
                  json.dumps(t["config"], sort_keys=True)] for t in data["triggers"]]
+    print_table(header, rows)
+    return 0
+
+
+def print_table(header: list[str], rows: list[list[str]]) -> None:
+    """Columns padded to their widest cell."""
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
     for row in [header, *rows]:
         print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
-    return 0
 
 
 if __name__ == "__main__":

@@ -152,19 +152,14 @@ class QueueDuties:
     def redrive_message(self, payload: Any) -> dict[str, Any]:
         queue, message_id = _required(payload, "queue"), _required(payload, "message_id")
         if not self.jobs.redrive(queue, [message_id]):
-            raise LookupError(self._missing(queue, message_id))
+            raise LookupError(self.jobs.missing_letter(queue, message_id))
         return {"queue": queue, "message_id": message_id, "redriven": True}
 
     def discard_message(self, payload: Any) -> dict[str, Any]:
         queue, message_id = _required(payload, "queue"), _required(payload, "message_id")
         if not self.jobs.discard(queue, message_id):
-            raise LookupError(self._missing(queue, message_id))
+            raise LookupError(self.jobs.missing_letter(queue, message_id))
         return {"queue": queue, "message_id": message_id, "discarded": True}
-
-    def _missing(self, queue: str, message_id: str) -> str:
-        total = self.jobs.dead_letters(queue, limit=0)[1]
-        return (f"no dead letter {message_id!r} on queue {queue!r} ({total} dead letter(s) there; "
-                "it may have been redriven or discarded already)")
 
     def dlq_messages(self, payload: Any) -> dict[str, Any]:
         payload = payload or {}
@@ -205,13 +200,7 @@ class QueueDuties:
         return {"topic": topic, "subscribers": subs}
 
     def list_queues(self, _payload: Any = None) -> dict[str, Any]:
-        out = []
-        for name, config in sorted(self.jobs.configs().items()):
-            out.append(self.jobs.stats(name) | {
-                "type": config.type, "concurrency": config.concurrency,
-                "max_retries": config.max_retries, "backoff_ms": config.backoff_ms,
-                "topic": config.topic})
-        return {"queues": out}
+        return {"queues": self.jobs.overview()}
 
 
 def _required(payload: Any, key: str, what: str | None = None) -> str:

@@ -235,7 +235,20 @@ class JobStore:
         pipe.zrem(self.qkey(queue, "dlq:index"), message_id)
         return bool(pipe.execute()[0])
 
+    def missing_letter(self, queue: str, message_id: str) -> str:
+        """The error message for a dead letter that is not there."""
+        total = self.r.zcard(self.qkey(queue, "dlq:index"))
+        return (f"no dead letter {message_id!r} on queue {queue!r} ({total} dead letter(s) there; "
+                "it may have been redriven or discarded already)")
+
     # -- stats ----------------------------------------------------------------------
+
+    def overview(self) -> list[dict[str, Any]]:
+        """Every queue's :meth:`stats` with its settings."""
+        return [self.stats(name) | {
+            "type": c.type, "concurrency": c.concurrency, "max_retries": c.max_retries,
+            "backoff_ms": c.backoff_ms, "topic": c.topic}
+            for name, c in sorted(self.configs(fresh=True).items())]
 
     def stats(self, queue: str) -> dict[str, Any]:
         """Depth (waiting to run), in flight, delayed and dead counts, and counters."""

@@ -1,0 +1,74 @@
+"""``iii-broker queues`` and ``iii-broker dlq``, run as a user runs them."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from iii_broker import Enqueue
+from tests.helpers import wait_for
+from tests.test_cli import cli
+
+CONFIG = """
+[modules.queue.queues.payment]
+max_retries = 1
+backoff_ms = 50
+concurrency = 2
+"""
+
+
+@pytest.fixture
+def dead(cluster, store, settings):
+    """A running cluster whose ``payment`` queue holds two dead letters."""
+    cluster.engine(config=CONFIG)
+    cluster.worker("tests.apps.jobs")
+    ids = [cluster.client.trigger("jobs::fail", {"id": i}, action=Enqueue(queue="payment"))
+           ["messageReceiptId"] for i in ("a", "b")]
+    wait_for(lambda: store.zcard(f"{settings.namespace}:q:payment:dlq:index") == 2, timeout=15,
+             what="two dead letters")
+    return ids
+
+
+
+def test_queues_lists_every_queue_with_its_counts(cluster, dead):
+    done = cli(cluster.env, "queues")
+    assert done.returncode == 0, done.stderr
+    header, *rows = done.stdout.splitlines()
+    assert header.split()[:3] == ["QUEUE", "TYPE", "DEPTH"]
+    payment = next(r.split() for r in rows if r.startswith("payment "))
+    # QUEUE TYPE DEPTH IN FLIGHT DELAYED DEAD CAP RETRIES COMPLETED
+    assert payment == ["payment", "standard", "0", "0", "0", "2", "2", "1", "0"]
+    assert any(r.startswith("default ") for r in rows)
+    data = json.loads(cli(cluster.env, "queues", "--json").stdout)
+    assert {q["queue"] for q in data["queues"]} >= {"default", "payment"}
+
+
+def test_dlq_list_and_show_describe_the_dead_letters(cluster, dead):
+    done = cli(cluster.env, "dlq", "list", "payment")
+    assert done.returncode == 0, done.stderr
+    assert all(mid in done.stdout for mid in dead)
+    assert "ValueError: no good" in done.stdout
+    assert "(2 of 2 dead letter(s) on 'payment')" in done.stdout
+    shown = json.loads(cli(cluster.env, "dlq", "show", "payment", dead[0]).stdout)
+    assert shown["message_id"] == dead[0]
+    assert shown["attempts"] == 2 and shown["payload"] == {"id": "a"}
+    missing = cli(cluster.env, "dlq", "show", "payment", "nope")
+    assert missing.returncode == 1
+    assert "no dead letter 'nope' on queue 'payment'" in missing.stderr
+
+
+def test_dlq_redrive_runs_a_letter_again_and_discard_deletes_one(cluster, dead, store, settings):
+    runs_key = f"{settings.namespace}:test:runs"
+    before = store.llen(runs_key)
+    done = cli(cluster.env, "dlq", "redrive", "payment", dead[0])
+    assert (done.returncode, done.stdout.strip()) == (0, "redriven 1 dead letter(s) onto 'payment'")
+    # It runs again from attempt 1 (and, still failing, dies again after its retry).
+    wait_for(lambda: [json.loads(x)["attempt"] for x in store.lrange(runs_key, before, -1)]
+             == [1, 2], timeout=15, what="the redriven job's two attempts")
+    done = cli(cluster.env, "dlq", "discard", "payment", dead[1])
+    assert done.returncode == 0, done.stderr
+    wait_for(lambda: json.loads(cli(cluster.env, "dlq", "list", "payment", "--json").stdout)
+             ["total"] == 1, timeout=15, what="one dead letter left")
+    again = cli(cluster.env, "dlq", "discard", "payment", dead[1])
+    assert again.returncode == 1 and "no dead letter" in again.stderr
