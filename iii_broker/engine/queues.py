@@ -121,9 +121,14 @@ class QueueDuties:
         subscribers = self._subscribers("subscribe", topic, active_only=True)
         caller = self.engine.app.caller
         from ..client import Void
+        sent = []
         for t in {t["function_id"]: t for t in subscribers}.values():
+            condition = t["config"].get("condition_function_id")
+            if condition and not caller.call(condition, data):
+                continue
             caller.call(t["function_id"], data, action=Void)
-        return {"topic": topic, "subscribers": sorted({t["function_id"] for t in subscribers})}
+            sent.append(t["function_id"])
+        return {"topic": topic, "subscribers": sorted(sent)}
 
     def durable_publish(self, payload: Any) -> dict[str, Any]:
         topic, data = _topic_and_data(payload)

@@ -46,6 +46,7 @@ class JobRunner:
         self._thread: threading.Thread | None = None
         self._candidates: list[tuple[str, str, int, bool]] = []
         self._candidates_at = 0.0
+        self._conditions: dict[str, str] = {}  # topic queue -> its trigger's condition function
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._fetch_loop, name="iii-jobs", daemon=True)
@@ -87,6 +88,8 @@ class JobRunner:
                 name = topic_queue_name(tdef.config["topic"], tdef.function_id)
                 q = configs.get(name) or subscriber_queue(tdef.config, tdef.function_id)
                 out.append((name, tdef.function_id, q.concurrency, q.fifo))
+                if tdef.config.get("condition_function_id"):
+                    self._conditions[name] = tdef.config["condition_function_id"]
         random.shuffle(out)  # workers with many queues don't all favour the same one
         self._candidates, self._candidates_at = out, now
         return out
@@ -164,6 +167,11 @@ class JobRunner:
         span = SpanContext.parse(job.headers.get("traceparent"))
         span = span.child() if span else SpanContext.new_root()
         try:
+            condition = self._conditions.get(queue)
+            if condition and not self.worker.app.trigger(condition, inv.payload):
+                log.debug("job %s of %s skipped: %s said no", inv.invocation_id, inv.function_id,
+                          condition)
+                return ("ok", tag, "", "")
             self.worker.invoke(fdef, inv, span)
         except BaseException as exc:  # noqa: BLE001 - every failure is a retry or a dead letter
             message = f"{exc.code}: {exc.message}" if isinstance(exc, IIIError) \
