@@ -29,6 +29,7 @@ from .errors import (
 )
 from .function import check_function_id
 from .message import Invocation, now_ms
+from .queues.amqp import AmqpJobs
 from .queues.store import JobStore
 from .replies import ReplyConsumer
 from .settings import Settings, mask_url
@@ -39,6 +40,7 @@ from .transport import (
     function_exchange,
     function_queue,
     reply_queue,
+    uses_amqp,
 )
 
 log = logging.getLogger("iii.client")
@@ -241,7 +243,8 @@ class Caller:
     @property
     def jobs(self) -> JobStore:
         if self._jobs is None:
-            self._jobs = JobStore(self.store, self.settings.namespace)
+            broker = AmqpJobs(self.settings) if uses_amqp(self.settings) else None
+            self._jobs = JobStore(self.store, self.settings.namespace, broker)
         return self._jobs
 
     def _require_function(self, function_id: str, invocation_id: str) -> None:
@@ -266,6 +269,8 @@ class Caller:
         self._known.pop(function_id, None)
 
     def close(self) -> None:
+        if self._jobs is not None and self._jobs.broker is not None:
+            self._jobs.broker.close()
         self.replies.close()
         self.publisher.close()
         self.store.close()

@@ -19,15 +19,16 @@ from .redis_transport import RedisQoS, RedisTransport
 from .settings import Settings, mask_url
 
 __all__ = ["Publisher", "RedisQoS", "broker_errors", "connect", "connection", "ensure_connected",
-           "function_exchange", "function_queue", "reply_queue"]
+           "function_exchange", "function_queue", "reply_queue", "uses_amqp"]
 
 # How long a message Kombu's Redis ack emulation has persisted as unacked may stay so
 # before Kombu redelivers it (for queues that persist it; function queues do not).
 VISIBILITY_TIMEOUT_S = 24 * 3600
 
 
-def connect(settings: Settings) -> Connection:
-    """A new (lazy) Kombu connection to the broker."""
+def connect(settings: Settings, *, confirm: bool = False) -> Connection:
+    """A new (lazy) Kombu connection to the broker. ``confirm``: on AMQP, each publish
+    waits for the broker's confirm (RabbitMQ holds the message when it returns)."""
     ns = settings.namespace
     options: dict[str, Any] = {"max_retries": 1, "interval_start": 0, "interval_step": 0.5}
     if settings.broker_url.startswith(("redis", "rediss")):
@@ -42,6 +43,8 @@ def connect(settings: Settings) -> Connection:
         transport = RedisTransport if settings.broker_url.startswith("redis://") else None
         return Connection(settings.broker_url, transport=transport,
                           transport_options=options, connect_timeout=5, heartbeat=0)
+    if confirm:
+        options["confirm_publish"] = True
     return Connection(settings.broker_url, transport_options=options, connect_timeout=5,
                       heartbeat=0)
 
@@ -65,6 +68,11 @@ def function_exchange(settings: Settings, function_id: str) -> Exchange:
     return Exchange(f"{settings.namespace}.fn.{function_id}", type="direct", durable=True)
 
 
+def uses_amqp(settings: Settings) -> bool:
+    """True when the broker is not Redis (RabbitMQ over ``amqp://``)."""
+    return not settings.broker_url.startswith(("redis://", "rediss://"))
+
+
 def function_queue(settings: Settings, function_id: str) -> Queue:
     """The queue every worker of the function consumes (competing consumers)."""
     name = f"{settings.namespace}.fn.{function_id}"
@@ -82,8 +90,9 @@ class Publisher:
     """Publishes JSON bodies, one Kombu connection per thread (Kombu channels are not
     thread-safe)."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, *, confirm: bool = False) -> None:
         self.settings = settings
+        self.confirm = confirm
         self._local = threading.local()
         self._all: list[Connection] = []
         self._lock = threading.Lock()
@@ -91,7 +100,7 @@ class Publisher:
     def _producer(self) -> tuple[Producer, set[str]]:
         local = self._local
         if getattr(local, "producer", None) is None:
-            conn = connect(self.settings)
+            conn = connect(self.settings, confirm=self.confirm)
             ensure_connected(conn, self.settings)
             local.conn, local.producer, local.declared = conn, Producer(conn.channel()), set()
             with self._lock:

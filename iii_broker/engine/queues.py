@@ -13,8 +13,10 @@ from typing import TYPE_CHECKING, Any
 from ..errors import EnqueueError, InvocationStopped, PayloadError
 from ..message import Invocation, now_ms
 from ..modules.queue import QueueModule
+from ..queues.amqp import AmqpJobs
 from ..queues.config import QueueConfig, topic_queue_name
 from ..queues.store import JobStore, Outcome, failure_outcome, parse_job
+from ..transport import uses_amqp
 from ..worker.jobs import subscriber_queue
 
 if TYPE_CHECKING:
@@ -31,7 +33,8 @@ class QueueDuties:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self.registry = engine.registry
-        self.jobs = JobStore(self.registry.r, engine.settings.namespace)
+        self.jobs = JobStore(self.registry.r, engine.settings.namespace,
+                             AmqpJobs(engine.settings) if uses_amqp(engine.settings) else None)
         module = engine.config.module("queue")
         self.enabled = module is not None
         self.named: dict[str, QueueConfig] = (
@@ -69,6 +72,9 @@ class QueueDuties:
             outcomes: list[Outcome] = []
             configs = self.jobs.configs()
             for tag, (head, raw) in held.items():
+                if head.get("amqp"):  # RabbitMQ redelivers it itself; free its cap slot
+                    outcomes.append(("release", tag, "", ""))
+                    continue
                 config = configs.get(head["q"]) or QueueConfig(head["q"])
                 try:
                     job = parse_job(tag, head["q"], raw)

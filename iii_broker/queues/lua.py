@@ -15,6 +15,8 @@ Keys (``P`` is the namespace; ``Q`` a queue, ``F`` a function id, ``G`` a FIFO g
 - ``P:q:Q:idem:K``     STRING message id of the job enqueued with idempotency key K (TTL)
 - ``P:worker:W:jobs``  HASH   jobs worker W has claimed: tag -> ``{q,f,g,at}\\n<message>``
 - ``P:jobholders``     SET    workers that may hold claimed jobs (the sweeper checks them)
+- ``P:q:Q:redeliveries:ID`` STRING times RabbitMQ redelivered job ID (counts attempts of jobs
+                       whose worker died; RabbitMQ brokers only)
 - ``P:wake:F``         LIST   at most one token: "a job of F may be waiting" (workers BLPOP it)
 """
 
@@ -47,9 +49,11 @@ local function advance(q, g)
   end
 end
 -- Put one job on its queue: LPUSH for standard, the group's tail for FIFO.
+-- An empty raw only counts the job: the broker (RabbitMQ) holds it.
 local function push(q, f, raw, g)
   redis.call('SADD', qk(q, 'functions'), f)
   redis.call('HINCRBY', qk(q, 'stats'), 'enqueued', 1)
+  if raw == '' then return end
   if g ~= '' then
     redis.call('RPUSH', qk(q, 'g:' .. g), f .. '\n' .. raw)
     if redis.call('SADD', qk(q, 'active'), g) == 1 then
@@ -83,7 +87,7 @@ return {1, id}
 #       nout, nout x (kind, tag, a, b),
 #       ncand, ncand x (q, f, cap, 's'|'f').
 # kind 'ok'; 'retry' (a = due ms, b = the message with its attempt raised);
-# 'dead' (a = message id, b = dead-letter record JSON).
+# 'dead' (a = message id, b = dead-letter record JSON); 'release' (forget the claim only).
 # Returns {capped, tag1, raw1, q1, tag2, ...}: capped is 1 when a cap kept work waiting.
 CYCLE = _COMMON + r"""
 local jobs, holders, wid, now, prefix = ARGV[2], ARGV[3], ARGV[4], tonumber(ARGV[5]), ARGV[6]
@@ -111,6 +115,8 @@ for i = 0, nout - 1 do
       else
         redis.call('ZADD', qk(q, 'delayed'), a, cjson.encode({f = f, t = tag}) .. '\n' .. bb)
       end
+    elseif kind == 'release' then
+      -- a RabbitMQ job of a dead worker: the broker redelivers it, only the cap is freed
     else
       redis.call('HINCRBY', qk(q, 'stats'), 'dead', 1)
       redis.call('HSET', qk(q, 'dlq'), a, bb)
@@ -172,28 +178,36 @@ if claimed > 0 then redis.call('SADD', holders, wid) end
 return out
 """
 
-# Move due retries back onto their queues. ARGV: P, now ms, limit, then queue names.
-# Returns {moved, next due ms or -1}.
+# Move due retries back onto their queues. ARGV: P, now ms, limit, broker ('redis' or
+# 'amqp'), then queue names. With 'amqp', due standard jobs are not moved but returned
+# (the caller publishes them, then removes them from the delayed set).
+# Returns {moved, next due ms or -1, q1, member1, q2, member2, ...}.
 PROMOTE = _COMMON + r"""
-local now, limit = ARGV[2], tonumber(ARGV[3])
+local now, limit, amqp = ARGV[2], tonumber(ARGV[3]), ARGV[4] == 'amqp'
 local moved, nxt = 0, -1
-for i = 4, #ARGV do
+local out = {}
+for i = 5, #ARGV do
   local q = ARGV[i]
   local dk = qk(q, 'delayed')
   local due = redis.call('ZRANGEBYSCORE', dk, '-inf', now, 'LIMIT', 0, limit)
   for _, m in ipairs(due) do
     local nl = string.find(m, '\n', 1, true)
-    if nl then
-      local h = cjson.decode(string.sub(m, 1, nl - 1))
-      redis.call('RPUSH', flist(h.f, q), string.sub(m, nl + 1))
-      wake(h.f)
+    if nl and amqp then
+      table.insert(out, q)
+      table.insert(out, m)
     else
-      local h = cjson.decode(m)
-      redis.call('RPUSH', qk(q, 'ready:' .. h.f), h.g)
-      wake(h.f)
+      if nl then
+        local h = cjson.decode(string.sub(m, 1, nl - 1))
+        redis.call('RPUSH', flist(h.f, q), string.sub(m, nl + 1))
+        wake(h.f)
+      else
+        local h = cjson.decode(m)
+        redis.call('RPUSH', qk(q, 'ready:' .. h.f), h.g)
+        wake(h.f)
+      end
+      redis.call('ZREM', dk, m)
+      moved = moved + 1
     end
-    redis.call('ZREM', dk, m)
-    moved = moved + 1
   end
   local first = redis.call('ZRANGE', dk, 0, 0, 'WITHSCORES')
   if first[2] then
@@ -201,7 +215,22 @@ for i = 4, #ARGV do
     if nxt < 0 or s < nxt then nxt = s end
   end
 end
-return {moved, nxt}
+local res = {moved, nxt}
+for _, v in ipairs(out) do table.insert(res, v) end
+return res
+"""
+
+# Claim one job RabbitMQ delivered, if its queue's cap allows.
+# ARGV: P, jobs key, holders key, worker id, now, tag, q, f, cap, raw. Returns 1 or 0.
+ACQUIRE = _COMMON + r"""
+local jobs, holders, wid, now, tag, q, f = ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[8]
+local cap, raw = tonumber(ARGV[9]), ARGV[10]
+local rk = qk(q, 'running')
+if tonumber(redis.call('GET', rk) or '0') >= cap then return 0 end
+redis.call('INCR', rk)
+redis.call('HSET', jobs, tag, cjson.encode({q = q, f = f, at = tonumber(now), amqp = 1}) .. '\n' .. raw)
+redis.call('SADD', holders, wid)
+return 1
 """
 
 # Put dead letters back on their queue, attempts reset. ARGV: P, q, n, n x (id, f, raw, group).

@@ -20,7 +20,7 @@ import os
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import redis
 
@@ -28,6 +28,9 @@ from ..errors import EnqueueError, IIIError, PayloadError
 from ..message import CONTENT_TYPE, Invocation, now_ms
 from . import lua
 from .config import DEFAULT_QUEUE, QueueConfig
+
+if TYPE_CHECKING:
+    from .amqp import AmqpJobs
 
 # A worker's claimed job: its delivery tag (unique per claim), the message, the queue.
 Claim = tuple[str, str, str]
@@ -51,15 +54,18 @@ class Job:
 class JobStore:
     """Durable queues of one namespace, in the store Redis."""
 
-    def __init__(self, client: redis.Redis, namespace: str) -> None:
+    def __init__(self, client: redis.Redis, namespace: str, broker: AmqpJobs | None = None) -> None:
         self.r: Any = client  # decode_responses=True
         self.ns = namespace
+        self.broker = broker
+        """Set when RabbitMQ holds the jobs of standard queues (see :mod:`.amqp`)."""
         self.config_key = f"{namespace}:queues"
         self.holders_key = f"{namespace}:jobholders"
         self._enqueue = client.register_script(lua.ENQUEUE)
         self._cycle = client.register_script(lua.CYCLE)
         self._promote = client.register_script(lua.PROMOTE)
         self._redrive = client.register_script(lua.REDRIVE)
+        self._acquire = client.register_script(lua.ACQUIRE)
         self._configs: dict[str, QueueConfig] = {}
         self._configs_at = 0.0
 
@@ -124,10 +130,14 @@ class JobStore:
         was used within its TTL (nothing is stored then). Raises :class:`EnqueueError`.
         """
         args: list[Any] = []
+        to_broker: list[tuple[str, str, str]] = []
         for config, function_id, inv, headers in jobs:
             group = config.group_of(inv.payload) or ""
-            args += [config.name, function_id, job_message(self.ns, config.name, function_id,
-                                                           inv, headers), group]
+            raw = job_message(self.ns, config.name, function_id, inv, headers)
+            if self.broker is not None and not config.fifo:
+                to_broker.append((config.name, function_id, raw))
+                raw = ""  # counted here, held by RabbitMQ
+            args += [config.name, function_id, raw, group]
         key = ""
         if idempotency_key is not None:
             if not isinstance(idempotency_key, str) or not idempotency_key:
@@ -138,6 +148,15 @@ class JobStore:
             stored, mid = self._enqueue(args=[self.ns, key, ttl_ms, message_id, len(jobs), *args])
         except redis.RedisError as exc:
             raise EnqueueError(f"the store refused the job: {exc}") from exc
+        if stored and to_broker:
+            assert self.broker is not None
+            try:
+                for queue, function_id, raw in to_broker:
+                    self.broker.publish(queue, function_id, raw)
+            except IIIError as exc:
+                if key:
+                    self.r.delete(key)  # a retry with the same key must not be suppressed
+                raise EnqueueError(f"the broker refused the job: {exc.message}") from exc
         return bool(stored), mid
 
     # -- consuming ------------------------------------------------------------------
@@ -185,8 +204,31 @@ class JobStore:
         """Move due retries onto their queues; returns (moved, next due ms or None)."""
         if not queues:
             return 0, None
-        moved, nxt = self._promote(args=[self.ns, now_ms(), limit, *queues])
-        return int(moved), (None if int(nxt) < 0 else int(nxt))
+        out = self._promote(args=[self.ns, now_ms(), limit,
+                                  "redis" if self.broker is None else "amqp", *queues])
+        moved = int(out[0])
+        for i in range(2, len(out), 2):  # RabbitMQ: publish first, forget after (never lose one)
+            queue, member = out[i], out[i + 1]
+            head, _, raw = member.partition("\n")
+            assert self.broker is not None
+            self.broker.publish(queue, json.loads(head)["f"], raw)
+            self.r.zrem(self.qkey(queue, "delayed"), member)
+            moved += 1
+        return moved, (None if int(out[1]) < 0 else int(out[1]))
+
+    def acquire(self, worker_id: str, tag: str, queue: str, function_id: str, cap: int,
+                raw: str) -> bool:
+        """Claim a job RabbitMQ delivered if ``queue``'s cap allows (False: not now)."""
+        return bool(self._acquire(args=[self.ns, self.jobs_key(worker_id), self.holders_key,
+                                        worker_id, now_ms(), tag, queue, function_id, cap, raw]))
+
+    def redeliveries(self, queue: str, message_id: str) -> int:
+        """Count one more redelivery of a RabbitMQ job; returns how many there were."""
+        key = self.qkey(queue, f"redeliveries:{message_id}")
+        pipe = self.r.pipeline(transaction=True)
+        pipe.incr(key)
+        pipe.expire(key, 7 * 24 * 3600)
+        return int(pipe.execute()[0])
 
     # -- dead letters ---------------------------------------------------------------
 
@@ -222,6 +264,9 @@ class JobStore:
                     continue
                 letter = json.loads(rec)
                 raw = with_attempt(letter["message"], 1)
+                if self.broker is not None and not config.fifo:
+                    self.broker.publish(queue, letter["function_id"], raw)
+                    raw = ""  # RabbitMQ holds it now; the script only removes the letter
                 group = config.group_of(letter.get("payload")) or "" if config.fifo else ""
                 args += [mid, letter["function_id"], raw, group]
                 count += 1
@@ -272,6 +317,8 @@ class JobStore:
         # A FIFO group's list holds its running (or retrying) job too, at its head.
         fifo_jobs = sum(groups)
         depth = sum(lists) + (max(fifo_jobs - running - delayed, 0) if fifo_jobs else 0)
+        if self.broker is not None and functions:
+            depth += self.broker.depth(queue, functions)
         return {"queue": queue, "depth": depth, "in_flight": running, "delayed": delayed,
                 "dead": int(dead), "groups": len(active),
                 **{k: int(v) for k, v in sorted(counters.items())}}

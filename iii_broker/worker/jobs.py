@@ -15,13 +15,15 @@ import random
 import threading
 import time
 import traceback
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from ..errors import IIIError, InvocationFailed, PayloadError
+from ..errors import IIIError, InvocationFailed, InvocationStopped, PayloadError
 from ..message import now_ms
 from ..queues.config import QueueConfig, topic_queue_name
 from ..queues.store import Claim, JobStore, Outcome, failure_outcome, parse_job
 from ..tracing import SpanContext
+from ..transport import uses_amqp
 
 if TYPE_CHECKING:
     from .runtime import Worker
@@ -38,12 +40,16 @@ class JobRunner:
 
     def __init__(self, worker: Worker) -> None:
         self.worker = worker
+        self.amqp = uses_amqp(worker.settings)
+        """RabbitMQ holds standard queues' jobs (consumed by AmqpJobConsumer); FIFO ones and
+        every job on a Redis broker are claimed from Redis here."""
         self.jobs = JobStore(worker.store, worker.settings.namespace)
         self.capacity = worker.concurrency
         self._running = 0
         self._room = threading.Condition()
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
+        self._amqp_thread: threading.Thread | None = None
         self._candidates: list[tuple[str, str, int, bool]] = []
         self._candidates_at = 0.0
         self._conditions: dict[str, str] = {}  # topic queue -> its trigger's condition function
@@ -51,6 +57,15 @@ class JobRunner:
     def start(self) -> None:
         self._thread = threading.Thread(target=self._fetch_loop, name="iii-jobs", daemon=True)
         self._thread.start()
+        if self.amqp:
+            from .amqp_jobs import AmqpJobConsumer
+            self._amqp_thread = threading.Thread(target=AmqpJobConsumer(self).run,
+                                                 name="iii-amqp-jobs", daemon=True)
+            self._amqp_thread.start()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stopping.is_set()
 
     def stop(self) -> None:
         """Claim nothing more; running jobs finish (see :meth:`drain`)."""
@@ -66,7 +81,10 @@ class JobRunner:
                 if deadline is not None and time.monotonic() > deadline:
                     break
                 self._room.wait(0.2)
-            return self._running
+            left = self._running
+        if self._amqp_thread is not None and not left:
+            self._amqp_thread.join(5)  # it acks the last jobs to RabbitMQ, then closes
+        return left
 
     @property
     def running(self) -> int:
@@ -94,6 +112,26 @@ class JobRunner:
         self._candidates, self._candidates_at = out, now
         return out
 
+    def redis_candidates(self) -> list[tuple[str, str, int, bool]]:
+        """The candidates claimed from Redis: all of them, or only FIFO ones on RabbitMQ."""
+        candidates = self.candidates()
+        return [c for c in candidates if c[3]] if self.amqp else candidates
+
+    def run_one(self, claim: Claim, after: Callable[[], None]) -> None:
+        """Run a job claimed elsewhere (RabbitMQ), settle it, then call ``after``."""
+        with self._room:
+            self._running += 1
+
+        def job() -> None:
+            try:
+                self._settle(self._run(claim), chain=False)
+                after()
+            finally:
+                with self._room:
+                    self._running -= 1
+                    self._room.notify_all()
+        self.worker._pool.submit(job)
+
     def _fetch_loop(self) -> None:
         functions = list(self.worker.app.functions)
         while not self._stopping.is_set():
@@ -104,7 +142,8 @@ class JobRunner:
             if self._stopping.is_set():
                 return
             try:
-                capped, claims = self.jobs.cycle(self.worker.worker_id, [], free, self.candidates())
+                capped, claims = self.jobs.cycle(self.worker.worker_id, [], free,
+                                                 self.redis_candidates())
                 for claim in claims:
                     self._start(claim)
                 if not claims:
@@ -129,13 +168,13 @@ class JobRunner:
                 self._running -= 1
                 self._room.notify_all()
 
-    def _settle(self, outcome: Outcome) -> Claim | None:
+    def _settle(self, outcome: Outcome, chain: bool = True) -> Claim | None:
         delay = 0.2
         while True:
-            want = 0 if self._stopping.is_set() else 1
+            want = 0 if self._stopping.is_set() or not chain else 1
             try:
                 _capped, claims = self.jobs.cycle(self.worker.worker_id, [outcome], want,
-                                                  self.candidates() if want else [])
+                                                  self.redis_candidates() if want else [])
                 return claims[0] if claims else None
             except Exception as exc:  # noqa: BLE001 - keep the outcome until Redis is back
                 if self.worker._hard_stop.is_set():
@@ -159,6 +198,10 @@ class JobRunner:
             return failure_outcome(config, tag, raw, None, InvocationFailed(
                 f"message refused: {exc.message}"), started)
         inv = job.invocation
+        if inv.attempt > config.max_attempts:  # redelivered by RabbitMQ after its worker died
+            return failure_outcome(config, tag, raw, job, InvocationStopped(
+                f"its worker stopped while running it, on its last attempt ({config.max_attempts})",
+                function_id=inv.function_id, invocation_id=inv.invocation_id), started)
         fdef = self.worker.app.functions.get(inv.function_id)
         if fdef is None:
             return failure_outcome(config, tag, raw, None, InvocationFailed(
