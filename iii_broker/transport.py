@@ -6,11 +6,15 @@ Kombu and py-amqp/redis-py exceptions stop here and become
 
 from __future__ import annotations
 
+import base64
+import json
 import threading
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+import redis
 from kombu import Connection, Exchange, Producer, Queue
 
 from .errors import BrokerUnavailable
@@ -88,11 +92,18 @@ def reply_queue(settings: Settings, client_id: str) -> Queue:
 
 class Publisher:
     """Publishes JSON bodies, one Kombu connection per thread (Kombu channels are not
-    thread-safe)."""
+    thread-safe).
+
+    On a ``redis://`` broker a message whose destination queue is known (a reply: the
+    default exchange; an invocation: the function exchange of a queue this thread has
+    declared) is written with one LPUSH of Kombu's envelope, without Kombu's producer,
+    exchange lookup and message objects.
+    """
 
     def __init__(self, settings: Settings, *, confirm: bool = False) -> None:
         self.settings = settings
         self.confirm = confirm
+        self._direct = settings.broker_url.startswith("redis://")  # as connect() decides
         self._local = threading.local()
         self._all: list[Connection] = []
         self._lock = threading.Lock()
@@ -125,6 +136,12 @@ class Publisher:
                 if declare is not None and declare.name not in declared:
                     declare.bind(producer.channel).declare()
                     declared.add(declare.name)
+                queue = self._direct_queue(exchange, routing_key, declare)
+                if queue is not None:
+                    self._redis().lpush(queue, _envelope(
+                        body, exchange, routing_key, headers, reply_to, correlation_id,
+                        2 if declare is not None else 1))
+                    return
                 producer.publish(
                     body,
                     exchange=exchange,
@@ -146,9 +163,37 @@ class Publisher:
                         f"publishing to {mask_url(self.settings.broker_url)} failed: {exc}"
                     ) from exc
 
+    def _direct_queue(self, exchange: Exchange | str, routing_key: str,
+                      declare: Queue | None) -> str | None:
+        """The one queue Kombu would route to, when this can tell without asking Redis."""
+        if not self._direct:
+            return None
+        name = exchange.name if isinstance(exchange, Exchange) else exchange
+        if not name:
+            return routing_key  # the default exchange: the routing key names the queue
+        if (declare is not None and declare.exchange is not None
+                and declare.exchange.name == name and declare.exchange.type == "direct"
+                and declare.routing_key == routing_key):
+            return declare.name  # a function's exchange: its one queue (declared above)
+        return None
+
+    def _redis(self) -> redis.Redis:
+        """This thread's own connection for direct LPUSHes (no pool to check out from)."""
+        client = getattr(self._local, "redis", None)
+        if client is None:
+            client = self._local.redis = redis.Redis.from_url(
+                self.settings.broker_url, single_connection_client=True, socket_connect_timeout=5)
+        return client
+
     def _drop_local(self) -> None:
         conn = getattr(self._local, "conn", None)
         self._local.producer = None
+        client, self._local.redis = getattr(self._local, "redis", None), None
+        if client is not None:
+            try:
+                client.close()
+            except Exception:  # noqa: BLE001 - already broken
+                pass
         if conn is not None:
             with self._lock:
                 if conn in self._all:
@@ -161,12 +206,32 @@ class Publisher:
     def close(self) -> None:
         with self._lock:
             conns, self._all = self._all, []
+        client = getattr(self._local, "redis", None)  # other threads' go with their threads
+        if client is not None:
+            client.close()
         for conn in conns:
             try:
                 conn.release()
             except Exception:  # noqa: BLE001
                 pass
         self._local = threading.local()
+
+
+def _envelope(body: str, exchange: Exchange | str, routing_key: str,
+              headers: dict[str, Any] | None, reply_to: str | None, correlation_id: str | None,
+              delivery_mode: int) -> str:
+    """Kombu's Redis message envelope, as ``Producer.publish`` writes it (priority 0)."""
+    return json.dumps({
+        "body": base64.b64encode(body.encode("utf-8")).decode("ascii"),
+        "content-encoding": "utf-8", "content-type": CONTENT_TYPE, "headers": headers or {},
+        "properties": {
+            "reply_to": reply_to, "correlation_id": correlation_id,
+            "delivery_mode": delivery_mode,
+            "delivery_info": {"exchange": exchange.name if isinstance(exchange, Exchange)
+                              else exchange, "routing_key": routing_key},
+            "priority": 0, "body_encoding": "base64", "delivery_tag": str(uuid.uuid4()),
+        },
+    })
 
 
 def _is_connection_error(exc: Exception) -> bool:
