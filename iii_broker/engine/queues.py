@@ -163,6 +163,10 @@ class QueueDuties:
     def redrive_message(self, payload: Any) -> dict[str, Any]:
         queue, message_id = _required(payload, "queue"), _required(payload, "message_id")
         if not self.jobs.redrive(queue, [message_id]):
+            if self.jobs.dead_letter(queue, message_id) is not None:
+                raise ValueError(f"dead letter {message_id!r} on queue {queue!r} cannot be "
+                                 "redriven: its message is not a job (it was dead-lettered "
+                                 "unread); discard it")
             raise LookupError(self.jobs.missing_letter(queue, message_id))
         return {"queue": queue, "message_id": message_id, "redriven": True}
 

@@ -250,7 +250,11 @@ class JobStore:
     def redrive(self, queue: str, message_ids: list[str] | None = None) -> list[str]:
         """Put dead letters (all of the queue's when ``message_ids`` is None) back on the
         queue with their attempts reset; returns the ids redriven."""
-        config = self.configs().get(queue) or QueueConfig(queue)
+        config = self.configs(fresh=True).get(queue)
+        if config is None:
+            raise EnqueueError(f"queue {queue!r} is not configured any more, so no worker would "
+                               "take its jobs: configure it again to redrive, or discard its "
+                               "dead letters")
         if message_ids is None:
             message_ids = list(self.r.zrange(self.qkey(queue, "dlq:index"), 0, -1))
         redriven: list[str] = []
@@ -263,7 +267,12 @@ class JobStore:
                 if rec is None:
                     continue
                 letter = json.loads(rec)
-                raw = with_attempt(letter["message"], 1)
+                try:  # a message dead-lettered unread (not a job) can only be discarded
+                    raw = with_attempt(letter["message"], 1)
+                except (ValueError, KeyError, TypeError):
+                    continue
+                if not letter.get("function_id"):
+                    continue
                 if self.broker is not None and not config.fifo:
                     self.broker.publish(queue, letter["function_id"], raw)
                     raw = ""  # RabbitMQ holds it now; the script only removes the letter
@@ -362,10 +371,11 @@ def parse_job(tag: str, queue: str, raw: str) -> Job:
 
 
 def failure_outcome(config: QueueConfig, tag: str, raw: str, job: Job | None, error: IIIError,
-                    started_at: int | None = None) -> Outcome:
+                    started_at: int | None = None, *, final: bool = False) -> Outcome:
     """What to do with a job whose attempt failed: retry after its backoff, or, after
-    ``max_retries`` retries (or when it cannot be parsed at all), dead-letter it."""
-    if job is not None and job.invocation.attempt < config.max_attempts:
+    ``max_retries`` retries (or when ``final``, or when it cannot be parsed at all),
+    dead-letter it."""
+    if job is not None and not final and job.invocation.attempt < config.max_attempts:
         attempt = job.invocation.attempt
         due = now_ms() + config.backoff_for(attempt)
         return ("retry", tag, str(due), with_attempt(raw, attempt + 1))

@@ -203,10 +203,11 @@ class JobRunner:
                 f"its worker stopped while running it, on its last attempt ({config.max_attempts})",
                 function_id=inv.function_id, invocation_id=inv.invocation_id), started)
         fdef = self.worker.app.functions.get(inv.function_id)
-        if fdef is None:
-            return failure_outcome(config, tag, raw, None, InvocationFailed(
+        if fdef is None:  # kept whole, so it can be redriven once a worker has the function
+            return failure_outcome(config, tag, raw, job, InvocationFailed(
                 f"no handler for {inv.function_id!r} in app {self.worker.app.name!r}",
-                function_id=inv.function_id, invocation_id=inv.invocation_id), started)
+                function_id=inv.function_id, invocation_id=inv.invocation_id), started,
+                final=True)
         span = SpanContext.parse(job.headers.get("traceparent"))
         span = span.child() if span else SpanContext.new_root()
         try:
