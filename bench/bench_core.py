@@ -434,11 +434,16 @@ def main(argv: list[str] | None = None) -> int:
         return serve_echo(args.redis_url, *args.serve_echo)
     if min(args.calls, args.warmup, args.rounds, args.jobs) < 1:
         parser.error("--calls, --warmup, --rounds and --jobs must be at least 1")
+    return report_to(args.out, lambda: run(args))
+
+
+def report_to(out: Path, make: Callable[[], str]) -> int:
+    """Run a bench (SIGTERM still runs its clean-up), then print its report and write it."""
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # so the finally blocks run
-    text = run(args)
-    args.out.write_text(text)
+    text = make()
+    out.write_text(text)
     print(text)
-    print(f"written to {args.out}", file=sys.stderr)
+    print(f"written to {out}", file=sys.stderr)
     return 0
 
 

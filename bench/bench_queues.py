@@ -51,6 +51,7 @@ from bench.bench_core import (  # noqa: E402
     cleanup_keys,
     fmt_rate,
     iii_ready,
+    report_to,
     show_tails,
     stop_children,
     throughput,
@@ -342,12 +343,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--only: choose among {', '.join(SYSTEMS)}")
     if args.jobs < 1:
         parser.error("--jobs must be at least 1")
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # so the finally blocks run
-    text = run(args, [s for s in SYSTEMS if s in chosen])
-    args.out.write_text(text)
-    print(text)
-    print(f"written to {args.out}", file=sys.stderr)
-    return 0
+    return report_to(args.out, lambda: run(args, [s for s in SYSTEMS if s in chosen]))
 
 
 if __name__ == "__main__":

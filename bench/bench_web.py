@@ -23,7 +23,6 @@ import json
 import os
 import re
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -40,7 +39,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))  # so `bench.*` imports work as `python bench/bench_web.py`
 
-from bench.bench_core import Child, cleanup_keys, proc_cpu_s, wait_until  # noqa: E402
+from bench.bench_core import Child, cleanup_keys, proc_cpu_s, report_to, wait_until  # noqa: E402
 from bench.bench_core import versions as core_versions  # noqa: E402
 from bench.web_apps import PATH  # noqa: E402
 
@@ -416,12 +415,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--duration, --warmup, --web-workers and --web-threads must be at least 1")
     if not shutil.which("wrk"):
         parser.error("wrk is not installed (apt-get install wrk)")
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # so the finally blocks run
-    text = run(args)
-    args.out.write_text(text)
-    print(text)
-    print(f"written to {args.out}", file=sys.stderr)
-    return 0
+    return report_to(args.out, lambda: run(args))
 
 
 if __name__ == "__main__":

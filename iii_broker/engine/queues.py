@@ -8,6 +8,7 @@ holds the sweeper lock; the built-in functions are served by every engine.
 from __future__ import annotations
 
 import logging
+import time
 from typing import TYPE_CHECKING, Any
 
 from ..errors import EnqueueError, InvocationStopped, PayloadError
@@ -37,6 +38,7 @@ class QueueDuties:
                              AmqpJobs(engine.settings) if uses_amqp(engine.settings) else None)
         module = engine.config.module("queue")
         self.enabled = module is not None
+        self._missing: dict[str, float] = {}  # job holder -> when it was first seen gone
         self.named: dict[str, QueueConfig] = (
             module.queues() if isinstance(module, QueueModule) else {})
 
@@ -65,9 +67,18 @@ class QueueDuties:
 
     def return_orphans(self) -> None:
         """Jobs held by workers that are gone go back to their queues, one attempt used
-        up (a job that kills its worker every time ends as a dead letter)."""
+        up (a job that kills its worker every time ends as a dead letter).
+
+        A holder must stay gone for a heartbeat TTL first: a stall (a slow Redis command,
+        a paused VM) lapses every lease at once, and live workers re-register within one
+        heartbeat; taking their jobs then would run each a second time."""
         alive = {w["id"] for w in self.registry.workers() if w["alive"]}
-        for worker_id in self.jobs.holders() - alive:
+        now = time.monotonic()
+        gone = self.jobs.holders() - alive
+        self._missing = {w: self._missing.get(w, now) for w in gone}
+        for worker_id in gone:
+            if now - self._missing[worker_id] < self.engine.settings.heartbeat_ttl_s:
+                continue
             held = self.jobs.held(worker_id)
             outcomes: list[Outcome] = []
             configs = self.jobs.configs()
@@ -95,27 +106,24 @@ class QueueDuties:
     # -- built-in functions ---------------------------------------------------------
 
     def define_builtins(self) -> None:
-        app = self.engine.app
-        app.register_function("publish", self.publish,
-                              description="Broadcast {topic, data} to every live subscriber")
-        app.register_function("iii::durable::publish", self.durable_publish,
-                              description="A durable copy of {topic, data} for every subscribed function")
-        app.register_function("iii::queue::redrive", self.redrive,
-                              description="Put every dead letter of {queue} back on it")
-        app.register_function("iii::queue::redrive_message", self.redrive_message,
-                              description="Put one dead letter {queue, message_id} back on its queue")
-        app.register_function("iii::queue::discard_message", self.discard_message,
-                              description="Delete one dead letter {queue, message_id}")
-        app.register_function("engine::queue::dlq_messages", self.dlq_messages,
-                              description="Dead letters of {queue} or {topic}, newest first")
-        app.register_function("engine::queue::dlq_topics", self.dlq_topics,
-                              description="Queues and topics that hold dead letters")
-        app.register_function("engine::queue::list_topics", self.list_topics,
-                              description="Durable topics and their subscribers")
-        app.register_function("engine::queue::topic_stats", self.topic_stats,
-                              description="Per-subscriber queue stats of {topic}")
-        app.register_function("engine::queue::list", self.list_queues,
-                              description="Every queue with depth, in flight, delayed and dead counts")
+        for function_id, handler, description in (
+            ("publish", self.publish, "Broadcast {topic, data} to every live subscriber"),
+            ("iii::durable::publish", self.durable_publish,
+             "A durable copy of {topic, data} for every subscribed function"),
+            ("iii::queue::redrive", self.redrive, "Put every dead letter of {queue} back on it"),
+            ("iii::queue::redrive_message", self.redrive_message,
+             "Put one dead letter {queue, message_id} back on its queue"),
+            ("iii::queue::discard_message", self.discard_message,
+             "Delete one dead letter {queue, message_id}"),
+            ("engine::queue::dlq_messages", self.dlq_messages,
+             "Dead letters of {queue} or {topic}, newest first"),
+            ("engine::queue::dlq_topics", self.dlq_topics, "Queues and topics that hold dead letters"),
+            ("engine::queue::list_topics", self.list_topics, "Durable topics and their subscribers"),
+            ("engine::queue::topic_stats", self.topic_stats, "Per-subscriber queue stats of {topic}"),
+            ("engine::queue::list", self.list_queues,
+             "Every queue with depth, in flight, delayed and dead counts"),
+        ):
+            self.engine.app.register_function(function_id, handler, description=description)
 
     def _subscribers(self, trigger_type: str, topic: str, *, active_only: bool) -> list[dict[str, Any]]:
         return [t for t in self.registry.triggers()
