@@ -11,7 +11,14 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any
 
-from ..errors import EnqueueError, InvocationStopped, PayloadError
+from ..errors import (
+    EnqueueError,
+    FunctionNotFound,
+    InvocationFailed,
+    InvocationStopped,
+    InvocationTimeout,
+    PayloadError,
+)
 from ..message import Invocation, now_ms
 from ..modules.queue import QueueModule
 from ..queues.amqp import AmqpJobs
@@ -138,9 +145,14 @@ class QueueDuties:
         sent = []
         for t in {t["function_id"]: t for t in subscribers}.values():
             condition = t["config"].get("condition_function_id")
-            if condition and not caller.call(condition, data):
+            try:  # one subscriber's trouble (its condition failed, it just went away) is its own
+                if condition and not caller.call(condition, data):
+                    continue
+                caller.call(t["function_id"], data, action=Void)
+            except (InvocationFailed, InvocationStopped, InvocationTimeout, FunctionNotFound) as exc:
+                log.warning("publish to %r: subscriber %s skipped: %s", topic, t["function_id"],
+                            exc.message)
                 continue
-            caller.call(t["function_id"], data, action=Void)
             sent.append(t["function_id"])
         return {"topic": topic, "subscribers": sorted(sent)}
 

@@ -63,7 +63,8 @@ class QueueConfig:
             raise EnqueueError(
                 f"queue {self.name!r} is fifo: the payload's {field!r} field (its message group) "
                 f"is {what}; it must be a string, number or boolean")
-        return json.dumps(value) if not isinstance(value, str) else value
+        # Non-strings by their JSON; "" too: an empty group would mean "not FIFO" in the store.
+        return value if isinstance(value, str) and value else json.dumps(value)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), separators=(",", ":"))

@@ -1,8 +1,8 @@
-"""Named queues with RabbitMQ as the broker: standard queues' jobs live in RabbitMQ."""
+"""Named queues with RabbitMQ as the broker: standard queues' jobs live in RabbitMQ, FIFO
+groups, retries waiting for their backoff and dead letters in Redis."""
 
 from __future__ import annotations
 
-import json
 import signal
 from collections.abc import Iterator
 
@@ -14,72 +14,81 @@ from iii_broker.queues.amqp import job_queue
 from tests.conftest import AMQP_URL
 from tests.e2e.test_amqp import broker_url, function_ids, rabbitmq_error  # noqa: F401 - fixtures
 from tests.helpers import wait_for
+from tests.queues.support import queue_stats, runs, settled
 
 CONFIG = """
-[modules.queue.queues.rq]
+[modules.queue.queues.fast]
 max_retries = 2
 backoff_ms = 100
+
+[modules.queue.queues.ordered]
+type = "fifo"
+message_group_field = "g"
+backoff_ms = 100
 """
-FUNCTIONS = ("jobs::record", "jobs::flaky", "jobs::slow")
 
 
 @pytest.fixture
-def job_queues(settings, broker_url) -> Iterator[None]:  # noqa: F811 - the fixture above
-    """Delete this test's RabbitMQ job queues afterwards."""
-    yield
+def job_queues(settings, store, broker_url) -> Iterator[set[str]]:  # noqa: F811 - the fixture above
+    """Delete this test's RabbitMQ job queues afterwards (its processes have stopped)."""
+    functions: set[str] = set()
+    yield functions
+    functions |= {"jobs::record", "jobs::flaky", "jobs::fail", "jobs::slow", "jobs::peak",
+                  "jobs::die", "jobs::async_record"}
     with Connection(AMQP_URL, connect_timeout=3) as conn:
-        for queue in ("rq", "default"):
-            for fid in FUNCTIONS + ("jobs::peak", "jobs::fail", "jobs::die", "jobs::async_record"):
-                conn.channel().queue_delete(job_queue(settings, queue, fid).name)
+        channel = conn.channel()
+        for queue in ("fast", "default"):
+            for fid in functions:
+                channel.queue_delete(job_queue(settings, queue, fid).name)
 
 
-def _runs(store, settings) -> list[dict]:
-    return [json.loads(x) for x in store.lrange(f"{settings.namespace}:test:runs", 0, -1)]
-
-
-def _waiting_in_rabbitmq(settings, queue: str, function_id: str) -> int:
-    with Connection(AMQP_URL, connect_timeout=3) as conn:
-        ok = conn.channel().queue_declare(queue=job_queue(settings, queue, function_id).name,
-                                          passive=True)
-        return ok.message_count
-
-
-def test_jobs_wait_in_rabbitmq_until_a_worker_takes_them(cluster, store, settings, job_queues):
+def test_jobs_wait_in_rabbitmq_then_run_retry_and_dead_letter_while_fifo_stays_in_redis(
+        cluster, store, settings, job_queues, function_ids):  # noqa: F811
     cluster.engine(config=CONFIG)
-    for i in range(5):
-        cluster.client.trigger("jobs::record", {"id": i}, action=Enqueue(queue="rq"))
-    # Confirmed by RabbitMQ, nothing in Redis's job lists.
-    assert _waiting_in_rabbitmq(settings, "rq", "jobs::record") == 5
-    assert not store.exists(f"{settings.namespace}.fn.jobs::record.q.rq")
-    cluster.worker("tests.apps.jobs")
-    wait_for(lambda: sorted(r["id"] for r in _runs(store, settings)) == [0, 1, 2, 3, 4],
-             timeout=15, what="the 5 jobs to run")
-    assert _waiting_in_rabbitmq(settings, "rq", "jobs::record") == 0
+    fast = Enqueue(queue="fast")
+    cluster.client.trigger("jobs::flaky", {"id": "f", "fail_times": 1}, action=fast)
+    cluster.client.trigger("jobs::record", {"id": "r"}, action=fast)
+    cluster.client.trigger("jobs::fail", {"id": "x"}, action=fast)
+    ordered = Enqueue(queue="ordered")
+    cluster.client.trigger("jobs::flaky", {"id": "o1", "g": "G", "fail_times": 1}, action=ordered)
+    cluster.client.trigger("jobs::record", {"id": "o2", "g": "G"}, action=ordered)
+    # No worker yet: RabbitMQ holds (and has confirmed) the standard queue's jobs, no Redis
+    # list does; a FIFO queue's jobs stay in Redis (their group's list), whatever the broker.
+    assert queue_stats(cluster, "fast")["depth"] == 3
+    assert not list(store.scan_iter(f"{settings.namespace}.fn.*"))
+    assert store.llen(f"{settings.namespace}:q:ordered:g:G") == 2
 
-
-def test_a_failing_job_is_retried_through_rabbitmq_with_its_attempt_number(
-        cluster, store, settings, job_queues):
-    cluster.engine(config=CONFIG)
-    cluster.worker("tests.apps.jobs")
-    cluster.client.trigger("jobs::flaky", {"id": "f", "fail_times": 2}, action=Enqueue(queue="rq"))
-    runs = wait_for(lambda: (r := _runs(store, settings)) and r[-1]["ok"] and r, timeout=15,
-                    what="the job to succeed")
-    assert [(r["attempt"], r["ok"]) for r in runs] == [(1, False), (2, False), (3, True)]
+    cluster.worker("tests.apps.jobs", concurrency=2)
+    function_ids.update(store.smembers(f"{settings.namespace}:functions"))
+    wait_for(lambda: settled(cluster, "fast", done=2, dead=1)
+             and settled(cluster, "ordered", done=2), timeout=20, what="the jobs to be settled")
+    done = runs(store, settings)
+    assert sorted((r["id"], r["attempt"], r["ok"]) for r in done if r["g"] is None) == [
+        ("f", 1, False), ("f", 2, True), ("r", 1, True),
+        ("x", 1, False), ("x", 2, False), ("x", 3, False)]
+    assert [(r["id"], r["attempt"], r["ok"]) for r in done if r["g"] == "G"] == [
+        ("o1", 1, False), ("o1", 2, True), ("o2", 1, True)]
+    stats = queue_stats(cluster, "fast")
+    assert (stats["enqueued"], stats["retried"]) == (3, 3)
+    dlq = cluster.client.trigger("engine::queue::dlq_messages", {"queue": "fast"})
+    assert [(m["function_id"], m["payload"], m["attempts"]) for m in dlq["messages"]] == [
+        ("jobs::fail", {"id": "x"}, 3)]
 
 
 def test_a_job_whose_worker_is_killed_is_redelivered_by_rabbitmq_and_counts_an_attempt(
-        cluster, store, settings, job_queues):
+        cluster, store, settings, job_queues, function_ids):  # noqa: F811
     cluster.engine(config=CONFIG)
     victim = cluster.worker("tests.apps.jobs")
-    cluster.client.trigger("jobs::slow", {"id": "s", "s": 1.0}, action=Enqueue(queue="rq"))
-    wait_for(lambda: any(r.get("phase") == "start" for r in _runs(store, settings)),
+    function_ids.update(store.smembers(f"{settings.namespace}:functions"))
+    cluster.client.trigger("jobs::slow", {"id": "s", "s": 1.0}, action=Enqueue(queue="fast"))
+    wait_for(lambda: any(r.get("phase") == "start" for r in runs(store, settings)),
              timeout=15, what="the slow job to start")
     victim.signal(signal.SIGKILL)
     victim.wait()
     cluster.worker("tests.apps.jobs")
-    ends = wait_for(lambda: [r for r in _runs(store, settings) if r.get("phase") == "end"],
+    ends = wait_for(lambda: [r for r in runs(store, settings) if r.get("phase") == "end"],
                     timeout=20, what="the job to finish on the second worker")
     assert [r["attempt"] for r in ends] == [2]
     # The dead worker's cap slot was given back by the engine.
-    wait_for(lambda: int(store.get(f"{settings.namespace}:q:rq:running") or 0) == 0,
+    wait_for(lambda: int(store.get(f"{settings.namespace}:q:fast:running") or 0) == 0,
              timeout=10, what="no job counted as running")

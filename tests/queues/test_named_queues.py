@@ -13,8 +13,17 @@ from typing import Any
 
 import pytest
 
-from iii_broker import Enqueue, EnqueueError, InvocationFailed
+from iii_broker import EnqueueError, InvocationFailed
 from tests.helpers import wait_for
+from tests.queues.support import (
+    dead_letters,
+    enqueue,
+    queue_stats,
+    runs,
+    settled,
+    wait_dead,
+    worker_id,
+)
 
 CONFIG = """
 [modules.queue.queues.backoff]
@@ -49,54 +58,6 @@ backoff_ms = 20
 
 JOBS = "tests.apps.jobs"
 EXTRA = "tests.apps.jobs_extra"
-
-# -- helpers --------------------------------------------------------------------------
-
-
-def runs(store: Any, settings: Any, fn: str | None = None) -> list[dict[str, Any]]:
-    """The runs the test apps recorded (of ``fn`` only, when given), oldest first."""
-    out = [json.loads(x) for x in store.lrange(f"{settings.namespace}:test:runs", 0, -1)]
-    return [r for r in out if fn is None or r["fn"] == fn]
-
-
-def enqueue(cluster: Any, function_id: str, payload: Any, queue: str,
-            key: str | None = None) -> dict[str, Any]:
-    return cluster.client.trigger(function_id, payload,
-                                  action=Enqueue(queue=queue, idempotency_key=key))
-
-
-def dead_letters(cluster: Any, **where: Any) -> dict[str, Any]:
-    """``engine::queue::dlq_messages`` for ``queue=...`` or ``topic=...``."""
-    return cluster.client.trigger("engine::queue::dlq_messages", where)
-
-
-def queue_stats(cluster: Any, queue: str) -> dict[str, Any]:
-    [stats] = [q for q in cluster.client.trigger("engine::queue::list", {})["queues"]
-               if q["queue"] == queue]
-    return stats
-
-
-def settled(cluster: Any, queue: str, done: int, dead: int = 0) -> dict[str, Any] | None:
-    """The queue's stats once nothing waits, runs or is delayed and ``done`` jobs completed
-    and ``dead`` were dead-lettered; None before that."""
-    stats = queue_stats(cluster, queue)
-    quiet = stats["depth"] == 0 and stats["in_flight"] == 0 and stats["delayed"] == 0
-    counts = stats.get("completed", 0) == done and stats.get("dead", 0) == dead
-    return stats if quiet and counts else None
-
-
-def wait_dead(cluster: Any, queue: str, n: int, timeout: float = 10) -> list[dict[str, Any]]:
-    """Wait until ``queue`` holds ``n`` dead letters; returns them (newest first)."""
-    found = wait_for(lambda: (d := dead_letters(cluster, queue=queue))["total"] == n and d,
-                     timeout=timeout, what=f"{n} dead letter(s) on {queue}")
-    return found["messages"]
-
-
-def worker_id(cluster: Any, proc: Any) -> str:
-    [w] = [w for w in cluster.client.trigger("engine::workers::list", {})["workers"]
-           if w.get("pid") == proc.pid]
-    return w["id"]
-
 
 # -- retries --------------------------------------------------------------------------
 
