@@ -46,6 +46,8 @@ class QueueDuties:
         module = engine.config.module("queue")
         self.enabled = module is not None
         self._missing: dict[str, float] = {}  # job holder -> when it was first seen gone
+        self.idempotency_ttl_s = int(module.config.get("idempotency_ttl_s", 86_400)) \
+            if module is not None else 86_400
         self.named: dict[str, QueueConfig] = (
             module.queues() if isinstance(module, QueueModule) else {})
 
@@ -139,6 +141,14 @@ class QueueDuties:
 
     def publish(self, payload: Any) -> dict[str, Any]:
         topic, data = _topic_and_data(payload)
+        key = payload.get("idempotency_key")
+        if key is not None:
+            if not isinstance(key, str) or not key:
+                raise EnqueueError("idempotency_key must be a non-empty string")
+            fresh = self.registry.r.set(f"{self.jobs.ns}:topic:{topic}:live-idem:{key}", "1",
+                                        nx=True, px=self.idempotency_ttl_s * 1000)
+            if not fresh:
+                return {"topic": topic, "subscribers": [], "duplicate": True}
         subscribers = self._subscribers("subscribe", topic, active_only=True)
         caller = self.engine.app.caller
         from ..client import Void
@@ -172,7 +182,7 @@ class QueueDuties:
             jobs.append((config, fid, Invocation(fid, data, inv.invocation_id), {}))
         stored, message_id = self.jobs.enqueue(
             jobs, message_id=inv.invocation_id, idempotency_key=key,
-            idempotency_scope=f"topic:{topic}")
+            idempotency_scope=f"topic:{topic}", ttl_s=self.idempotency_ttl_s)
         out = {"messageReceiptId": message_id, "subscribers": sorted(subscribers)}
         return out if stored else {**out, "duplicate": True}
 

@@ -63,8 +63,9 @@ class QueueConfig:
             raise EnqueueError(
                 f"queue {self.name!r} is fifo: the payload's {field!r} field (its message group) "
                 f"is {what}; it must be a string, number or boolean")
-        # Non-strings by their JSON; "" too: an empty group would mean "not FIFO" in the store.
-        return value if isinstance(value, str) and value else json.dumps(value)
+        # Every value by its JSON, so 1 and "1" (or true and "true") are different groups,
+        # and "" is a group too (an empty group would mean "not FIFO" in the store).
+        return json.dumps(value, separators=(",", ":"))
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), separators=(",", ":"))

@@ -236,8 +236,12 @@ class JobStore:
                      ) -> tuple[list[dict[str, Any]], int]:
         """Dead letters of a queue, newest first, and how many there are."""
         index = self.qkey(queue, "dlq:index")
-        ids = self.r.zrevrange(index, offset, offset + limit - 1) if limit > 0 else []
-        total = self.r.zcard(index)
+        if limit <= 0:
+            return [], self.r.zcard(index)
+        pipe = self.r.pipeline(transaction=True)  # the page and the count agree
+        pipe.zrevrange(index, offset, offset + limit - 1)
+        pipe.zcard(index)
+        ids, total = pipe.execute()
         if not ids:
             return [], total
         records = self.r.hmget(self.qkey(queue, "dlq"), ids)

@@ -56,7 +56,7 @@ def test_jobs_wait_in_rabbitmq_then_run_retry_and_dead_letter_while_fifo_stays_i
     # list does; a FIFO queue's jobs stay in Redis (their group's list), whatever the broker.
     assert queue_stats(cluster, "fast")["depth"] == 3
     assert not list(store.scan_iter(f"{settings.namespace}.fn.*"))
-    assert store.llen(f"{settings.namespace}:q:ordered:g:G") == 2
+    assert store.llen(f"{settings.namespace}:q:ordered:g:\"G\"") == 2  # groups by their JSON
 
     cluster.worker("tests.apps.jobs", concurrency=2)
     function_ids.update(store.smembers(f"{settings.namespace}:functions"))

@@ -3,6 +3,7 @@ engine and real worker processes on a real Redis (and RabbitMQ where it answers)
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -253,3 +254,27 @@ def test_publish_reaches_every_live_subscriber_and_nothing_is_kept_for_one_that_
     # news::picky's condition raises: it is skipped, and the others still get every message.
     assert got == {"news::one": [first, second], "news::two": [first, second],
                    "news::late": [second]}
+
+
+def test_an_idempotency_key_makes_a_second_publish_of_either_kind_deliver_nothing(
+        cluster, store, settings):
+    cluster.engine()
+    cluster.worker("tests.apps.topics:live", concurrency=2)
+    cluster.worker("tests.apps.topics:durable", concurrency=2)
+    live = {"topic": "news", "data": {"n": 1}, "idempotency_key": "k"}
+    assert cluster.client.trigger("publish", live)["subscribers"] == ["news::one", "news::two"]
+    assert cluster.client.trigger("publish", live) == {
+        "topic": "news", "subscribers": [], "duplicate": True}
+    durable = {"topic": "orders", "data": {"n": 2}, "idempotency_key": "k"}
+    first = cluster.client.trigger("iii::durable::publish", durable)
+    again = cluster.client.trigger("iii::durable::publish", durable)
+    assert again == {**first, "duplicate": True}
+    # A marker publish with a fresh key: once its copies ran, the duplicates would have too.
+    cluster.client.trigger("publish", {"topic": "news", "data": "end"})
+    cluster.client.trigger("iii::durable::publish", {"topic": "orders", "data": "end"})
+    wait_for(lambda: sum(r["payload"] == "end" for r in runs(store, settings)) == 4,
+             timeout=15, what="the marker messages everywhere")
+    payloads = sorted((r["fn"], json.dumps(r["payload"])) for r in runs(store, settings)
+                      if r["payload"] != "end")
+    assert payloads == [("news::one", '{"n": 1}'), ("news::two", '{"n": 1}'),
+                        ("topics::audit", '{"n": 2}'), ("topics::mail", '{"n": 2}')]
