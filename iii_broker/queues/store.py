@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -66,6 +67,7 @@ class JobStore:
         self._promote = client.register_script(lua.PROMOTE)
         self._redrive = client.register_script(lua.REDRIVE)
         self._acquire = client.register_script(lua.ACQUIRE)
+        self._local = threading.local()
         self._configs: dict[str, QueueConfig] = {}
         self._configs_at = 0.0
 
@@ -173,9 +175,19 @@ class JobStore:
         if n > 0:
             for queue, fid, cap, fifo in candidates:
                 args += [queue, fid, cap, "f" if fifo else "s"]
-        out = self._cycle(args=args)
+        out = self._cycle(args=args, client=self._own_client())
         claims = [(out[i], out[i + 1], out[i + 2]) for i in range(1, len(out), 3)]
         return bool(out[0]), claims
+
+    def _own_client(self) -> redis.Redis:
+        """This thread's own connection: a worker's pool threads settle a job each per round
+        trip, and checking a connection out of the pool (with its health poll) for every
+        one costs more CPU than the command."""
+        client = getattr(self._local, "client", None)
+        if client is None:
+            client = self._local.client = redis.Redis(connection_pool=self.r.connection_pool,
+                                                      single_connection_client=True)
+        return client
 
     def wait_for_work(self, function_ids: list[str], timeout_s: float) -> bool:
         """Block until a wake token for one of ``function_ids`` arrives (True) or timeout."""
