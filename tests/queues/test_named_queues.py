@@ -395,3 +395,20 @@ def test_a_bad_queue_table_stops_the_engine_with_a_message_naming_the_table_and_
     out = engine.output()
     assert "[modules.queue.queues.payments]" in out, out
     assert key in out and why in out, out
+
+
+def test_a_worker_stopped_with_sigterm_finishes_its_running_job_and_nobody_runs_it_again(
+        cluster, store, settings):
+    cluster.engine(config=CONFIG)
+    worker = cluster.worker(JOBS)
+    enqueue(cluster, "jobs::slow", {"id": "s", "s": 1.0}, "long")
+    wait_for(lambda: runs(store, settings, "slow"), what="the slow job to start")
+    worker.signal(signal.SIGTERM)
+    assert worker.wait(timeout=15) == 0
+    # It finished before the worker exited, was settled, and is not handed to the next worker.
+    assert [r.get("phase") for r in runs(store, settings, "slow")] == ["start", "end"]
+    assert settled(cluster, "long", done=1) is not None
+    cluster.worker(JOBS)
+    enqueue(cluster, "jobs::record", {"id": "after"}, "long")
+    wait_for(lambda: runs(store, settings, "record"), what="a later job to run")
+    assert [r.get("phase") for r in runs(store, settings, "slow")] == ["start", "end"]
