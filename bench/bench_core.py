@@ -7,7 +7,8 @@ Measures (a) sync round trip of ``trigger`` to a no-op on a separate ``iii-worke
 (b) Celery ``delay().get()`` to a threads-pool worker, (c) the floor: a raw redis-py
 LPUSH/BRPOP request-reply with a separate echo process, and (d) fire-and-forget
 throughput of one worker process at concurrency 8, iii (``action=Void``) vs Celery
-(``ignore_result=True``). Prints a markdown report and writes it to bench/results.md.
+(``ignore_result=True``). Prints a markdown report and writes it to its section of
+bench/results.md.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import argparse
 import datetime
 import os
 import platform
+import re
 import shutil
 import signal
 import subprocess
@@ -434,17 +436,34 @@ def main(argv: list[str] | None = None) -> int:
         return serve_echo(args.redis_url, *args.serve_echo)
     if min(args.calls, args.warmup, args.rounds, args.jobs) < 1:
         parser.error("--calls, --warmup, --rounds and --jobs must be at least 1")
-    return report_to(args.out, lambda: run(args))
+    return report_to(args.out, lambda: run(args), "core")
 
 
-def report_to(out: Path, make: Callable[[], str]) -> int:
-    """Run a bench (SIGTERM still runs its clean-up), then print its report and write it."""
+SECTIONS = ("core", "queues", "web")
+
+
+def report_to(out: Path, make: Callable[[], str], section: str) -> int:
+    """Run a bench (SIGTERM still runs its clean-up), print its report, and write it as
+    ``section`` of ``out`` (bench/results.md holds every bench's latest report, each
+    between its own markers, so one bench's run leaves the others' results alone)."""
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # so the finally blocks run
     text = make()
-    out.write_text(text)
+    write_section(out, section, text)
     print(text)
-    print(f"written to {out}", file=sys.stderr)
+    print(f"written to {out} (section {section!r})", file=sys.stderr)
     return 0
+
+
+def write_section(out: Path, section: str, text: str) -> None:
+    old = out.read_text() if out.exists() else ""
+    found = {name: m.group(0) for name in SECTIONS
+             if (m := re.search(_section_re(name), old, re.S))}
+    found[section] = f"<!-- bench:{section} -->\n{text.strip()}\n<!-- /bench:{section} -->"
+    out.write_text("\n\n".join(found[name] for name in SECTIONS if name in found) + "\n")
+
+
+def _section_re(name: str) -> str:
+    return rf"<!-- bench:{name} -->.*?<!-- /bench:{name} -->"
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ SIGSTOP while publishing; timed from SIGCONT to the n-th job's run, as bench_cor
   --processes 1 --threads 8``.
 
 Systems run one after another, each with only its own processes up. Prints a markdown
-report with the targets (PASS/FAIL) and writes it to bench/results-queues.md.
+report with the targets (PASS/FAIL) and writes it to its section of bench/results.md.
 """
 
 from __future__ import annotations
@@ -333,7 +333,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", default=",".join(SYSTEMS),
                         help=f"comma-separated systems to run, of {','.join(SYSTEMS)} (default: all)")
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/0")
-    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results-queues.md")
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results.md")
     parser.add_argument("--celery-worker", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.celery_worker:
@@ -343,7 +343,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--only: choose among {', '.join(SYSTEMS)}")
     if args.jobs < 1:
         parser.error("--jobs must be at least 1")
-    return report_to(args.out, lambda: run(args, [s for s in SYSTEMS if s in chosen]))
+    return report_to(args.out, lambda: run(args, [s for s in SYSTEMS if s in chosen]), "queues")
 
 
 if __name__ == "__main__":

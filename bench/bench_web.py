@@ -11,7 +11,7 @@ gunicorn settings (``bench/web_ceiling.py``), and (c) the broker floor: a Flask 
 LPUSHes a small JSON request to Redis and BRPOPs the reply of a raw redis-py echo process
 (``bench/web_floor.py``), the least any design with a separate worker process over Redis
 does. Loads each with ``wrk`` (64 keep-alive connections), prints a markdown report with
-the targets (PASS/FAIL) and writes it to bench/results-web.md.
+the targets (PASS/FAIL) and writes it to its section of bench/results.md.
 """
 
 from __future__ import annotations
@@ -409,13 +409,13 @@ def main(argv: list[str] | None = None) -> int:
                         help="after measuring, py-spy the iii web process and worker under load")
     parser.add_argument("--profile-out", type=Path, default=ROOT / "bench" / "profile-web.txt")
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/0")
-    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results-web.md")
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results.md")
     args = parser.parse_args(argv)
     if min(args.duration, args.warmup, args.web_workers, args.web_threads) < 1:
         parser.error("--duration, --warmup, --web-workers and --web-threads must be at least 1")
     if not shutil.which("wrk"):
         parser.error("wrk is not installed (apt-get install wrk)")
-    return report_to(args.out, lambda: run(args))
+    return report_to(args.out, lambda: run(args), "web")
 
 
 if __name__ == "__main__":
