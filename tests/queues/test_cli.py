@@ -72,3 +72,18 @@ def test_dlq_redrive_runs_a_letter_again_and_discard_deletes_one(cluster, dead, 
              ["total"] == 1, timeout=15, what="one dead letter left")
     again = cli(cluster.env, "dlq", "discard", "payment", dead[1])
     assert again.returncode == 1 and "no dead letter" in again.stderr
+
+
+def test_trigger_enqueue_prints_the_receipt_and_an_unknown_queue_exits_1(cluster, store, settings):
+    cluster.engine(config=CONFIG)
+    cluster.worker("tests.apps.jobs")
+    done = cli(cluster.env, "trigger", "jobs::record", '{"id": "cli"}', "--enqueue", "payment")
+    assert done.returncode == 0, done.stderr
+    receipt = json.loads(done.stdout)["messageReceiptId"]
+    wait_for(lambda: any(json.loads(x)["id"] == "cli"
+                         for x in store.lrange(f"{settings.namespace}:test:runs", 0, -1)),
+             timeout=15, what="the enqueued job to run")
+    assert len(receipt) == 32
+    bad = cli(cluster.env, "trigger", "jobs::record", "{}", "--enqueue", "nope")
+    assert bad.returncode == 1
+    assert bad.stderr.startswith("enqueue_error: queue 'nope' does not exist")
