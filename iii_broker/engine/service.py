@@ -56,6 +56,7 @@ class Engine:
         self.queues.define_builtins()
         self._stop = threading.Event()
         self._leading = False
+        self._lapsed: dict[str, float] = {}  # worker id -> when this engine first saw it lapsed
 
     def run(self) -> int:
         self.queues.publish_settings()
@@ -185,8 +186,17 @@ class Engine:
                 log.warning("sweep failed: %s", exc)
 
     def sweep(self) -> None:
-        """Remove workers whose heartbeat lapsed and stop their in-flight calls."""
-        for worker_id in self.registry.expired_workers():
+        """Remove workers whose heartbeat lapsed and stop their in-flight calls.
+
+        A worker must stay lapsed for one more heartbeat interval, as this engine sees it:
+        a stall (a slow Redis, a paused VM) lapses every lease at once, and the live
+        workers beat again within an interval of it ending."""
+        now = time.monotonic()
+        lapsed = self.registry.expired_workers()
+        self._lapsed = {w: self._lapsed.get(w, now) for w in lapsed}
+        for worker_id in lapsed:
+            if now - self._lapsed[worker_id] < self.settings.heartbeat_interval_s:
+                continue
             inflight, removed = self.registry.remove_worker(worker_id)
             log.warning("worker %s missed its heartbeats: removed; %d call(s) stopped; "
                         "functions now without workers: %s", worker_id, len(inflight),

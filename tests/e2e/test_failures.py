@@ -284,3 +284,21 @@ def test_a_json_item_that_is_not_a_kombu_envelope_is_dead_lettered_without_rerun
     assert _marks(store, settings, "started") == ["once"], "the running call ran again"
     [record] = wait_for(lambda: _dead_letters(store, settings), timeout=3, what="a dead letter")
     assert record["body"] == '{"hello": 1}'
+
+
+def test_a_stall_that_lapses_every_lease_at_once_does_not_unregister_live_workers(
+        cluster, store, settings):
+    engine = cluster.engine()
+    worker = cluster.worker()
+    workers = f"{settings.namespace}:workers"
+    store.zadd(workers, dict.fromkeys(store.zrange(workers, 0, -1), 0), xx=True)  # all lapsed
+    # The live workers (the engine too) beat again within an interval: nobody is removed, and
+    # calls keep finding their functions meanwhile.
+    deadline = time.monotonic() + 4 * settings.heartbeat_interval_s
+    while time.monotonic() < deadline:
+        assert cluster.client.trigger("test::add", {"a": 1, "b": 2}) == {"sum": 3}
+    assert store.zcard(workers) == 2
+    assert "missed its heartbeats" not in engine.output()
+    assert "dropped from the registry" not in worker.output() + engine.output()
+    assert all(score > time.time() * 1000 for _, score in store.zrange(workers, 0, -1,
+                                                                        withscores=True))
