@@ -39,7 +39,15 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))  # so `bench.*` imports work as `python bench/bench_web.py`
 
-from bench.bench_core import Child, cleanup_keys, proc_cpu_s, report_to, wait_until  # noqa: E402
+from bench.bench_core import (  # noqa: E402
+    Child,
+    cleanup_keys,
+    proc_cpu_s,
+    report_to,
+    show_tails,
+    stop_children,
+    wait_until,
+)
 from bench.bench_core import versions as core_versions  # noqa: E402
 from bench.web_apps import PATH  # noqa: E402
 
@@ -383,15 +391,10 @@ def run(args: argparse.Namespace) -> str:
             print(f"profile summary written to {args.profile_out}; raw stacks in {prof_dir}",
                   file=sys.stderr)
     except BaseException:
-        for child in children:
-            print(f"----- {child.name} (last lines)\n{child.tail()}", file=sys.stderr)
+        show_tails(children)
         raise
     finally:
-        for child in reversed(children):
-            try:
-                child.stop()
-            except Exception as exc:  # noqa: BLE001 - stop the others all the same
-                print(f"could not stop {child.name} (pid {child.popen.pid}): {exc}", file=sys.stderr)
+        stop_children(children)
         print(f"removed {cleanup_keys(r, ns)} Redis keys of namespace {ns}", file=sys.stderr)
         r.close()
     shutil.rmtree(log_dir, ignore_errors=True)  # kept when the run failed
