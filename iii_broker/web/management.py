@@ -1,14 +1,15 @@
 """The management API of the web process, under the reserved prefix ``/_iii/``.
 
 ``GET /_iii/health`` (broker, store and engine liveness), ``GET /_iii/functions``,
-``/_iii/workers`` and ``/_iii/triggers`` (iii's discovery functions, iii-reference §4),
-``GET /_iii/openapi.json`` (the live http triggers as OpenAPI 3.1, :mod:`.openapi`) and
+``/_iii/workers`` and ``/_iii/triggers`` (iii's discovery functions, iii-reference §4) and
 ``POST /_iii/invoke/<function_id>`` (call any function with the JSON body as payload).
+Modules add their own management routes through the web host (the http module serves
+``GET /_iii/openapi.json``); they are endpoints of this blueprint like the ones here.
 
 Access: with ``III_API_TOKEN`` set every ``/_iii/`` request needs
 ``Authorization: Bearer <token>``; without it only loopback clients are answered. Nothing
-under ``/_iii/`` ever reaches the user route table: a reserved path that is not one of the
-routes here is a 404 (or a 405) from this module, even if an ``http`` trigger claims it.
+under ``/_iii/`` ever reaches a module's catch-all view: a reserved path that is not a
+management route is a 404 (or a 405) from this module, even if an ``http`` trigger claims it.
 """
 
 from __future__ import annotations
@@ -17,47 +18,37 @@ import hmac
 import ipaddress
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
-from flask import Blueprint, Flask, Response, current_app, request
+from flask import Blueprint, Response, current_app, request
 from werkzeug.exceptions import HTTPException
 
-from ..errors import (
-    BrokerUnavailable,
-    Forbidden,
-    FunctionNotFound,
-    IIIError,
-    InvocationStopped,
-    InvocationTimeout,
-)
-from ..modules.http import HTTP_METHODS
+from ..errors import FunctionNotFound, IIIError
+from ..httpapi import MANAGEMENT_PREFIX, status_of
+from ..httpapi import is_management_path as is_reserved  # the name the access policy uses
+from ..httpapi.responses import error_response, json_response, method_not_allowed
 from ..settings import Settings
 from ..store import Keys, RedisError, connect_store
 from ..transport import connect, ensure_connected
-from .openapi import build_document
-from .routes import split_path
 
-PREFIX = "_iii"
 NAME = "iii_management"
 ENGINE_FUNCTION = "engine::functions::list"
 MAX_TIMEOUT_MS = 600_000
+METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS")
+"""The methods tried when telling a client which ones a management route accepts."""
 
-_INVOKE_STATUS: dict[type[IIIError], int] = {
-    FunctionNotFound: 404, InvocationTimeout: 504, InvocationStopped: 502,
-    BrokerUnavailable: 503, Forbidden: 403,
-}
+INVOKE_STATUS: Mapping[type[IIIError], int] = {FunctionNotFound: 404}
+"""``POST /_iii/invoke/<id>`` names the function, so nobody serving it is a 404 there (a
+route or a listing answers 503: the route exists, the function is not running)."""
 _LISTINGS = {"functions": "engine::functions::list", "workers": "engine::workers::list",
              "triggers": "engine::triggers::list"}
 
+__all__ = ["NAME", "access_denied", "blueprint", "client_allowed", "is_loopback", "is_reserved"]
+
 
 # -- access policy ----------------------------------------------------------------
-
-def is_reserved(path: str) -> bool:
-    """True for ``/_iii`` and everything under it (slashes at either end do not count)."""
-    return split_path(path)[:1] == (PREFIX,)
-
 
 def is_loopback(remote_addr: str | None) -> bool:
     """127.0.0.0/8, ``::1`` and IPv4-mapped loopback (``::ffff:127.0.0.1``)."""
@@ -89,136 +80,110 @@ def access_denied(authorization: str | None, remote_addr: str | None,
         if token_matches(authorization, settings.api_token):
             return None
         given = "a wrong bearer token" if authorization else "no Authorization header"
-        response = error(401, "UNAUTHORIZED",
-                         f"the management API needs 'Authorization: Bearer <III_API_TOKEN>'; "
-                         f"the request had {given}")
+        response = error_response(401, "UNAUTHORIZED",
+                                  f"the management API needs 'Authorization: Bearer "
+                                  f"<III_API_TOKEN>'; the request had {given}")
         response.headers["WWW-Authenticate"] = "Bearer"
         return response
     if client_allowed(remote_addr, settings):
         return None
-    return error(403, "FORBIDDEN",
-                 f"the management API answers only loopback clients (this one is {remote_addr}) "
-                 "while III_API_TOKEN is unset; set III_API_TOKEN to allow other clients "
-                 "with 'Authorization: Bearer <token>'")
-
-
-def error(status: int, code: str, message: str) -> Response:
-    """iii's error envelope ``{"error": {"code", "message"}}``."""
-    return json_response({"error": {"code": code, "message": message}}, status)
-
-
-def json_response(value: Any, status: int = 200) -> Response:
-    return Response(json.dumps(value), status=status, content_type="application/json")
+    return error_response(403, "FORBIDDEN",
+                          f"the management API answers only loopback clients (this one is "
+                          f"{remote_addr}) while III_API_TOKEN is unset; set III_API_TOKEN to "
+                          "allow other clients with 'Authorization: Bearer <token>'")
 
 
 # -- the blueprint ----------------------------------------------------------------
 
-def management_blueprint() -> Blueprint:
-    """The ``/_iii/`` routes; register on an app whose ``extensions["iii"]`` is set."""
-    bp = Blueprint(NAME, __name__, url_prefix=f"/{PREFIX}")
+blueprint = Blueprint(NAME, __name__, url_prefix=f"/{MANAGEMENT_PREFIX}")
+"""The ``/_iii/`` routes; register it on an app whose ``extensions["iii"]`` is the web host."""
 
-    def route(rule: str, method: str) -> Callable[[Callable[..., Response]], Callable[..., Response]]:
-        return bp.route(rule, methods=[method], provide_automatic_options=False)
 
-    @bp.record_once
-    def setup(state: Any) -> None:
-        app: Flask = state.app
-        app.extensions[NAME] = {"store": connect_store(app.extensions["iii"]["settings"])}
+@blueprint.record_once
+def _setup(state: Any) -> None:
+    state.app.extensions[NAME] = {"store": connect_store(state.app.extensions["iii"].settings)}
 
-    @bp.before_app_request
-    def guard() -> Response | None:
-        """Every request under ``/_iii``: access first, then only this module's routes."""
-        if not is_reserved(request.path):
-            return None
-        denied = access_denied(request.headers.get("Authorization"), request.remote_addr,
-                               _settings())
-        if denied is not None or request.blueprint == NAME:
-            return denied
-        allowed = _allowed_methods(request.path)
-        if allowed:
-            response = error(405, "METHOD_NOT_ALLOWED",
-                             f"{request.method} is not allowed on {request.path}; "
-                             f"allowed: {', '.join(allowed)}")
-            response.headers["Allow"] = ", ".join(allowed)
-            return response
-        return error(404, "NOT_FOUND", f"no management route {request.method} {request.path}"
-                     f" (/{PREFIX}/ is reserved: HTTP triggers are never served under it)")
 
-    @route("/health", "GET")
-    def health() -> Response:
-        settings = _settings()
-        store = current_app.extensions[NAME]["store"]
-        checks = {"broker": _check(lambda: _broker_check(settings)),
-                  "store": _check(lambda: _store_check(store)),
-                  "engine": _check(lambda: _engine_check(store, settings))}
-        ok = all(c["ok"] for c in checks.values())
-        return json_response({"status": "ok" if ok else "degraded", "checks": checks},
-                             200 if ok else 503)
+@blueprint.before_app_request
+def guard() -> Response | None:
+    """Every request under ``/_iii``: access first, then only management routes."""
+    if not is_reserved(request.path):
+        return None
+    denied = access_denied(request.headers.get("Authorization"), request.remote_addr, _settings())
+    if denied is not None or request.blueprint == NAME:
+        return denied
+    allowed = _allowed_methods(request.path)
+    if allowed:
+        return method_not_allowed(request.method, request.path, allowed)
+    return error_response(404, "NOT_FOUND", f"no management route {request.method} "
+                          f"{request.path} (/{MANAGEMENT_PREFIX}/ is reserved: HTTP triggers are "
+                          "never served under it)")
 
-    for name, function_id in _LISTINGS.items():
-        bp.add_url_rule(f"/{name}", name, _listing(function_id), methods=["GET"],
-                        provide_automatic_options=False)
 
-    @route("/openapi.json", "GET")
-    def openapi() -> Response:
-        registry = current_app.extensions["iii"]["routes"].registry
-        try:
-            document = build_document(registry.triggers(), registry.functions(),
-                                      title=f"iii-broker ({_settings().namespace})")
-        except RedisError as exc:
-            return error(503, "STORE_UNAVAILABLE", f"cannot read the registry: {exc}")
-        return json_response(document)
+@blueprint.get("/health", provide_automatic_options=False)
+def health() -> Response:
+    """Broker, store and engine liveness: 200 ``ok`` or 503 ``degraded``."""
+    settings = _settings()
+    store = current_app.extensions[NAME]["store"]
+    checks = {"broker": _check(lambda: _broker_check(settings)),
+              "store": _check(lambda: _store_check(store)),
+              "engine": _check(lambda: _engine_check(store, settings))}
+    ok = all(c["ok"] for c in checks.values())
+    return json_response({"status": "ok" if ok else "degraded", "checks": checks},
+                         200 if ok else 503)
 
-    @route("/invoke/<function_id>", "POST")
-    def invoke(function_id: str) -> Response:
-        raw = request.args.get("timeout_ms", "")
-        timeout_ms = _settings().http_timeout_ms
-        if raw:
-            if not raw.isdigit() or not 1 <= int(raw) <= MAX_TIMEOUT_MS:
-                return error(400, "INVALID_TIMEOUT", f"timeout_ms must be an integer from 1 to "
-                             f"{MAX_TIMEOUT_MS}, not {raw!r}")
-            timeout_ms = int(raw)
-        body = request.get_data(cache=True)
-        try:
-            payload = json.loads(body) if body.strip() else None
-        except ValueError as exc:
-            return error(400, "INVALID_JSON", f"the request body is not valid JSON: {exc}")
-        return _call(function_id, payload, timeout_ms, _INVOKE_STATUS)
 
-    return bp
+def listing(name: str) -> Response:
+    """``GET /_iii/functions|workers|triggers``: the engine's discovery function's answer."""
+    return _call(_LISTINGS[name], {}, _settings().http_timeout_ms)
+
+
+for _name in _LISTINGS:
+    blueprint.add_url_rule(f"/{_name}", _name, listing, methods=["GET"],
+                           defaults={"name": _name}, provide_automatic_options=False)
+
+
+@blueprint.post("/invoke/<function_id>", provide_automatic_options=False)
+def invoke(function_id: str) -> Response:
+    """Call ``function_id`` with the JSON body (``?timeout_ms=`` up to ten minutes)."""
+    raw = request.args.get("timeout_ms", "")
+    timeout_ms = _settings().http_timeout_ms
+    if raw:
+        if not raw.isdigit() or not 1 <= int(raw) <= MAX_TIMEOUT_MS:
+            return error_response(400, "INVALID_TIMEOUT", f"timeout_ms must be an integer from "
+                                  f"1 to {MAX_TIMEOUT_MS}, not {raw!r}")
+        timeout_ms = int(raw)
+    body = request.get_data(cache=True)
+    try:
+        payload = json.loads(body) if body.strip() else None
+    except ValueError as exc:
+        return error_response(400, "INVALID_JSON", f"the request body is not valid JSON: {exc}")
+    return _call(function_id, payload, timeout_ms, INVOKE_STATUS)
 
 
 def _settings() -> Settings:
-    settings: Settings = current_app.extensions["iii"]["settings"]
+    settings: Settings = current_app.extensions["iii"].settings
     return settings
 
 
-def _listing(function_id: str) -> Callable[[], Response]:
-    def view() -> Response:
-        return _call(function_id, {}, _settings().http_timeout_ms,
-                     {**_INVOKE_STATUS, FunctionNotFound: 503})
-    return view
-
-
 def _call(function_id: str, payload: Any, timeout_ms: int,
-          statuses: dict[type[IIIError], int]) -> Response:
+          overrides: Mapping[type[IIIError], int] | None = None) -> Response:
     """Call through the web process's client; errors become the envelope (no stacktrace)."""
-    client = current_app.extensions["iii"]["client"]
+    client = current_app.extensions["iii"].client
     try:
         return json_response(client.trigger(function_id, payload, timeout_ms=timeout_ms))
     except IIIError as exc:
-        status = next((s for kind, s in statuses.items() if isinstance(exc, kind)), 500)
         message = exc.message
         if isinstance(exc, FunctionNotFound) and function_id in _LISTINGS.values():
             message = f"no engine is running: {message}"
-        return error(status, exc.code, message)
+        return error_response(status_of(exc, overrides) or 500, exc.code, message)
 
 
 def _allowed_methods(path: str) -> list[str]:
     """The methods this module's routes accept on ``path`` (empty: no such route)."""
     adapter = current_app.url_map.bind("localhost")
     allowed = []
-    for method in HTTP_METHODS:
+    for method in METHODS:
         try:
             endpoint, _ = adapter.match(path, method=method)
         except HTTPException:

@@ -11,9 +11,10 @@ from typing import Any
 
 from gunicorn.app.base import BaseApplication
 
-from ..config import EngineConfig
 from ..errors import ConfigError
+from ..modules import EngineConfig, default_modules
 from ..settings import Settings
+from .app import create_app
 
 
 class WebServer(BaseApplication):  # type: ignore[misc]  # gunicorn has no type hints
@@ -40,29 +41,27 @@ class WebServer(BaseApplication):  # type: ignore[misc]  # gunicorn has no type 
             self.cfg.set("control_socket_disable", True)  # per user would clash between servers
 
     def load(self) -> Any:
-        from .app import create_app
         return create_app(self.settings)
 
 
 def serve(settings: Settings, *, workers: int = 1, threads: int = 16) -> int:
-    """Serve HTTP triggers until SIGTERM or Ctrl-C; raises ConfigError when http is disabled."""
+    """Serve the web process until SIGTERM or Ctrl-C; raises ConfigError when the http module
+    (whose ``[modules.http]`` table says where to listen) is disabled."""
     WebServer(web_settings(settings), workers=workers, threads=threads).run()
     return 0
 
 
 def web_settings(settings: Settings) -> Settings:
-    """Where to listen: ``III_HTTP_HOST``/``III_HTTP_PORT`` when set, else the ``host`` and
-    ``port`` of ``[modules.http]`` in the engine settings file (defaults 127.0.0.1:3111)."""
+    """Where to listen, as the first enabled module that serves the web process says (the
+    http module: ``III_HTTP_HOST``/``III_HTTP_PORT`` when set, else ``host`` and ``port`` of
+    ``[modules.http]``, default 127.0.0.1:3111). Raises :class:`ConfigError` when no enabled
+    module serves anything here."""
     config = EngineConfig.load(settings.config_path)
-    module = config.module("http")
-    if module is None:
-        raise ConfigError(f"the http module is disabled in {config.path}: nothing to serve")
-    changes: dict[str, Any] = {}
-    if "http_host" not in settings.explicit:
-        changes["http_host"] = module.config["host"]
-    if "http_port" not in settings.explicit:
-        changes["http_port"] = module.config["port"]
-    return settings.with_overrides(**changes)
+    address = next((a for m in config.modules if (a := m.web_address(settings))), None)
+    if address is None:
+        servers = " or ".join(m.name for m in default_modules() if m.web_address(settings))
+        raise ConfigError(f"the {servers} module is disabled in {config.path}: nothing to serve")
+    return settings.with_overrides(http_host=address[0], http_port=address[1])
 
 
 def _host(host: str) -> str:

@@ -9,8 +9,8 @@ import pytest
 import redis
 
 from iii_broker import App, Settings
-from iii_broker.engine.registry import Registry
 from iii_broker.errors import ConfigError, TriggerConfigError
+from iii_broker.registry import Registry
 from iii_broker.web.management import access_denied, client_allowed, is_loopback, is_reserved
 from tests.helpers import wait_for
 from tests.web.conftest import Web, start_web

@@ -15,7 +15,7 @@ import pytest
 import redis
 
 from iii_broker import Settings
-from iii_broker.engine.registry import Registry
+from iii_broker.registry import Registry
 from tests.conftest import Cluster
 from tests.helpers import delete_namespace
 from tests.web.conftest import Web, start_web

@@ -15,7 +15,7 @@ import pytest
 from openapi_spec_validator import OpenAPIV31SpecValidator, validate
 
 from iii_broker import App, Settings
-from iii_broker.web.openapi import build_document
+from iii_broker.modules.http.openapi import build_document
 from tests.conftest import Cluster
 from tests.helpers import delete_namespace, wait_for
 from tests.web.conftest import Web, start_web

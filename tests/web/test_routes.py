@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from iii_broker import Settings
+from iii_broker.modules.http.routes import Route, RouteTable
 from iii_broker.procs import process_commands
-from iii_broker.web.routes import Route, RouteTable
 
 
 def trigger(path: str, method: str = "GET", fid: str = "f::x", active: bool = True) -> dict:

@@ -13,25 +13,15 @@ import re
 from importlib import metadata
 from typing import Any
 
-from ..app import is_reserved
+from ...function import is_reserved
+from ...httpapi import ERROR_SCHEMA
 from .routes import Route
+from .trigger import HTTP
 
 OPENAPI_VERSION = "3.1.0"
 BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 OPENAPI_METHODS = frozenset({"GET", "PUT", "POST", "DELETE", "OPTIONS", "HEAD", "PATCH", "TRACE"})
 
-ERROR_SCHEMA: dict[str, Any] = {
-    "type": "object",
-    "description": "An error the web process makes itself (iii's envelope).",
-    "required": ["error"],
-    "properties": {"error": {
-        "type": "object",
-        "required": ["code", "message"],
-        "properties": {"code": {"type": "string"}, "message": {"type": "string"},
-                       "error_id": {"type": "string",
-                                    "description": "Names the logged details of a 500."}},
-    }},
-}
 ERRORS: dict[str, str] = {
     "400": "The request body is not valid JSON (INVALID_JSON), or the function refused it.",
     "404": "No route matches (NOT_FOUND), or the function answered 404.",
@@ -54,8 +44,8 @@ def build_document(triggers: list[dict[str, Any]], functions: list[dict[str, Any
     paths: dict[str, dict[str, Any]] = {}
     names: dict[tuple[str, ...], tuple[str, ...]] = {}  # shape → the path's parameter names
     operation_ids: set[str] = set()
-    routes = [Route.from_trigger(t) for t in triggers if t.get("type") == "http"]
-    routes.sort(key=lambda r: (r.specificity, r.api_path, r.method, r.function_id))
+    routes = sorted((Route.from_trigger(t) for t in triggers if t.get("type") == HTTP),
+                    key=lambda r: r.sort_key)
     omitted = 0
     for route in routes:
         if not route.active or is_reserved(route.function_id):
@@ -63,9 +53,8 @@ def build_document(triggers: list[dict[str, Any]], functions: list[dict[str, Any
             continue
         if route.method not in OPENAPI_METHODS:
             continue
-        shape = tuple("{}" if _is_param(s) else s for s in route.segments)
-        params = names.setdefault(shape, tuple(s[1:] for s in route.segments if _is_param(s)))
-        path = _template(route.segments, params)
+        params = names.setdefault(route.pattern.shape, route.pattern.names)
+        path = route.pattern.template(params)
         item = paths.setdefault(path, {})
         method = route.method.lower()
         if method in item:  # two triggers for one operation: the first one serves it
@@ -150,15 +139,6 @@ def _package_version() -> str:
         return metadata.version("iii-broker")
     except metadata.PackageNotFoundError:
         return "0"
-
-
-def _is_param(segment: str) -> bool:
-    return segment.startswith(":") and len(segment) > 1
-
-
-def _template(segments: tuple[str, ...], params: tuple[str, ...]) -> str:
-    names = iter(params)
-    return "/" + "/".join(f"{{{next(names)}}}" if _is_param(s) else s for s in segments)
 
 
 def _unique(name: str, taken: set[str]) -> str:

@@ -8,6 +8,7 @@ from typing import Any
 from flask import Request, Response
 
 from .routes import Route
+from .trigger import HTTP
 
 
 class BadRequestBody(ValueError):
@@ -56,7 +57,7 @@ def request_payload(request: Request, route: Route, path_params: dict[str, str])
         "query_params": query,
         "headers": headers,
         "body": body,
-        "trigger": {"type": "http", "path": route.api_path, "method": route.method},
+        "trigger": {"type": HTTP, "path": route.api_path, "method": route.method},
         "context": {},
     }
 

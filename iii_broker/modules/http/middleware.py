@@ -1,4 +1,4 @@
-"""What runs around an ``http`` trigger's function: CORS, middleware, the condition, the trace.
+"""What runs around an ``http`` trigger's function: CORS, middleware, the trace.
 
 Middleware (iii-reference §3) are functions called before the route's function, the global
 ones of ``III_HTTP_MIDDLEWARE`` first, then the route's ``middleware_function_ids``. Each gets
@@ -10,15 +10,12 @@ answers ``{action: "continue", context?}`` (the context is merged into the one p
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 from flask import Request, Response
 
-from .. import context as _context
-from ..app import App
-from ..tracing import SpanContext
+from ...context import Caller, Context
+from ...tracing import SpanContext
 
 CORS_MAX_AGE_S = 600
 CORS_DEFAULT_HEADERS = "Content-Type, Authorization, X-Request-Id, traceparent"
@@ -66,21 +63,16 @@ def read_answer(answer: Any) -> tuple[str, dict[str, Any]]:
     raise BadAnswer(f'action must be "continue" or "respond", not {action!r}')
 
 
-@contextmanager
-def trace(client: App, traceparent: str | None) -> Iterator[SpanContext]:
-    """Calls made inside continue the request's W3C trace, or one new trace per request.
+def stand_in_context(client: Caller, traceparent: str | None) -> Context:
+    """The Context the web process stands in while it calls a route's functions.
 
-    The web process is not running a handler, so it stands in a Context of its own whose span
-    is the caller's: every call it makes (middleware, condition, function) is a child span.
+    The web process is not running a handler; made current (``context._set_current``), this
+    Context makes every call it makes (middleware, condition, function) a child span of the
+    request's W3C ``traceparent``, or of one new trace per request without one.
     """
     span = SpanContext.parse(traceparent) or SpanContext.new_root()
-    ctx = _context.Context(function_id="web", invocation_id=uuid.uuid4().hex, attempt=1,
-                           span=span, app=client)
-    token = _context._set_current(ctx)
-    try:
-        yield span
-    finally:
-        _context._reset_current(token)
+    return Context(function_id="web", invocation_id=uuid.uuid4().hex, attempt=1, span=span,
+                   app=client)
 
 
 class Cors:
