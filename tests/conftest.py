@@ -9,6 +9,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
@@ -70,6 +71,11 @@ class Cluster:
         self.env = {k: v for k, v in os.environ.items() if not k.startswith("III_")}
         self.env.update(settings.child_env(), PYTHONUNBUFFERED="1")
         self.client = App("test-client", settings=settings)
+
+    def trigger(self, function_id: str, payload: Any = None, **kwargs: Any) -> Any:
+        """``self.client.trigger``: the same call as ``iii_broker.testing.Cluster.trigger``,
+        so helpers serve both kinds of cluster."""
+        return self.client.trigger(function_id, payload, **kwargs)
 
     def spawn(self, name: str, cmd: list[str], **extra_env: str) -> Proc:
         proc = Proc(name, cmd, {**self.env, **extra_env}, self.log_dir)

@@ -14,6 +14,8 @@ from concurrent.futures import Future
 from pathlib import Path
 from typing import Any, TypeVar
 
+from iii_broker.testing import delete_namespace as delete_namespace  # one source for tests and users
+
 T = TypeVar("T")
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -125,19 +127,5 @@ def call_add(settings: Any, proc: Proc) -> None:
             assert proc.popen.poll() is None, f"{proc.name} exited early:\n{proc.output()}"
             return client.trigger("math::add", {"a": 2, "b": 3}, timeout_ms=3000) == {"sum": 5}
         wait_for(answered, timeout=30, what=f"math::add to answer\n{proc.output()}")
-    finally:
-        client.close()
-
-
-def delete_namespace(redis_url: str, namespace: str) -> None:
-    """Remove every Redis key of a test namespace, Kombu's binding records included."""
-    import redis
-
-    client = redis.Redis.from_url(redis_url, decode_responses=True)
-    try:
-        keys = list(client.scan_iter(f"{namespace}*"))
-        keys += list(client.scan_iter(f"_kombu.binding*.{namespace}.*"))
-        if keys:
-            client.delete(*keys)
     finally:
         client.close()

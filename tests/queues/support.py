@@ -1,11 +1,15 @@
-"""Helpers shared by the queue tests: recorded runs, queue stats, dead letters, workers."""
+"""Helpers shared by the queue tests: recorded runs, queue stats, dead letters, workers.
+
+``cluster`` is either conftest's (real processes) or an ``iii_broker.testing.Cluster``
+(in-process): helpers only use ``cluster.trigger`` unless they say otherwise."""
 
 from __future__ import annotations
 
 import json
+import time
 from typing import Any
 
-from iii_broker import Enqueue
+from iii_broker import App, Enqueue
 from tests.helpers import wait_for
 
 
@@ -15,15 +19,47 @@ def runs(store: Any, settings: Any, fn: str | None = None) -> list[dict[str, Any
     return [r for r in out if fn is None or r["fn"] == fn]
 
 
+class InProcessJobs:
+    """``jobs::record``, ``jobs::flaky`` and ``jobs::fail`` of tests/apps/jobs.py, for a worker
+    run in the test process (``iii_broker.testing``): each run is appended to :attr:`runs`
+    as ``{fn, id, attempt, at, ok}`` instead of being pushed to Redis."""
+
+    def __init__(self) -> None:
+        self.app = App("jobs")
+        self.runs: list[dict[str, Any]] = []
+        self.app.register_function("jobs::record", self.record)
+        self.app.register_function("jobs::flaky", self.flaky,
+                                   description="Fails while ctx.attempt <= payload['fail_times'].")
+        self.app.register_function("jobs::fail", self.fail)
+
+    def _record(self, fn: str, payload: Any, ctx: Any, ok: bool = True) -> None:
+        payload = payload if isinstance(payload, dict) else {}
+        self.runs.append({"fn": fn, "id": payload.get("id"), "attempt": ctx.attempt,
+                          "at": time.time(), "ok": ok})
+
+    def record(self, payload: Any, ctx: Any) -> None:
+        self._record("record", payload, ctx)
+
+    def flaky(self, payload: Any, ctx: Any) -> None:
+        if ctx.attempt <= payload.get("fail_times", 0):
+            self._record("flaky", payload, ctx, ok=False)
+            raise RuntimeError(f"attempt {ctx.attempt} of {payload.get('id')} fails on purpose")
+        self._record("flaky", payload, ctx)
+
+    def fail(self, payload: Any, ctx: Any) -> None:
+        self._record("fail", payload, ctx, ok=False)
+        raise ValueError(f"no good: {payload.get('id')}")
+
+
 def enqueue(cluster: Any, function_id: str, payload: Any, queue: str,
             key: str | None = None) -> dict[str, Any]:
-    return cluster.client.trigger(function_id, payload,
+    return cluster.trigger(function_id, payload,
                                   action=Enqueue(queue=queue, idempotency_key=key))
 
 
 def dead_letters(cluster: Any, **where: Any) -> dict[str, Any]:
     """``engine::queue::dlq_messages`` for ``queue=...`` or ``topic=...``."""
-    return cluster.client.trigger("engine::queue::dlq_messages", where)
+    return cluster.trigger("engine::queue::dlq_messages", where)
 
 
 def wait_dead(cluster: Any, queue: str, n: int, timeout: float = 10) -> list[dict[str, Any]]:
@@ -34,7 +70,7 @@ def wait_dead(cluster: Any, queue: str, n: int, timeout: float = 10) -> list[dic
 
 
 def queue_stats(cluster: Any, queue: str) -> dict[str, Any]:
-    [stats] = [q for q in cluster.client.trigger("engine::queue::list", {})["queues"]
+    [stats] = [q for q in cluster.trigger("engine::queue::list", {})["queues"]
                if q["queue"] == queue]
     return stats
 

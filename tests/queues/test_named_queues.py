@@ -2,20 +2,25 @@
 receipts and idempotency, workers dying (SIGKILL, poison jobs), long jobs, async handlers
 and settings errors. A real engine and real worker processes on a real Redis; the apps
 are tests/apps/jobs.py and tests/apps/jobs_extra.py, which record every run on
-``NS:test:runs``."""
+``NS:test:runs``. Tests of what a queue does with a job, where no process dies, run the
+engine and a worker in the test process instead (``iii_broker.testing``, with
+``support.InProcessJobs``)."""
 
 from __future__ import annotations
 
 import json
 import signal
 import time
+import tomllib
 from typing import Any
 
 import pytest
 
+import iii_broker.testing
 from iii_broker import EnqueueError, InvocationFailed
 from tests.helpers import wait_for
 from tests.queues.support import (
+    InProcessJobs,
     dead_letters,
     enqueue,
     queue_stats,
@@ -79,33 +84,33 @@ def test_a_failing_job_is_retried_with_exponential_backoff_and_sees_its_attempt_
 
 
 def test_a_job_failing_every_attempt_is_dead_lettered_with_its_last_error_attempts_timestamps_and_payload(
-        cluster, store, settings):
-    cluster.engine(config=CONFIG)
-    cluster.worker(JOBS)
-    before = int(time.time() * 1000)
-    receipt = enqueue(cluster, "jobs::fail", {"id": "d1", "n": [1, 2]}, "dlq")
+        settings):
+    jobs = InProcessJobs()
+    with iii_broker.testing.run(jobs.app, config=tomllib.loads(CONFIG), settings=settings) as cluster:
+        before = int(time.time() * 1000)
+        receipt = enqueue(cluster, "jobs::fail", {"id": "d1", "n": [1, 2]}, "dlq")
 
-    [letter] = wait_dead(cluster, "dlq", 1)
-    after = int(time.time() * 1000)
-    tries = runs(store, settings)
-    assert [r["attempt"] for r in tries] == [1, 2, 3]  # max_retries = 2: 3 attempts, no more
-    assert letter["message_id"] == receipt["messageReceiptId"]
-    assert letter["queue"] == "dlq"
-    assert letter["function_id"] == "jobs::fail"
-    assert letter["payload"] == {"id": "d1", "n": [1, 2]}
-    assert letter["attempts"] == 3
-    error = letter["error"]
-    assert error["code"] == "invocation_failed"
-    assert "ValueError" in error["message"] and "no good: d1" in error["message"]
-    assert "Traceback" in error["stacktrace"] and "no good: d1" in error["stacktrace"]
-    assert "raise ValueError" in error["stacktrace"]
-    last_run_ms = tries[-1]["at"] * 1000
-    assert before <= letter["enqueued_at"] <= letter["last_attempt_at"] <= last_run_ms
-    assert last_run_ms - 1 <= letter["failed_at"] <= after
-    stats = wait_for(lambda: settled(cluster, "dlq", done=0, dead=1), what="the queue to settle")
-    assert stats["retried"] == 2
-    assert dead_letters(cluster, queue="default")["total"] == 0  # it is that queue's letter
-    assert len(runs(store, settings)) == 3  # a dead letter does not run again by itself
+        [letter] = wait_dead(cluster, "dlq", 1)
+        after = int(time.time() * 1000)
+        tries = list(jobs.runs)
+        assert [r["attempt"] for r in tries] == [1, 2, 3]  # max_retries = 2: 3 attempts, no more
+        assert letter["message_id"] == receipt["messageReceiptId"]
+        assert letter["queue"] == "dlq"
+        assert letter["function_id"] == "jobs::fail"
+        assert letter["payload"] == {"id": "d1", "n": [1, 2]}
+        assert letter["attempts"] == 3
+        error = letter["error"]
+        assert error["code"] == "invocation_failed"
+        assert "ValueError" in error["message"] and "no good: d1" in error["message"]
+        assert "Traceback" in error["stacktrace"] and "no good: d1" in error["stacktrace"]
+        assert "raise ValueError" in error["stacktrace"]
+        last_run_ms = tries[-1]["at"] * 1000
+        assert before <= letter["enqueued_at"] <= letter["last_attempt_at"] <= last_run_ms
+        assert last_run_ms - 1 <= letter["failed_at"] <= after
+        stats = wait_for(lambda: settled(cluster, "dlq", done=0, dead=1), what="the queue to settle")
+        assert stats["retried"] == 2
+        assert dead_letters(cluster, queue="default")["total"] == 0  # it is that queue's letter
+        assert len(jobs.runs) == 3  # a dead letter does not run again by itself
 
 
 def test_dead_letters_of_a_durable_topic_subscriber_are_listed_by_topic(cluster, store, settings):
@@ -206,21 +211,20 @@ def test_enqueue_returns_a_receipt_and_an_unknown_queue_is_an_enqueue_error_nami
     assert queue_stats(cluster, "work")["enqueued"] == 1
 
 
-def test_the_same_idempotency_key_runs_the_job_once_and_different_keys_run_twice(
-        cluster, store, settings):
-    cluster.engine(config=CONFIG)
-    cluster.worker(JOBS)
-    first = enqueue(cluster, "jobs::record", {"id": "k1"}, "work", key="order-1")
-    again = enqueue(cluster, "jobs::record", {"id": "k1-again"}, "work", key="order-1")
-    other = enqueue(cluster, "jobs::record", {"id": "k2"}, "work", key="order-2")
-    assert set(first) == {"messageReceiptId"}
-    assert again == {"messageReceiptId": first["messageReceiptId"], "duplicate": True}
-    assert set(other) == {"messageReceiptId"}
-    assert other["messageReceiptId"] != first["messageReceiptId"]
+def test_the_same_idempotency_key_runs_the_job_once_and_different_keys_run_twice(settings):
+    jobs = InProcessJobs()
+    with iii_broker.testing.run(jobs.app, config=tomllib.loads(CONFIG), settings=settings) as cluster:
+        first = enqueue(cluster, "jobs::record", {"id": "k1"}, "work", key="order-1")
+        again = enqueue(cluster, "jobs::record", {"id": "k1-again"}, "work", key="order-1")
+        other = enqueue(cluster, "jobs::record", {"id": "k2"}, "work", key="order-2")
+        assert set(first) == {"messageReceiptId"}
+        assert again == {"messageReceiptId": first["messageReceiptId"], "duplicate": True}
+        assert set(other) == {"messageReceiptId"}
+        assert other["messageReceiptId"] != first["messageReceiptId"]
 
-    stats = wait_for(lambda: settled(cluster, "work", done=2), what="both jobs to run")
-    assert stats["enqueued"] == 2
-    assert sorted(r["id"] for r in runs(store, settings)) == ["k1", "k2"]
+        stats = wait_for(lambda: settled(cluster, "work", done=2), what="both jobs to run")
+        assert stats["enqueued"] == 2
+        assert sorted(r["id"] for r in jobs.runs) == ["k1", "k2"]
 
 
 # -- workers dying, long jobs ----------------------------------------------------------

@@ -1,9 +1,12 @@
-"""A first end-to-end pass over named queues with real processes."""
+"""A first pass over named queues: a retried job, with the engine and a worker run in the
+test process (``iii_broker.testing``); test_named_queues.py runs them as real processes."""
 
-import json
+import tomllib
 
+import iii_broker.testing
 from iii_broker import Enqueue
 from tests.helpers import wait_for
+from tests.queues.support import InProcessJobs
 
 CONFIG = """
 [modules.queue.queues.fast]
@@ -12,13 +15,13 @@ backoff_ms = 100
 """
 
 
-def test_a_flaky_job_is_retried_by_the_engine_until_it_succeeds(cluster, store, settings):
-    cluster.engine(config=CONFIG)
-    cluster.worker("tests.apps.jobs")
-    receipt = cluster.client.trigger("jobs::flaky", {"id": "a", "fail_times": 2},
-                                     action=Enqueue(queue="fast"))
-    assert set(receipt) == {"messageReceiptId"}
-    runs_key = f"{settings.namespace}:test:runs"
-    runs = wait_for(lambda: [json.loads(x) for x in store.lrange(runs_key, 0, -1)]
-                    if store.llen(runs_key) >= 3 else None, timeout=10, what="3 attempts")
+def test_a_flaky_job_is_retried_by_the_engine_until_it_succeeds(settings):
+    jobs = InProcessJobs()
+    with iii_broker.testing.run(jobs.app, config=tomllib.loads(CONFIG),
+                                settings=settings) as cluster:
+        receipt = cluster.trigger("jobs::flaky", {"id": "a", "fail_times": 2},
+                                  action=Enqueue(queue="fast"))
+        assert set(receipt) == {"messageReceiptId"}
+        runs = wait_for(lambda: list(jobs.runs) if len(jobs.runs) >= 3 else None, timeout=10,
+                        what="3 attempts")
     assert [(r["attempt"], r["ok"]) for r in runs] == [(1, False), (2, False), (3, True)]
