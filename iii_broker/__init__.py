@@ -8,11 +8,13 @@
         return {"sum": payload["a"] + payload["b"]}
 """
 
-from .app import App
+from .app import App, Trigger
 from .client import Enqueue, Void
 from .context import Context, current_context
 from .errors import (
+    AppNotFound,
     BrokerUnavailable,
+    ConfigError,
     EnqueueError,
     Forbidden,
     FunctionNotFound,
@@ -24,15 +26,19 @@ from .errors import (
     PayloadError,
     TriggerConfigError,
 )
+from .function import FunctionDef
 from .settings import Settings
 
 __all__ = [
     "App",
+    "AppNotFound",
     "BrokerUnavailable",
+    "ConfigError",
     "Context",
     "Enqueue",
     "EnqueueError",
     "Forbidden",
+    "FunctionDef",
     "FunctionNotFound",
     "IIIError",
     "InvalidFunctionId",
@@ -41,6 +47,7 @@ __all__ = [
     "InvocationTimeout",
     "PayloadError",
     "Settings",
+    "Trigger",
     "TriggerConfigError",
     "Void",
     "current_context",

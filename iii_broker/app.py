@@ -9,7 +9,7 @@ from typing import Any, TypeVar
 
 from .client import Caller, Enqueue, Void
 from .errors import InvalidFunctionId, TriggerConfigError
-from .function import RESERVED_IDS, RESERVED_PREFIXES, FunctionDef, check_function_id
+from .function import FunctionDef, check_function_id
 from .modules import all_trigger_types
 from .settings import Settings
 from .trigger import TriggerDef
@@ -32,6 +32,7 @@ class App:
         self._caller: Caller | None = None
         self._caller_pid = 0
         self._lock = threading.Lock()
+        self._listeners: list[Callable[[], None]] = []
 
     @property
     def settings(self) -> Settings:
@@ -95,17 +96,30 @@ class App:
                 raise TypeError(f"{name} of {function_id!r} must be a JSON Schema dict, "
                                 f"not {type(schema).__name__}")
         fdef = FunctionDef(function_id, handler, description or _doc(handler),
-                           dict(metadata or {}), request_schema, response_schema)
+                           dict(metadata or {}), request_schema, response_schema,
+                           unregister_from=self.unregister_function)
         self.functions[function_id] = fdef
+        self._changed()
         return fdef
+
+    def unregister_function(self, function_id: str) -> bool:
+        """Take a function and the triggers bound to it out of this app, and out of the
+        running worker serving it (the engine is told at once); False if it was not here."""
+        fdef = self.functions.pop(function_id, None)
+        if fdef is None:
+            return False
+        self.triggers = [t for t in self.triggers if t.function_id != function_id]
+        self._changed()
+        return True
 
     def register_trigger(
         self, type: str, function_id: str, config: dict[str, Any] | None = None,
         metadata: dict[str, Any] | None = None,
-    ) -> TriggerDef:
+    ) -> Trigger:
         """Bind a trigger of ``type`` to ``function_id``; the engine activates it when the
-        worker starts. Raises :class:`TriggerConfigError` for an unknown type, bad config or
-        an http trigger on a reserved built-in.
+        worker starts (at once when it runs already). Returns a handle whose
+        ``unregister()`` takes the trigger back out. Raises :class:`TriggerConfigError` for
+        an unknown type, bad config or an http trigger on a reserved built-in.
         """
         tdef = TriggerDef.from_dict({"type": type, "function_id": function_id,
                                      "config": {} if config is None else config,
@@ -117,18 +131,37 @@ class App:
                 f"known types: {', '.join(sorted(known))}", function_id=function_id,
             )
         try:
-            checked = known[tdef.type].validate(tdef.config)
+            checked = known[tdef.type].validate(tdef.config, function_id)
         except TriggerConfigError as exc:
             raise TriggerConfigError(f"{exc.message} (trigger for {function_id!r})",
                                      function_id=function_id) from None
-        if tdef.type == "http" and is_reserved(function_id):
-            raise TriggerConfigError(
-                f"function {function_id!r} is a reserved built-in: an http trigger may not "
-                "expose it", function_id=function_id)
         tdef = TriggerDef(tdef.type, tdef.function_id, checked, tdef.metadata)
         if all(t.id != tdef.id for t in self.triggers):
             self.triggers.append(tdef)
-        return tdef
+            self._changed()
+        return Trigger(self, tdef)
+
+    def unregister_trigger(self, trigger_id: str) -> bool:
+        """Take a trigger out of this app (and out of the running worker); False if absent."""
+        kept = [t for t in self.triggers if t.id != trigger_id]
+        if len(kept) == len(self.triggers):
+            return False
+        self.triggers = kept
+        self._changed()
+        return True
+
+    def on_change(self, listener: Callable[[], None], *, remove: bool = False) -> None:
+        """Call ``listener`` (from the changing thread) whenever functions or triggers are
+        added or removed; the worker serving this app uses it to follow such changes."""
+        with self._lock:
+            if remove:
+                self._listeners = [x for x in self._listeners if x is not listener]
+            else:
+                self._listeners.append(listener)
+
+    def _changed(self) -> None:
+        for listener in list(self._listeners):
+            listener()
 
     # -- calling --------------------------------------------------------------------
 
@@ -175,9 +208,42 @@ class App:
         return f"<App {self.name!r} functions={len(self.functions)} triggers={len(self.triggers)}>"
 
 
-def is_reserved(function_id: str) -> bool:
-    """Built-ins (``engine::*``, ``iii::*``, ``state::*``, ``stream::*``, ``publish``)."""
-    return function_id.startswith(RESERVED_PREFIXES) or function_id in RESERVED_IDS
+class Trigger:
+    """What :meth:`App.register_trigger` returns: the binding, and ``unregister()``."""
+
+    def __init__(self, app: App, definition: TriggerDef) -> None:
+        self.app = app
+        self.definition = definition
+
+    @property
+    def id(self) -> str:
+        return self.definition.id
+
+    @property
+    def type(self) -> str:
+        return self.definition.type
+
+    @property
+    def function_id(self) -> str:
+        return self.definition.function_id
+
+    @property
+    def config(self) -> dict[str, Any]:
+        return self.definition.config
+
+    @property
+    def metadata(self) -> dict[str, Any]:
+        return self.definition.metadata
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.definition.to_dict()
+
+    def unregister(self) -> bool:
+        """Remove this trigger from its app (and from the running worker); idempotent."""
+        return self.app.unregister_trigger(self.id)
+
+    def __repr__(self) -> str:
+        return f"<Trigger {self.type} -> {self.function_id!r} {self.id}>"
 
 
 def _describe(fn: Callable[..., Any]) -> str:

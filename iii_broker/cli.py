@@ -14,28 +14,21 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
+from .app import App
+from .client import Enqueue, Void
+from .console import fail, setup_logging
+from .engine import Engine
 from .errors import IIIError
-from .settings import Settings, mask_url
+from .modules import default_modules
+from .procs import run_up
+from .settings import Settings
+from .web.server import serve
 
 log = logging.getLogger("iii.cli")
-
-
-def setup_logging(settings: Settings | None = None) -> None:
-    level = (settings.log_level if settings else os.environ.get("III_LOG_LEVEL", "INFO")).upper()
-    logging.basicConfig(level=getattr(logging, level, logging.INFO),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    for noisy in ("kombu", "amqp"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
-
-
-def fail(message: str, code: int = 1, prog: str = "iii-broker") -> int:
-    print(f"{prog}: {message}", file=sys.stderr)
-    return code
 
 
 def _positive_int(text: str) -> int:
@@ -70,13 +63,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     group.add_argument("--enqueue", metavar="QUEUE", help="hand the call to a named queue")
     p.add_argument("--timeout-ms", type=_positive_int, default=None)
 
-    for name, what in (("functions", "live functions"), ("workers", "registered workers"),
-                       ("triggers", "triggers and whether they are active")):
-        p = sub.add_parser(name, help=f"list {what}")
-        p.add_argument("--json", action="store_true", help="print the raw JSON")
-
-    from .queues import cli as queues_cli
-    queues_cli.add_parsers(sub)
+    commands: dict[str, Callable[[Settings, argparse.Namespace], int]] = {}
+    for module in default_modules():
+        commands.update(module.cli_commands(sub))
 
     for name in ("up", "dev"):
         p = sub.add_parser(name, help="run every process of an app (engine, worker, web) until Ctrl-C")
@@ -93,19 +82,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     setup_logging(settings)
     try:
         if args.command == "engine":
-            from .engine import Engine
             return Engine(settings, concurrency=args.concurrency).run()
         if args.command == "web":
-            from .web.server import serve
             return serve(settings, workers=args.workers, threads=args.threads)
         if args.command == "trigger":
             return _trigger(settings, args)
-        if args.command in ("functions", "workers", "triggers"):
-            return _listing(settings, args.command, args.json)
-        if args.command in ("queues", "dlq"):
-            return queues_cli.run(settings, args)
+        if args.command in commands:
+            return commands[args.command](settings, args)
         if args.command in ("up", "dev"):
-            from .procs import run_up
             return run_up(args.app, concurrency=args.concurrency, embedded=not args.no_embedded)
     except IIIError as exc:
         return fail(str(exc))
@@ -115,7 +99,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _call(settings: Settings, function_id: str, payload: Any, **kwargs: Any) -> Any:
-    from .app import App
     app = App("cli", settings=settings)
     try:
         return app.trigger(function_id, payload, **kwargs)
@@ -124,7 +107,6 @@ def _call(settings: Settings, function_id: str, payload: Any, **kwargs: Any) -> 
 
 
 def _trigger(settings: Settings, args: argparse.Namespace) -> int:
-    from .client import Enqueue, Void
     try:
         payload = json.loads(args.payload)
     except ValueError as exc:
@@ -141,41 +123,6 @@ def _trigger(settings: Settings, args: argparse.Namespace) -> int:
     if not args.void:
         print(json.dumps(result))
     return 0
-
-
-def _listing(settings: Settings, what: str, raw: bool) -> int:
-    from .errors import FunctionNotFound
-    try:
-        data = _call(settings, f"engine::{what}::list", {}, timeout_ms=10_000)
-    except FunctionNotFound:
-        return fail(f"no engine is running in namespace {settings.namespace!r} "
-                    f"(Redis at {mask_url(settings.redis_url)}); start one with: iii-broker engine")
-    if raw:
-        print(json.dumps(data, indent=2))
-        return 0
-    rows: list[list[str]]
-    if what == "functions":
-        header = ["FUNCTION", "WORKERS", "DESCRIPTION"]
-        rows = [[f["function_id"], str(len(f.get("workers", []))), f.get("description") or ""]
-                for f in data["functions"]]
-    elif what == "workers":
-        header = ["WORKER", "APP", "KIND", "PID", "CONCURRENCY", "IN FLIGHT", "FUNCTIONS"]
-        rows = [[w["id"], str(w.get("name")), str(w.get("kind")), str(w.get("pid")),
-                 str(w.get("concurrency")), str(w.get("in_flight")),
-                 ", ".join(w.get("functions") or [])] for w in data["workers"]]
-    else:
-        header = ["TRIGGER", "TYPE", "FUNCTION", "ACTIVE", "CONFIG"]
-        rows = [[t["id"], t["type"], t["function_id"], "yes" if t["active"] else "no",
-                 json.dumps(t["config"], sort_keys=True)] for t in data["triggers"]]
-    print_table(header, rows)
-    return 0
-
-
-def print_table(header: list[str], rows: list[list[str]]) -> None:
-    """Columns padded to their widest cell."""
-    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
-    for row in [header, *rows]:
-        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
 
 
 if __name__ == "__main__":

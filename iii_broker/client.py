@@ -40,7 +40,6 @@ from .transport import (
     function_exchange,
     function_queue,
     reply_queue,
-    uses_amqp,
 )
 
 log = logging.getLogger("iii.client")
@@ -243,7 +242,7 @@ class Caller:
     @property
     def jobs(self) -> JobStore:
         if self._jobs is None:
-            broker = AmqpJobs(self.settings) if uses_amqp(self.settings) else None
+            broker = AmqpJobs(self.settings) if self.settings.uses_amqp else None
             self._jobs = JobStore(self.store, self.settings.namespace, broker)
         return self._jobs
 

@@ -9,14 +9,22 @@ from __future__ import annotations
 import logging
 from contextvars import ContextVar
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from .tracing import SpanContext
 
-if TYPE_CHECKING:
-    from .app import App
-
 _current: ContextVar[Context | None] = ContextVar("iii_context", default=None)
+
+
+class Caller(Protocol):
+    """What a Context calls other functions through (an :class:`~iii_broker.App`)."""
+
+    def trigger(self, function_id: str, payload: Any = None, action: Any = None,
+                timeout_ms: int | None = None, metadata: dict[str, Any] | None = None) -> Any: ...
+
+    async def atrigger(self, function_id: str, payload: Any = None, action: Any = None,
+                       timeout_ms: int | None = None,
+                       metadata: dict[str, Any] | None = None) -> Any: ...
 
 
 @dataclass
@@ -27,7 +35,8 @@ class Context:
     invocation_id: str
     attempt: int
     span: SpanContext
-    app: App
+    app: Caller
+    """The app serving the function (its ``trigger`` makes nested calls)."""
     deadline: int | None = None
     """Unix ms after which the caller no longer waits (None for fire and forget)."""
     metadata: dict[str, Any] = field(default_factory=dict)

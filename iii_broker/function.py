@@ -44,6 +44,11 @@ def check_function_id(function_id: object, *, builtin: bool = False) -> str:
     return function_id
 
 
+def is_reserved(function_id: str) -> bool:
+    """Built-ins (``engine::*``, ``iii::*``, ``state::*``, ``stream::*``, ``publish``)."""
+    return function_id.startswith(RESERVED_PREFIXES) or function_id in RESERVED_IDS
+
+
 @dataclass
 class FunctionDef:
     """A registered function: its id, its handler and what it tells the registry."""
@@ -54,6 +59,15 @@ class FunctionDef:
     metadata: dict[str, Any] = field(default_factory=dict)
     request_schema: dict[str, Any] | None = None
     response_schema: dict[str, Any] | None = None
+    unregister_from: Callable[[str], bool] | None = field(default=None, repr=False, compare=False)
+    """Set by the App that registered it (see :meth:`unregister`)."""
+
+    def unregister(self) -> bool:
+        """Take this function and its triggers out of its app and the running worker."""
+        if self.unregister_from is None:
+            raise InvalidFunctionId(f"function {self.function_id!r} belongs to no app",
+                                    function_id=self.function_id)
+        return self.unregister_from(self.function_id)
 
     def __post_init__(self) -> None:
         self.is_async = inspect.iscoroutinefunction(self.handler)

@@ -17,6 +17,8 @@ from kombu.utils.encoding import bytes_to_str
 from kombu.utils.json import dumps as kombu_dumps
 from kombu.utils.json import loads as kombu_loads
 
+from . import envelope
+
 log = logging.getLogger("iii.transport")
 
 # Bindings of a function exchange never change after its queue is declared, so a
@@ -196,7 +198,7 @@ class _RedisChannel(kombu_redis.Channel):
             self._queue_cycle.rotate(dest)
             try:
                 payload = kombu_loads(bytes_to_str(item))
-                _check_envelope(payload)
+                envelope.check(payload)
             except Exception as exc:  # noqa: BLE001 - whatever it is, it is not a message
                 self._undecodable(dest, item, exc)
                 return True
@@ -238,16 +240,6 @@ class _RedisChannel(kombu_redis.Channel):
     def _queue_bind(self, exchange: str, routing_key: str, pattern: str, queue: str) -> Any:
         self.__dict__.setdefault("_iii_tables", {}).pop(exchange, None)
         return super()._queue_bind(exchange, routing_key, pattern, queue)
-
-
-def _check_envelope(payload: Any) -> None:
-    """Raise ValueError unless ``payload`` has the shape of Kombu's Redis envelope."""
-    if not isinstance(payload, dict):
-        raise ValueError(f"a JSON {type(payload).__name__}, not a Kombu message envelope")
-    props = payload.get("properties")
-    if not isinstance(props, dict) or not isinstance(props.get("delivery_info"), dict) \
-            or "delivery_tag" not in props or "body" not in payload:
-        raise ValueError("a JSON object without Kombu's body/properties/delivery_info")
 
 
 class RedisTransport(kombu_redis.Transport):

@@ -1,8 +1,12 @@
 """The registry in Redis: workers (with heartbeats), their functions, and triggers.
 
-A function is live while its ``:workers`` set is non-empty. Removing a worker
-removes functions it was the last to serve; their triggers stay in the trigger
-hash, inactive, and become active again when a worker registers the function.
+A function is live while its ``:workers`` set is non-empty. A trigger that app code
+declares belongs to the workers that declare it (``NS:trigger:<id>:workers``): it is
+active while its function is live and a live worker declares it; when its function's
+last worker is gone it stays, inactive, and comes back with a worker declaring it; when
+the function has live workers but none declares it any more, it is removed (a deploy
+that changed a route never keeps the old one). Engine-owned triggers
+(``engine::register_trigger``) belong to no worker and go only when unregistered.
 """
 
 from __future__ import annotations
@@ -13,28 +17,106 @@ from typing import Any
 
 import redis
 
-from ..store import Keys
+from .store import Keys
 
-# Removes a worker atomically and returns [in-flight entries..., "|", removed functions...].
-_REMOVE_WORKER = """
-local worker_key, inflight_key, workers_key, functions_key = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
-local ns, worker_id = ARGV[1], ARGV[2]
-local out = redis.call('HVALS', inflight_key)
-table.insert(out, '|')
-local raw = redis.call('HGET', worker_key, 'functions')
-if raw then
-  for _, fid in ipairs(cjson.decode(raw)) do
-    local set_key = ns .. ':function:' .. fid .. ':workers'
-    redis.call('SREM', set_key, worker_id)
-    if redis.call('SCARD', set_key) == 0 then
-      redis.call('SREM', functions_key, fid)
-      redis.call('DEL', ns .. ':function:' .. fid)
-      table.insert(out, fid)
-    end
+# What a worker declares is synced in one script, so a registration, a re-registration
+# with fewer functions or triggers (``unregister()`` from code) and a removal all apply the
+# same trigger rules atomically. Key names follow :class:`~iii_broker.store.Keys`.
+_LIFECYCLE = """
+local ns, wid = ARGV[1], ARGV[2]
+local worker_key, workers_key, functions_key, triggers_key = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local function fkey(fid, suffix) return ns .. ':function:' .. fid .. suffix end
+local function tkey(tid) return ns .. ':trigger:' .. tid .. ':workers' end
+local removed_triggers, died = {}, {}
+
+local function drop_trigger(tid, fid)
+  redis.call('HDEL', triggers_key, tid)
+  redis.call('DEL', tkey(tid))
+  redis.call('SREM', fkey(fid, ':triggers'), tid)
+  table.insert(removed_triggers, tid)
+end
+
+-- This worker no longer declares tid. With no declarer left the trigger is removed when
+-- the worker dropped it while alive (unregister()), or when its function still has live
+-- workers (they do not declare it); it is kept, inactive, when the worker went away and
+-- took the function's last instance with it.
+local function release(tid, gone)
+  redis.call('SREM', tkey(tid), wid)
+  if redis.call('SCARD', tkey(tid)) > 0 then return end
+  local entry = redis.call('HGET', triggers_key, tid)
+  if not entry then return end
+  local fid = cjson.decode(entry)['function_id']
+  if not gone or redis.call('SCARD', fkey(fid, ':workers')) > 0 then drop_trigger(tid, fid) end
+end
+
+local function leave(fid)
+  redis.call('SREM', fkey(fid, ':workers'), wid)
+  if redis.call('SCARD', fkey(fid, ':workers')) == 0 then
+    redis.call('SREM', functions_key, fid)
+    redis.call('DEL', fkey(fid, ''))
+    table.insert(died, fid)
   end
 end
-redis.call('DEL', worker_key, inflight_key)
-redis.call('ZREM', workers_key, worker_id)
+
+local old_f, old_t = {}, {}
+local raw = redis.call('HGET', worker_key, 'functions')
+if raw then for _, f in ipairs(cjson.decode(raw)) do old_f[f] = true end end
+raw = redis.call('HGET', worker_key, 'triggers')
+if raw then for _, t in ipairs(cjson.decode(raw)) do old_t[t] = true end end
+
+local mode = ARGV[3]
+if mode == 'remove' then
+  local out = redis.call('HVALS', KEYS[5])
+  for fid, _ in pairs(old_f) do leave(fid) end
+  for tid, _ in pairs(old_t) do release(tid, true) end
+  redis.call('DEL', worker_key, KEYS[5])
+  redis.call('ZREM', workers_key, wid)
+  table.insert(out, '|')
+  for _, fid in ipairs(died) do table.insert(out, fid) end
+  table.insert(out, '|')
+  for _, tid in ipairs(removed_triggers) do table.insert(out, tid) end
+  return out
+end
+
+-- mode 'sync': ARGV[4] expiry, ARGV[5] info (a map of strings), ARGV[6] functions
+-- [[id, info json]...], ARGV[7] triggers [[id, entry json, function id]...],
+-- ARGV[8] and ARGV[9] the JSON lists of function and trigger ids stored on the worker.
+local info = cjson.decode(ARGV[5])
+for k, v in pairs(info) do redis.call('HSET', worker_key, k, v) end
+redis.call('HSET', worker_key, 'functions', ARGV[8], 'triggers', ARGV[9])
+redis.call('ZADD', workers_key, ARGV[4], wid)
+local new_f, new_t, live = {}, {}, {}
+for _, f in ipairs(cjson.decode(ARGV[6])) do
+  local fid = f[1]
+  new_f[fid] = true
+  if redis.call('SISMEMBER', functions_key, fid) == 0 then table.insert(live, fid) end
+  redis.call('HSET', fkey(fid, ''), 'info', f[2])
+  redis.call('SADD', fkey(fid, ':workers'), wid)
+  redis.call('SADD', functions_key, fid)
+end
+for fid, _ in pairs(old_f) do if not new_f[fid] then leave(fid) end end
+for _, t in ipairs(cjson.decode(ARGV[7])) do
+  local tid, fid = t[1], t[3]
+  new_t[tid] = true
+  if redis.call('SISMEMBER', tkey(tid), wid) == 0 or redis.call('HEXISTS', triggers_key, tid) == 0 then
+    redis.call('HSET', triggers_key, tid, t[2])
+  end
+  redis.call('SADD', tkey(tid), wid)
+  redis.call('SADD', fkey(fid, ':triggers'), tid)
+end
+for tid, _ in pairs(old_t) do if not new_t[tid] then release(tid, false) end end
+-- Triggers of the functions served here that no live worker declares any more (a route
+-- changed across a deploy while the function had no worker) are removed now.
+for fid, _ in pairs(new_f) do
+  for _, tid in ipairs(redis.call('SMEMBERS', fkey(fid, ':triggers'))) do
+    if redis.call('SCARD', tkey(tid)) == 0 then drop_trigger(tid, fid) end
+  end
+end
+local out = live
+table.insert(out, '|')
+for _, fid in ipairs(died) do table.insert(out, fid) end
+table.insert(out, '|')
+for _, tid in ipairs(removed_triggers) do table.insert(out, tid) end
 return out
 """
 
@@ -57,8 +139,23 @@ return 0
 """
 
 
+WORKER_OWNED = "worker"
+ENGINE_OWNED = "engine"
+
+
 def _ms() -> int:
     return int(time.time() * 1000)
+
+
+def _split(out: list[str], parts: int) -> list[list[str]]:
+    """A script's flat reply, split at its ``|`` separators."""
+    groups: list[list[str]] = [[]]
+    for item in out:
+        if item == "|" and len(groups) < parts:
+            groups.append([])
+        else:
+            groups[-1].append(item)
+    return groups + [[] for _ in range(parts - len(groups))]
 
 
 class Registry:
@@ -68,7 +165,7 @@ class Registry:
         self.r: Any = client  # decode_responses=True: every reply is str (redis-py types say otherwise)
         self.ns = namespace
         self.keys = Keys(namespace)
-        self._remove = client.register_script(_REMOVE_WORKER)
+        self._lifecycle = client.register_script(_LIFECYCLE)
         self._beat = client.register_script(_HEARTBEAT)
         self._lock = client.register_script(_LOCK)
 
@@ -78,27 +175,28 @@ class Registry:
         self, worker: dict[str, Any], functions: list[dict[str, Any]],
         triggers: list[dict[str, Any]], ttl_ms: int,
     ) -> list[str]:
-        """Record a worker, its functions and triggers; returns functions that became live."""
+        """Record what a worker serves and declares now (again after a change: functions
+        and triggers it no longer has are let go, see :data:`_LIFECYCLE`); returns the
+        functions that became live."""
         wid = worker["id"]
-        fids = [f["function_id"] for f in functions]
-        was_live = [bool(x) for x in self.r.smismember(self.keys.functions, fids)] if fids else []
         now = _ms()
-        pipe = self.r.pipeline(transaction=True)
         info = {k: json.dumps(v) for k, v in worker.items()}
-        info.update(functions=json.dumps(fids), registered_at=str(now), last_heartbeat=str(now))
-        pipe.hset(self.keys.worker(wid), mapping=info)
-        pipe.zadd(self.keys.workers, {wid: now + ttl_ms})
-        for f in functions:
-            fid = f["function_id"]
-            pipe.hset(self.keys.function(fid), mapping={"info": json.dumps(f)})
-            pipe.sadd(self.keys.function_workers(fid), wid)
-            pipe.sadd(self.keys.functions, fid)
-        for t in triggers:
-            entry = dict(t, registered_by=wid, registered_at=now)
-            pipe.hset(self.keys.triggers, t["id"], json.dumps(entry))
-        pipe.execute()
-        became_live = [fid for fid, live in zip(fids, was_live, strict=True) if not live]
+        info.update(registered_at=str(now), last_heartbeat=str(now))
+        fids = [f["function_id"] for f in functions]
+        entries = [[t["id"], json.dumps(dict(t, owner=WORKER_OWNED, registered_by=wid,
+                                             registered_at=now)), t["function_id"]]
+                   for t in triggers]
+        out = self._lifecycle(
+            keys=[self.keys.worker(wid), self.keys.workers, self.keys.functions,
+                  self.keys.triggers],
+            args=[self.ns, wid, "sync", now + ttl_ms, json.dumps(info),
+                  json.dumps([[f["function_id"], json.dumps(f)] for f in functions]),
+                  json.dumps(entries), json.dumps(fids), json.dumps([t["id"] for t in triggers])])
+        became_live, died, removed = _split(out, 3)
         self.announce("worker_registered", worker_id=wid, functions=became_live)
+        if died or removed:  # this worker dropped functions or triggers (unregister())
+            self.announce("worker_changed", worker_id=wid, functions_removed=died,
+                          triggers_removed=removed)
         return became_live
 
     def heartbeat(self, worker_id: str, ttl_ms: int) -> bool:
@@ -108,21 +206,40 @@ class Registry:
                                args=[now + ttl_ms, worker_id, now]))
 
     def remove_worker(self, worker_id: str) -> tuple[list[dict[str, Any]], list[str]]:
-        """Remove a worker; returns its in-flight calls and the functions that died with it."""
-        out = self._remove(
-            keys=[self.keys.worker(worker_id), self.keys.inflight(worker_id),
-                  self.keys.workers, self.keys.functions],
-            args=[self.ns, worker_id],
-        )
-        split = out.index("|")
-        inflight = [json.loads(x) for x in out[:split]]
-        removed = list(out[split + 1:])
-        self.announce("worker_removed", worker_id=worker_id, functions=removed)
-        return inflight, removed
+        """Remove a worker; returns its in-flight calls and the functions that died with it.
+        Triggers only it declared are removed, or kept inactive when their function died."""
+        out = self._lifecycle(
+            keys=[self.keys.worker(worker_id), self.keys.workers, self.keys.functions,
+                  self.keys.triggers, self.keys.inflight(worker_id)],
+            args=[self.ns, worker_id, "remove"])
+        inflight, died, removed = _split(out, 3)
+        self.announce("worker_removed", worker_id=worker_id, functions=died)
+        if removed:
+            self.announce("triggers_removed", worker_id=worker_id, triggers=removed)
+        return [json.loads(x) for x in inflight], died
+
+    def add_engine_trigger(self, trigger: dict[str, Any]) -> bool:
+        """Record a trigger no worker owns (``engine::register_trigger``); False if it was
+        there already."""
+        entry = dict(trigger, owner=ENGINE_OWNED, registered_by="engine", registered_at=_ms())
+        added = bool(self.r.hsetnx(self.keys.triggers, trigger["id"], json.dumps(entry)))
+        if added:
+            self.announce("trigger_registered", trigger_id=trigger["id"])
+        return added
+
+    def trigger(self, trigger_id: str) -> dict[str, Any] | None:
+        raw = self.r.hget(self.keys.triggers, trigger_id)
+        return json.loads(raw) if raw else None
 
     def remove_trigger(self, trigger_id: str) -> bool:
         """Forget a trigger for good; True if it existed."""
-        gone = bool(self.r.hdel(self.keys.triggers, trigger_id))
+        entry = self.trigger(trigger_id)
+        pipe = self.r.pipeline(transaction=True)
+        pipe.hdel(self.keys.triggers, trigger_id)
+        pipe.delete(self.keys.trigger_workers(trigger_id))
+        if entry is not None:
+            pipe.srem(self.keys.function_triggers(entry["function_id"]), trigger_id)
+        gone = bool(pipe.execute()[0])
         if gone:
             self.announce("trigger_removed", trigger_id=trigger_id)
         return gone
@@ -187,14 +304,21 @@ class Registry:
         return out
 
     def triggers(self) -> list[dict[str, Any]]:
-        raw = self.r.hgetall(self.keys.triggers)
-        live = self.live_functions()
-        out = []
-        for value in raw.values():
-            t = json.loads(value)
-            t["active"] = t["function_id"] in live
-            out.append(t)
-        return sorted(out, key=lambda t: (t["function_id"], t["type"], t["id"]))
+        """Every trigger, ``active`` while its function is live and (unless the engine owns
+        it) a live worker declares it."""
+        pipe = self.r.pipeline(transaction=False)
+        pipe.hgetall(self.keys.triggers)
+        pipe.smembers(self.keys.functions)
+        raw, live = pipe.execute()
+        entries = [json.loads(value) for value in raw.values()]
+        pipe = self.r.pipeline(transaction=False)
+        for t in entries:
+            pipe.scard(self.keys.trigger_workers(t["id"]))
+        declared = pipe.execute() if entries else []
+        for t, count in zip(entries, declared, strict=True):
+            t.setdefault("owner", WORKER_OWNED)
+            t["active"] = t["function_id"] in live and (t["owner"] == ENGINE_OWNED or count > 0)
+        return sorted(entries, key=lambda t: (t["function_id"], t["type"], t["id"]))
 
     def worker_exists(self, worker_id: str) -> bool:
         return bool(self.r.exists(self.keys.worker(worker_id)))

@@ -16,8 +16,7 @@ channel and message objects on every reply.
 
 from __future__ import annotations
 
-import base64
-import json
+import asyncio
 import logging
 import threading
 import time
@@ -30,9 +29,10 @@ import redis
 from kombu import Connection, Consumer, Queue
 from kombu.transport import redis as kombu_redis
 
-from .errors import BrokerUnavailable
+from . import envelope
+from .errors import BrokerUnavailable, PayloadError
 from .message import now_ms, parse_reply
-from .settings import Settings, mask_url
+from .settings import BrokerKind, Settings, mask_url
 from .store import Keys, RedisError
 from .transport import connect, ensure_connected
 
@@ -142,7 +142,6 @@ class ReplyConsumer:
 
     async def await_reply(self, fut: Future[Any], timeout_s: float) -> Any:
         """:meth:`wait` for async code: the background thread drains meanwhile."""
-        import asyncio
 
         with self._cv:
             self._async_waiters += 1
@@ -175,7 +174,7 @@ class ReplyConsumer:
     def _connect(self) -> None:
         """(Re)connect and consume; only the role holder calls this."""
         self._disconnect()
-        if self.settings.broker_url.startswith("redis://"):  # as transport.connect decides
+        if self.settings.broker_kind is BrokerKind.REDIS:  # as transport.connect decides
             self._conn = _RedisReplies(self.settings, self.queue.name, self._on_body)
             return
         conn = connect(self.settings)
@@ -289,11 +288,8 @@ class _RedisReplies:
         if item is None:
             return
         try:
-            envelope = json.loads(item[1])
-            body = envelope["body"]
-            if envelope["properties"].get("body_encoding") == "base64":
-                body = base64.b64decode(body)
-        except Exception:  # noqa: BLE001 - not a Kombu message: it answers nobody
+            body = envelope.decode(item[1]).body
+        except PayloadError:  # not a Kombu message: it answers nobody
             log.warning("dropped an unreadable reply: %r", item[1][:200])
             return
         self.on_body(body)

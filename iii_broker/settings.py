@@ -6,6 +6,7 @@ error, so a typo never silently falls back to a default.
 
 from __future__ import annotations
 
+import enum
 import math
 import os
 import re
@@ -96,6 +97,16 @@ class Settings:
         settings.validate()
         return settings
 
+    @property
+    def broker_kind(self) -> BrokerKind:
+        """Which transport carries invocations, decided once from ``III_BROKER_URL``."""
+        return BrokerKind.of(self.broker_url)
+
+    @property
+    def uses_amqp(self) -> bool:
+        """True when the broker is RabbitMQ (``amqp://``): jobs of standard queues live there."""
+        return self.broker_kind is BrokerKind.AMQP
+
     def validate(self) -> None:
         """Raise :class:`ConfigError` naming the first setting that cannot work."""
         scheme = urlsplit(self.broker_url).scheme
@@ -178,6 +189,30 @@ _OTHER_COMPONENT_VARS = ("III_TEST_",)
 
 
 _ORIGIN = re.compile(r"[a-z][a-z0-9+.\-]*://[^/\s,]+", re.IGNORECASE)
+
+
+class BrokerKind(enum.Enum):
+    """The broker behind ``III_BROKER_URL``; the transport seam branches on this alone."""
+
+    REDIS = "redis"
+    """``redis://``: iii-broker's tuned Kombu Redis transport (same wire format)."""
+    REDIS_TLS = "rediss"
+    """``rediss://``: Kombu's own Redis transport, over TLS."""
+    AMQP = "amqp"
+    """``amqp://`` (also ``amqps://``, ``pyamqp://``): RabbitMQ through py-amqp."""
+
+    @property
+    def is_redis(self) -> bool:
+        return self is not BrokerKind.AMQP
+
+    @classmethod
+    def of(cls, url: str) -> BrokerKind:
+        scheme = urlsplit(url).scheme
+        if scheme == "redis":
+            return cls.REDIS
+        if scheme == "rediss":
+            return cls.REDIS_TLS
+        return cls.AMQP
 
 
 def _split(value: str) -> tuple[str, ...]:

@@ -44,6 +44,13 @@ class Keys:
         self.sweeper_lock = f"{ns}:lock:sweeper"        # STRING engine id (elected sweeper)
         self.dead_letters = f"{ns}:deadletter"          # LIST refused messages (JSON)
         self.clients = f"{ns}:clients"                  # ZSET caller id -> expiry (ms)
+        self.routes_lock = f"{ns}:lock:routes"          # STRING held while http routes register
+        self.functions_seen = f"{ns}:functions:seen"    # STRING the function set last announced
+        self.queues = f"{ns}:queues"                    # HASH queue name -> settings JSON
+        self.job_holders = f"{ns}:jobholders"           # SET workers that may hold claimed jobs
+        self.kombu_unacked = f"{ns}:kombu:unacked"      # Kombu's Redis ack emulation (unused)
+        self.kombu_unacked_index = f"{ns}:kombu:unacked_index"
+        self.kombu_unacked_mutex = f"{ns}:kombu:unacked_mutex"
         self._ns = ns
 
     def worker(self, worker_id: str) -> str:
@@ -57,6 +64,33 @@ class Keys:
 
     def function_workers(self, function_id: str) -> str:
         return f"{self._ns}:function:{function_id}:workers"  # SET worker ids
+
+    def function_triggers(self, function_id: str) -> str:
+        return f"{self._ns}:function:{function_id}:triggers"  # SET ids of triggers workers declare
+
+    def trigger_workers(self, trigger_id: str) -> str:
+        return f"{self._ns}:trigger:{trigger_id}:workers"   # SET live workers declaring it
+
+    def function_exchange(self, function_id: str) -> str:
+        return f"{self._ns}.fn.{function_id}"              # the function's exchange (and queue)
+
+    def worker_jobs(self, worker_id: str) -> str:
+        return f"{self._ns}:worker:{worker_id}:jobs"      # HASH tag -> claimed job
+
+    def job_list(self, queue: str, function_id: str) -> str:
+        return f"{self._ns}.fn.{function_id}.q.{queue}"    # LIST jobs of a standard queue (Kombu's name)
+
+    def queue(self, queue: str, suffix: str) -> str:
+        return f"{self._ns}:q:{queue}:{suffix}"           # a named queue's keys (see the docs)
+
+    def wake(self, function_id: str) -> str:
+        return f"{self._ns}:wake:{function_id}"           # LIST wake token for idle workers
+
+    def idempotency(self, scope: str, key: str) -> str:
+        return f"{self._ns}:{scope}:idem:{key}"           # STRING first message id with that key
+
+    def live_idempotency(self, topic: str, key: str) -> str:
+        return f"{self._ns}:topic:{topic}:live-idem:{key}"  # STRING a publish already made
 
 
 __all__ = ["Keys", "RedisError", "check_store", "connect_store", "mask_url"]

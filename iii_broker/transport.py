@@ -6,10 +6,7 @@ Kombu and py-amqp/redis-py exceptions stop here and become
 
 from __future__ import annotations
 
-import base64
-import json
 import threading
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -17,13 +14,15 @@ from typing import Any
 import redis
 from kombu import Connection, Exchange, Producer, Queue
 
+from . import envelope
 from .errors import BrokerUnavailable
 from .message import CONTENT_TYPE
 from .redis_transport import RedisQoS, RedisTransport
-from .settings import Settings, mask_url
+from .settings import BrokerKind, Settings, mask_url
+from .store import Keys
 
 __all__ = ["Publisher", "RedisQoS", "broker_errors", "connect", "connection", "ensure_connected",
-           "function_exchange", "function_queue", "reply_queue", "uses_amqp"]
+           "function_exchange", "function_queue", "reply_queue"]
 
 # How long a message Kombu's Redis ack emulation has persisted as unacked may stay so
 # before Kombu redelivers it (for queues that persist it; function queues do not).
@@ -33,18 +32,18 @@ VISIBILITY_TIMEOUT_S = 24 * 3600
 def connect(settings: Settings, *, confirm: bool = False) -> Connection:
     """A new (lazy) Kombu connection to the broker. ``confirm``: on AMQP, each publish
     waits for the broker's confirm (RabbitMQ holds the message when it returns)."""
-    ns = settings.namespace
+    keys = Keys(settings.namespace)
     options: dict[str, Any] = {"max_retries": 1, "interval_start": 0, "interval_step": 0.5}
-    if settings.broker_url.startswith(("redis", "rediss")):
+    if settings.broker_kind.is_redis:
         options.update(
             visibility_timeout=VISIBILITY_TIMEOUT_S,
-            unacked_key=f"{ns}:kombu:unacked",
-            unacked_index_key=f"{ns}:kombu:unacked_index",
-            unacked_mutex_key=f"{ns}:kombu:unacked_mutex",
+            unacked_key=keys.kombu_unacked,
+            unacked_index_key=keys.kombu_unacked_index,
+            unacked_mutex_key=keys.kombu_unacked_mutex,
             # Workers never wait more than this in one BRPOP, so drain sees a stop soon.
             brpop_timeout=1,
         )
-        transport = RedisTransport if settings.broker_url.startswith("redis://") else None
+        transport = RedisTransport if settings.broker_kind is BrokerKind.REDIS else None
         return Connection(settings.broker_url, transport=transport,
                           transport_options=options, connect_timeout=5, heartbeat=0)
     if confirm:
@@ -72,11 +71,6 @@ def function_exchange(settings: Settings, function_id: str) -> Exchange:
     return Exchange(f"{settings.namespace}.fn.{function_id}", type="direct", durable=True)
 
 
-def uses_amqp(settings: Settings) -> bool:
-    """True when the broker is not Redis (RabbitMQ over ``amqp://``)."""
-    return not settings.broker_url.startswith(("redis://", "rediss://"))
-
-
 def function_queue(settings: Settings, function_id: str) -> Queue:
     """The queue every worker of the function consumes (competing consumers)."""
     name = f"{settings.namespace}.fn.{function_id}"
@@ -87,7 +81,7 @@ def function_queue(settings: Settings, function_id: str) -> Queue:
 def reply_queue(settings: Settings, client_id: str) -> Queue:
     """The reply queue of one calling process; replies use the default exchange."""
     return Queue(f"{settings.namespace}.reply.{client_id}", durable=False, auto_delete=True,
-                 exclusive=not settings.broker_url.startswith("redis"))
+                 exclusive=not settings.broker_kind.is_redis)
 
 
 class Publisher:
@@ -103,7 +97,7 @@ class Publisher:
     def __init__(self, settings: Settings, *, confirm: bool = False) -> None:
         self.settings = settings
         self.confirm = confirm
-        self._direct = settings.broker_url.startswith("redis://")  # as connect() decides
+        self._direct = settings.broker_kind is BrokerKind.REDIS  # as connect() decides
         self._local = threading.local()
         self._all: list[Connection] = []
         self._lock = threading.Lock()
@@ -138,9 +132,11 @@ class Publisher:
                     declared.add(declare.name)
                 queue = self._direct_queue(exchange, routing_key, declare)
                 if queue is not None:
-                    self._redis().lpush(queue, _envelope(
-                        body, exchange, routing_key, headers, reply_to, correlation_id,
-                        2 if declare is not None else 1))
+                    self._redis().lpush(queue, envelope.encode(
+                        body, exchange=exchange.name if isinstance(exchange, Exchange) else exchange,
+                        routing_key=routing_key, headers=headers, reply_to=reply_to,
+                        correlation_id=correlation_id,
+                        delivery_mode=2 if declare is not None else 1))
                     return
                 producer.publish(
                     body,
@@ -215,23 +211,6 @@ class Publisher:
             except Exception:  # noqa: BLE001
                 pass
         self._local = threading.local()
-
-
-def _envelope(body: str, exchange: Exchange | str, routing_key: str,
-              headers: dict[str, Any] | None, reply_to: str | None, correlation_id: str | None,
-              delivery_mode: int) -> str:
-    """Kombu's Redis message envelope, as ``Producer.publish`` writes it (priority 0)."""
-    return json.dumps({
-        "body": base64.b64encode(body.encode("utf-8")).decode("ascii"),
-        "content-encoding": "utf-8", "content-type": CONTENT_TYPE, "headers": headers or {},
-        "properties": {
-            "reply_to": reply_to, "correlation_id": correlation_id,
-            "delivery_mode": delivery_mode,
-            "delivery_info": {"exchange": exchange.name if isinstance(exchange, Exchange)
-                              else exchange, "routing_key": routing_key},
-            "priority": 0, "body_encoding": "base64", "delivery_tag": str(uuid.uuid4()),
-        },
-    })
 
 
 def _is_connection_error(exc: Exception) -> bool:

@@ -21,10 +21,16 @@ class TriggerDef:
     function_id: str
     config: dict[str, Any] = field(default_factory=dict)
     metadata: dict[str, Any] = field(default_factory=dict)
+    owner: str = "worker"
+    """``worker``: declared by app code, alive with the workers declaring it; ``engine``:
+    added with ``engine::register_trigger``, removed only by ``engine::unregister_trigger``."""
 
     @property
     def id(self) -> str:
-        canonical = json.dumps([self.type, self.function_id, self.config], sort_keys=True)
+        binding: list[Any] = [self.type, self.function_id, self.config]
+        if self.owner != "worker":  # never the id of a declared trigger with the same binding
+            binding.insert(0, self.owner)
+        canonical = json.dumps(binding, sort_keys=True)
         return hashlib.sha1(canonical.encode()).hexdigest()[:16]
 
     def to_dict(self) -> dict[str, Any]:

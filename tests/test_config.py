@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from iii_broker.config import EngineConfig
 from iii_broker.errors import ConfigError
 from iii_broker.modules import BUILTIN_MODULES, all_trigger_types
+from iii_broker.modules.config import EngineConfig
 from tests.helpers import bin_cmd
 
 

@@ -1,15 +1,7 @@
-"""The engine: registry, liveness, reply routing for dead workers, elected duties."""
+"""The engine process: serves the built-ins of the enabled modules, records workers and
+their triggers, and runs the duties that keep the registry clean (the elected ones in
+one engine at a time). See :mod:`.service`."""
 
-from typing import Any
+from .service import Engine
 
-from .registry import Registry
-
-__all__ = ["Engine", "Registry"]
-
-
-def __getattr__(name: str) -> Any:
-    # The engine runs on the worker runtime, which itself uses the registry: import late.
-    if name == "Engine":
-        from .service import Engine
-        return Engine
-    raise AttributeError(name)
+__all__ = ["Engine"]

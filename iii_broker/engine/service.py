@@ -1,10 +1,12 @@
-"""The engine process: the registry's built-in functions and the elected sweeper.
+"""The engine process: the registry's front door and the home of the modules' engine parts.
 
-The engine is a worker of the ``engine::*`` functions, so calling it is like calling
-any function, and several engines share the load as competing consumers. Duties
-that must happen once (sweeping dead workers, answering their in-flight calls
-with ``invocation_stopped``, reaping abandoned reply queues) run only in the engine
-that holds the sweeper lock in Redis.
+The engine is a worker of the built-in functions, so calling it is like calling any
+function, and several engines share the load as competing consumers. It records workers
+and their triggers (``engine::workers::register``), checking every trigger against the
+enabled modules, serves the modules' built-ins, and runs their duties. Duties that must
+happen once (sweeping dead workers, answering their in-flight calls with
+``invocation_stopped``, reaping abandoned reply queues, the modules' elected duties) run
+only in the engine that holds the sweeper lock in Redis.
 """
 
 from __future__ import annotations
@@ -12,33 +14,25 @@ from __future__ import annotations
 import logging
 import threading
 import time
-import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Sequence
+from contextlib import ExitStack
 from typing import Any
 
 from ..app import App
-from ..config import EngineConfig
+from ..client import Caller
 from ..errors import InvocationStopped, TriggerConfigError
 from ..message import now_ms, reply_body
-from ..modules import BUILTIN_MODULES
+from ..modules import Duty, EngineConfig, Module, module_of
+from ..registry import Registry
+from ..runtime import Worker
 from ..settings import Settings
 from ..trigger import TriggerDef
-from ..worker.runtime import Worker
-from .queues import QueueDuties
-from .registry import Registry
 
 log = logging.getLogger("iii.engine")
 
 
-def _route_shape(api_path: str) -> tuple[str, ...]:
-    """``/users/:id`` and ``users/:name/`` are the same route: ``("users", ":")``."""
-    return tuple(":" if s.startswith(":") and len(s) > 1 else s
-                 for s in api_path.strip("/").split("/"))
-
-
 class Engine:
-    """Serves ``engine::*`` and keeps the registry clean."""
+    """Serves the built-ins, records registrations and keeps the registry clean."""
 
     def __init__(self, settings: Settings, config: EngineConfig | None = None,
                  concurrency: int = 8) -> None:
@@ -46,118 +40,139 @@ class Engine:
         self.config = config or EngineConfig.load(settings.config_path)
         self.app = App("engine", settings=settings)
         self.app._builtin = True
-        self._define_builtins()
         self.worker = Worker(self.app, settings, concurrency=concurrency,
                              registrar=self._register_self, modules=self.config.modules,
                              kind="engine")
         self.registry: Registry = self.worker.registry
         self.engine_id = self.worker.worker_id
-        self.queues = QueueDuties(self)
-        self.queues.define_builtins()
+        self.publisher = self.worker.publisher
         self._stop = threading.Event()
         self._leading = False
         self._lapsed: dict[str, float] = {}  # worker id -> when this engine first saw it lapsed
+        self.app.register_function("engine::workers::register", self.register_worker,
+                                   description="Called by a starting worker (internal)")
+        for module in self.modules:
+            for builtin in module.builtins(self):
+                self.app.register_function(builtin.function_id, builtin.handler,
+                                           description=builtin.description)
+        self._duties: list[Duty] = [d for m in self.modules for d in m.duties(self)]
 
-    def run(self) -> int:
-        self.queues.publish_settings()
-        sweeper = threading.Thread(target=self._sweep_loop, name="iii-sweeper", daemon=True)
-        sweeper.start()
-        threading.Thread(target=self._promote_loop, name="iii-retries", daemon=True).start()
+    # -- what modules see (modules.hosts.EngineHost) --------------------------------
+
+    @property
+    def caller(self) -> Caller:
+        return self.app.caller
+
+    @property
+    def leading(self) -> bool:
+        return self._leading
+
+    @property
+    def modules(self) -> Sequence[Module]:
+        return self.config.modules
+
+    def module(self, name: str) -> Module | None:
+        return self.config.module(name)
+
+    def add_triggers(self, triggers: list[dict[str, Any]]) -> list[str]:
+        """Check and record engine-owned triggers; returns their ids."""
+        checked = self._check_triggers(triggers, owner="engine")
+        with self._registering(checked):
+            for t in checked:
+                self.registry.add_engine_trigger(t)
+        self._registered(checked)
+        return [t["id"] for t in checked]
+
+    # -- running --------------------------------------------------------------------
+
+    def run(self, *, install_signals: bool = True) -> int:
+        """Serve until SIGTERM/SIGINT (or :meth:`stop`); returns the exit code. Without
+        ``install_signals`` (another thread than the main one) only :meth:`stop` ends it."""
+        for module in self.modules:
+            module.engine_started(self)
+        threads = [threading.Thread(target=self._sweep_loop, name="iii-sweeper", daemon=True)]
+        threads += [threading.Thread(target=self._duty_loop, args=(duty,), name=f"iii-{duty.name}",
+                                     daemon=True) for duty in self._duties]
+        for thread in threads:
+            thread.start()
         try:
-            return self.worker.run()
+            return self.worker.run(install_signals=install_signals)
         finally:
             self._stop.set()
+            for thread in threads:  # a round under way finishes before the lock is given back
+                thread.join(5)
             self.registry.release(self.registry.keys.sweeper_lock, self.engine_id)
 
-    # -- built-in functions ---------------------------------------------------------
+    def stop(self) -> None:
+        """Stop serving (as SIGTERM does); :meth:`run` returns."""
+        self.worker.stop()
 
-    def _define_builtins(self) -> None:
-        app = self.app
-        app.register_function("engine::functions::list", lambda _p: {
-            "functions": self.registry.functions()},
-            description="Live functions and the workers serving them")
-        app.register_function("engine::workers::list", lambda _p: {
-            "workers": self.registry.workers()},
-            description="Registered workers with heartbeat and in-flight counts")
-        app.register_function("engine::triggers::list", lambda _p: {
-            "triggers": self.registry.triggers()},
-            description="Triggers, active while their function has a live worker")
-        app.register_function("engine::workers::register", self.register_worker,
-                              description="Called by a starting worker (internal)")
+    def _duty_loop(self, duty: Duty) -> None:
+        while not self._stop.is_set():
+            wait = duty.interval_s
+            if self._leading or not duty.elected:
+                try:
+                    asked = duty.run()
+                    if asked is not None:
+                        wait = asked
+                except Exception as exc:  # noqa: BLE001 - the next round retries
+                    log.warning("%s failed: %s", duty.name, exc)
+            self._stop.wait(wait)
+
+    # -- registration ---------------------------------------------------------------
 
     def register_worker(self, payload: dict[str, Any]) -> dict[str, Any]:
-        """Validate a worker's triggers against the enabled modules and record it."""
+        """Check a worker's triggers against the enabled modules and record it (again, after
+        a change: what it no longer has is let go)."""
         worker = payload["worker"]
-        types = self.config.trigger_types
-        triggers = []
-        for raw in payload.get("triggers", []):
-            tdef = TriggerDef.from_dict(raw)
-            if tdef.type not in types:
-                raise TriggerConfigError(
-                    f"trigger type {tdef.type!r} (for {tdef.function_id!r}) "
-                    f"{self._why_missing(tdef.type)}; enabled types: {', '.join(sorted(types))}",
-                    function_id=tdef.function_id,
-                )
-            checked = types[tdef.type].validate(tdef.config)
-            triggers.append(TriggerDef(tdef.type, tdef.function_id, checked, tdef.metadata).to_dict())
+        triggers = self._check_triggers(payload.get("triggers", []), owner="worker")
         ttl_ms = int(self.settings.heartbeat_ttl_s * 1000)
-        # Check-then-write must not interleave with another engine's registration, or two
-        # workers could both take one route: registrations with http triggers take turns.
-        with self._routes_lock(any(t["type"] == "http" for t in triggers)):
-            self._refuse_route_conflicts(triggers)
-            self.queues.register_subscribers(triggers)
+        with self._registering(triggers):
             live = self.registry.register_worker(worker, payload.get("functions", []), triggers,
                                                  ttl_ms)
+        self._registered(triggers)
         log.info("registered %s %s (%s) with %d function(s), %d trigger(s)",
                  worker.get("kind", "worker"), worker["id"], worker.get("name"),
                  len(payload.get("functions", [])), len(triggers))
         return {"worker_id": worker["id"], "triggers": [t["id"] for t in triggers],
                 "functions_now_live": live}
 
-    @contextmanager
-    def _routes_lock(self, needed: bool) -> Iterator[None]:
-        """Hold ``NS:lock:routes`` (a few seconds at most) while ``needed``."""
-        if not needed:
-            yield
-            return
-        key, owner = f"{self.settings.namespace}:lock:routes", uuid.uuid4().hex
-        deadline = time.monotonic() + 5
-        while not self.registry.acquire(key, owner, 5_000):
-            if time.monotonic() > deadline:
-                raise TriggerConfigError("another registration holds the route lock; try again")
-            time.sleep(0.01)  # another engine is registering routes right now
-        try:
-            yield
-        finally:
-            self.registry.release(key, owner)
-
-    def _refuse_route_conflicts(self, triggers: list[dict[str, Any]]) -> None:
-        """Raise :class:`TriggerConfigError` when an ``http`` trigger takes a route (method and
-        path, parameter names aside) that another function's trigger already has. Only
-        triggers of live functions count, so a renamed function can take its old routes.
-        """
-        new = [t for t in triggers if t["type"] == "http"]
-        if not new:
-            return
-        taken: dict[tuple[str, tuple[str, ...]], dict[str, Any]] = {}
-        for t in [t for t in self.registry.triggers() if t["type"] == "http" and t["active"]] + new:
-            config = t["config"]
-            key = (config["http_method"], _route_shape(config["api_path"]))
-            other = taken.setdefault(key, t)
-            if other["function_id"] != t["function_id"]:
+    def _check_triggers(self, raw: list[Any], *, owner: str) -> list[dict[str, Any]]:
+        types = self.config.trigger_types
+        triggers = []
+        for item in raw:
+            tdef = TriggerDef.from_dict(item)
+            if tdef.type not in types:
                 raise TriggerConfigError(
-                    f"http trigger {config['http_method']} {config['api_path']} of "
-                    f"{t['function_id']!r} conflicts with {other['config']['http_method']} "
-                    f"{other['config']['api_path']} of {other['function_id']!r}: routes that "
-                    "differ only in parameter names are the same route",
-                    function_id=t["function_id"])
+                    f"trigger type {tdef.type!r} (for {tdef.function_id!r}) "
+                    f"{self._why_missing(tdef.type)}; enabled types: {', '.join(sorted(types))}",
+                    function_id=tdef.function_id)
+            checked = types[tdef.type].validate(tdef.config, tdef.function_id)
+            tdef = TriggerDef(tdef.type, tdef.function_id, checked, tdef.metadata, owner=owner)
+            triggers.append(tdef.to_dict())
+        return triggers
+
+    def _registering(self, triggers: list[dict[str, Any]]) -> ExitStack:
+        """Every module's checks (and locks) around recording ``triggers``."""
+        stack = ExitStack()
+        try:
+            for module in self.modules:
+                stack.enter_context(module.registering(self, triggers))
+        except BaseException:
+            stack.close()
+            raise
+        return stack
+
+    def _registered(self, triggers: list[dict[str, Any]]) -> None:
+        for module in self.modules:
+            module.triggers_registered(self, triggers)
 
     def _why_missing(self, trigger_type: str) -> str:
         """Why a trigger type is not available: its module is disabled (and where), or unknown."""
-        for name, module_cls in BUILTIN_MODULES.items():
-            if any(t.name == trigger_type for t in module_cls.trigger_types):
-                where = self.config.path or "the engine settings"
-                return f"is not enabled: module {name!r} is disabled in {where}"
+        module_cls = module_of(trigger_type)
+        if module_cls is not None:
+            where = self.config.path or "the engine settings"
+            return f"is not enabled: module {module_cls.name!r} is disabled in {where}"
         return "is unknown: no module provides it"
 
     def _register_self(self, worker: Worker) -> None:
@@ -170,16 +185,14 @@ class Engine:
     def _sweep_loop(self) -> None:
         interval = self.settings.heartbeat_interval_s
         lock_ttl_ms = int(self.settings.heartbeat_ttl_s * 1000)
-        leading = False
         while not self._stop.wait(interval / 2):
             try:
-                now_leading = self.registry.acquire(self.registry.keys.sweeper_lock,
-                                                    self.engine_id, lock_ttl_ms)
-                if now_leading != leading:
+                leading = self.registry.acquire(self.registry.keys.sweeper_lock,
+                                                self.engine_id, lock_ttl_ms)
+                if leading != self._leading:
                     log.info("engine %s %s the sweeper duty", self.engine_id,
-                             "took" if now_leading else "lost")
-                    leading = now_leading
-                self._leading = leading
+                             "took" if leading else "lost")
+                    self._leading = leading
                 if leading:
                     self.sweep()
             except Exception as exc:  # noqa: BLE001 - the next round retries
@@ -206,24 +219,12 @@ class Engine:
                     f"worker {worker_id} died while running {route['function_id']!r}",
                     function_id=route["function_id"], invocation_id=route["invocation_id"])
                 try:
-                    self.worker.publisher.publish(
+                    self.publisher.publish(
                         reply_body(route["invocation_id"], error=error),
                         routing_key=route["reply_to"], correlation_id=route["correlation_id"])
                 except Exception as exc:  # noqa: BLE001
                     log.warning("could not tell %s its call stopped: %s", route["reply_to"], exc)
         self._reap_reply_queues()
-        self.queues.return_orphans()
-
-    def _promote_loop(self) -> None:
-        """While this engine holds the sweeper duty, move retries onto their queues when due."""
-        while not self._stop.is_set():
-            wait = 0.5
-            if self._leading:
-                try:
-                    wait = self.queues.promote_due()
-                except Exception as exc:  # noqa: BLE001 - the next round retries
-                    log.warning("moving due retries failed: %s", exc)
-            self._stop.wait(wait)
 
     def _reap_reply_queues(self) -> None:
         keys = self.registry.keys
@@ -231,6 +232,6 @@ class Engine:
         stale = r.zrangebyscore(keys.clients, "-inf", now_ms())
         if not stale:
             return
-        if self.settings.broker_url.startswith(("redis", "rediss")):
+        if not self.settings.uses_amqp:
             r.delete(*stale)  # a dead caller's reply list (late replies nobody reads)
         r.zrem(keys.clients, *stale)

@@ -1,50 +1,26 @@
-"""Modules: one per capability (http, queue, cron, state, stream, pubsub, observability).
+"""Modules: one per capability (core, http, queue, pubsub, cron, state, stream,
+observability), each holding the whole story of its capability.
 
-A module declares the trigger types it owns, each with a config schema that is
-checked when a trigger is registered, and may add to the Context handed to
-functions. Modules are enabled and configured in the engine settings file
-(``[modules.NAME]`` tables in ``iii.toml``, see :mod:`iii_broker.config`).
+A module declares the trigger types it owns (with config schemas checked when a trigger
+is registered), and implements hooks that the process hosts call: built-in functions
+and duties in the engine, registration checks, services in a worker, views in the web
+process, Context additions and CLI subcommands (:class:`~.base.Module`). Modules are
+enabled and configured in the engine settings file (``[modules.NAME]`` tables in
+``iii.toml``, see :mod:`.config`). The hosts (``engine/``, ``worker/``, ``web/``) loop
+over the enabled modules; they never test a trigger type's name.
 """
 
-from __future__ import annotations
+from .base import Builtin, Duty, Field, Module, Service, TriggerType
+from .catalog import (
+    BUILTIN_MODULES,
+    all_trigger_types,
+    default_modules,
+    extend_context,
+    module_of,
+    trigger_types,
+)
+from .config import EngineConfig
 
-from typing import TYPE_CHECKING, Any
-
-from .base import Field, Module, TriggerType
-from .core import CoreModule
-from .cron import CronModule
-from .http import HttpModule
-from .observability import ObservabilityModule
-from .pubsub import PubSubModule
-from .queue import QueueModule
-from .state import StateModule
-from .stream import StreamModule
-
-if TYPE_CHECKING:
-    from ..context import Context
-
-BUILTIN_MODULES: dict[str, type[Module]] = {
-    m.name: m
-    for m in (CoreModule, HttpModule, QueueModule, CronModule, StateModule, StreamModule, PubSubModule,
-              ObservabilityModule)
-}
-
-
-def trigger_types(modules: list[Module]) -> dict[str, TriggerType]:
-    """Every trigger type the given modules declare, by type name."""
-    return {t.name: t for m in modules for t in m.trigger_types}
-
-
-def all_trigger_types() -> dict[str, TriggerType]:
-    return trigger_types([cls() for cls in BUILTIN_MODULES.values()])
-
-
-def extend_context(ctx: Context, modules: list[Module]) -> None:
-    """Let every module add its parts to ``ctx.extras``."""
-    for module in modules:
-        extras: dict[str, Any] = module.context_extras(ctx)
-        ctx.extras.update(extras)
-
-
-__all__ = ["BUILTIN_MODULES", "Field", "Module", "TriggerType", "all_trigger_types",
-           "extend_context", "trigger_types"]
+__all__ = ["BUILTIN_MODULES", "Builtin", "Duty", "EngineConfig", "Field", "Module", "Service",
+           "TriggerType", "all_trigger_types", "default_modules", "extend_context", "module_of",
+           "trigger_types"]

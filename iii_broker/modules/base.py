@@ -1,67 +1,50 @@
-"""The building blocks of a module: trigger types with checked config schemas."""
+"""The building blocks of a module: trigger types with checked config schemas, and the
+hooks a module may implement (see docs/architecture.md, "Modules").
+
+Which process calls which hook:
+
+========================  =======================  ===========================================
+hook                      where                    for
+========================  =======================  ===========================================
+``trigger_types``         every process            schemas, checked by ``App.register_trigger``
+                                                   and again by the engine
+``options``               engine, web, CLI         the module's ``[modules.NAME]`` table
+``context_extras``        worker, engine           what a running function finds on ``ctx``
+``builtins``              every engine             functions the engine serves
+``engine_started``        every engine, once       e.g. writing settings to Redis
+``duties``                engine; ``elected``      periodic work; elected duties run only in
+                          ones in the leader only  the engine holding ``NS:lock:sweeper``
+``registering``           engine, per              checks (and locks) around recording
+                          registration             triggers; raises TriggerConfigError
+``triggers_registered``   engine, per              bookkeeping once triggers are recorded
+                          registration
+``worker_services``       every ``iii-worker``     threads a worker runs beside its consumer
+``web_address``           ``iii-broker web``       where the web process listens
+``web_setup``             every web process        views, blueprints and hooks on the Flask app
+``cli_commands``          ``iii-broker``           subcommands
+========================  =======================  ===========================================
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
-from ..errors import ConfigError, TriggerConfigError
+from ..errors import ConfigError, EnqueueError, InvalidFunctionId, TriggerConfigError
+from ..function import check_function_id
+from ..schema import Field, check_fields
 
 if TYPE_CHECKING:
+    import argparse
+
+    from flask import Flask
+
     from ..context import Context
-
-
-@dataclass(frozen=True)
-class Field:
-    """One key of a config: its JSON type, whether it is required, and extra checks."""
-
-    kind: type | tuple[type, ...]
-    required: bool = False
-    choices: tuple[Any, ...] | None = None
-    check: Callable[[Any], str | None] | None = None
-    """Returns a problem description, or None when the value is fine."""
-    default: Any = None
-    normalize: Callable[[Any], Any] | None = None
-    """Applied to a value of the right type before it is checked and stored."""
-
-
-def check_fields(where: str, data: Any, schema: dict[str, Field], *,
-                 error: type[Exception] = TriggerConfigError) -> dict[str, Any]:
-    """Validate ``data`` against ``schema``; returns it with defaults filled in."""
-    if data is None:
-        data = {}
-    if not isinstance(data, dict):
-        raise error(f"{where} must be an object, not {type(data).__name__}")
-    unknown = sorted(set(data) - set(schema))
-    if unknown:
-        raise error(
-            f"{where} has unknown key(s) {', '.join(unknown)}; allowed: {', '.join(schema) or 'none'}"
-        )
-    out = dict(data)
-    for key, spec in schema.items():
-        if key not in data or data[key] is None:
-            if spec.required:
-                raise error(f"{where} is missing required key {key!r}")
-            if spec.default is not None:
-                out[key] = spec.default
-            continue
-        value = data[key]
-        kinds = spec.kind if isinstance(spec.kind, tuple) else (spec.kind,)
-        if isinstance(value, bool) and bool not in kinds:
-            ok = False
-        else:
-            ok = isinstance(value, kinds)
-        if not ok:
-            names = " or ".join(k.__name__ for k in kinds)
-            raise error(f"{where}: {key!r} must be {names}, not {type(value).__name__}")
-        if spec.normalize is not None:
-            value = out[key] = spec.normalize(value)
-        if spec.choices is not None and value not in spec.choices:
-            raise error(f"{where}: {key!r} is {value!r}; choose one of {', '.join(map(str, spec.choices))}")
-        if spec.check is not None and (problem := spec.check(value)):
-            raise error(f"{where}: {key!r} {problem}")
-    return out
+    from ..settings import Settings
+    from .hosts import EngineHost, WebHost, WorkerHost
 
 
 def nonempty(value: Any) -> str | None:
@@ -79,8 +62,6 @@ def function_ids(value: Any) -> str | None:
 
 
 def function_id(value: Any) -> str | None:
-    from ..errors import InvalidFunctionId
-    from ..function import check_function_id
     try:
         check_function_id(value, builtin=True)
     except InvalidFunctionId as exc:
@@ -98,10 +79,50 @@ class TriggerType:
     name: str
     schema: dict[str, Field]
     description: str = ""
+    check_binding: Callable[[str, dict[str, Any]], str | None] | None = None
+    """Checks a whole binding (function id and checked config); returns a problem or None."""
 
-    def validate(self, config: Any) -> dict[str, Any]:
+    def validate(self, config: Any, function_id: str | None = None) -> dict[str, Any]:
         """The checked config; raises :class:`TriggerConfigError` naming the problem."""
-        return check_fields(f"{self.name} trigger config", config, self.schema)
+        checked = check_fields(f"{self.name} trigger config", config, self.schema)
+        if function_id is not None and self.check_binding is not None:
+            problem = self.check_binding(function_id, checked)
+            if problem:
+                raise TriggerConfigError(problem, function_id=function_id)
+        return checked
+
+
+@dataclass(frozen=True)
+class Builtin:
+    """A function the engine serves on a module's behalf."""
+
+    function_id: str
+    handler: Callable[[Any], Any]
+    description: str
+
+
+@dataclass(frozen=True)
+class Duty:
+    """Periodic work in the engine. ``run`` returns the seconds until it wants to run again
+    (None: ``interval_s``). An ``elected`` duty runs only in the engine holding the sweeper
+    lock, so it happens once in the cluster; the others run in every engine."""
+
+    name: str
+    run: Callable[[], float | None]
+    interval_s: float
+    elected: bool = True
+
+
+class Service(Protocol):
+    """Something a module runs inside a worker process, beside its consumer."""
+
+    def start(self) -> None: ...
+
+    def stop(self) -> None:
+        """Take no more work; what runs may finish (see :meth:`drain`)."""
+
+    def drain(self, hard: threading.Event) -> int:
+        """Wait for running work to finish (until ``hard`` is set); returns how much is left."""
 
 
 @dataclass
@@ -120,6 +141,69 @@ class Module:
         values = check_fields(f"[modules.{cls.name}]", table, cls.options, error=ConfigError)
         return cls(config=values)
 
+    # -- every process --------------------------------------------------------------
+
     def context_extras(self, ctx: Context) -> dict[str, Any]:
         """What this module adds to a running function's Context (nothing by default)."""
         return {}
+
+    # -- engine ---------------------------------------------------------------------
+
+    def builtins(self, engine: EngineHost) -> list[Builtin]:
+        """Functions every engine serves for this module."""
+        return []
+
+    def engine_started(self, engine: EngineHost) -> None:
+        """Called once when an engine starts, before it serves calls."""
+
+    def duties(self, engine: EngineHost) -> list[Duty]:
+        """Periodic work of this module in the engine."""
+        return []
+
+    @contextmanager
+    def registering(self, engine: EngineHost, triggers: list[dict[str, Any]]) -> Iterator[None]:
+        """Wraps recording a registration's (checked) triggers: check them against the
+        registry (raise :class:`TriggerConfigError`), holding any lock the check needs."""
+        yield
+
+    def triggers_registered(self, engine: EngineHost, triggers: list[dict[str, Any]]) -> None:
+        """Called after a registration's triggers were recorded."""
+
+    # -- worker ---------------------------------------------------------------------
+
+    def worker_services(self, worker: WorkerHost) -> list[Service]:
+        """Services an ``iii-worker`` runs for this module (not the engine's own worker)."""
+        return []
+
+    # -- web ------------------------------------------------------------------------
+
+    def web_address(self, settings: Settings) -> tuple[str, int] | None:
+        """Where the web process listens (host, port) when this module serves it; the first
+        enabled module with an answer decides. Read before any ``web_setup`` runs."""
+        return None
+
+    def web_setup(self, app: Flask, web: WebHost) -> None:
+        """Add this module's views and hooks to the web process's Flask app."""
+
+    # -- CLI ------------------------------------------------------------------------
+
+    def cli_commands(self, sub: argparse._SubParsersAction[Any]
+                     ) -> dict[str, Callable[[Settings, argparse.Namespace], int]]:
+        """Add subcommands to ``iii-broker``; returns a runner for each command name."""
+        return {}
+
+
+def required(payload: Any, key: str, what: str | None = None) -> str:
+    """``payload[key]`` of a built-in's payload, a non-empty string; raises ValueError."""
+    value = payload.get(key) if isinstance(payload, dict) else None
+    if not isinstance(value, str) or not value:
+        raise ValueError(f"payload needs {what or key!r} (a non-empty string)")
+    return value
+
+
+def topic_and_data(payload: Any) -> tuple[str, Any]:
+    """``topic`` and ``data`` of a publish; raises ValueError or EnqueueError."""
+    topic = required(payload, "topic")
+    if "data" not in payload:
+        raise EnqueueError(f"publish to {topic!r} needs 'data' (the message)")
+    return topic, payload["data"]

@@ -20,8 +20,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import ConfigError
-from .modules import BUILTIN_MODULES, Module, TriggerType, trigger_types
+from ..errors import ConfigError
+from .base import Module, TriggerType
+from .catalog import BUILTIN_MODULES, trigger_types
 
 DEFAULT_PATH = "iii.toml"
 _TOP_LEVEL = ("modules",)

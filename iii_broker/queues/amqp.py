@@ -13,12 +13,13 @@ RabbitMQ does not keep.
 
 from __future__ import annotations
 
-import json
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from kombu import Queue
 
+from .. import envelope
 from ..errors import BrokerUnavailable
 from ..settings import Settings
 from ..transport import Publisher, connection, function_exchange
@@ -48,33 +49,44 @@ class AmqpJobs:
     def publish(self, queue: str, function_id: str, raw: str) -> None:
         """Publish a job message (see :func:`~iii_broker.queues.store.job_message`);
         returns once RabbitMQ confirmed it. Raises :class:`BrokerUnavailable`."""
-        envelope = json.loads(raw)
-        props = envelope.get("properties") or {}
+        job = envelope.decode(raw)
         self.publisher.publish(
-            envelope["body"], exchange=function_exchange(self.settings, function_id),
+            job.body, exchange=function_exchange(self.settings, function_id),
             routing_key=f"q.{queue}", declare=job_queue(self.settings, queue, function_id),
-            headers=envelope.get("headers") or {}, correlation_id=props.get("correlation_id"))
+            headers=job.headers, correlation_id=job.properties.get("correlation_id"))
 
     def depth(self, queue: str, function_ids: list[str]) -> int:
         """Jobs waiting in RabbitMQ for ``queue`` (ready, not delivered)."""
-        total = 0
         try:
-            with connection(self.settings) as conn:
-                for fid in function_ids:
-                    channel: Any = conn.channel()
-                    try:
-                        ok = channel.queue_declare(queue=job_queue(self.settings, queue, fid).name,
-                                                   passive=True)
-                        total += ok.message_count
-                    except Exception:  # noqa: BLE001 - not declared yet: nothing waits there
-                        pass
-                    finally:
-                        try:
-                            channel.close()
-                        except Exception:  # noqa: BLE001 - closed by the broker already
-                            pass
+            return self._each(queue, function_ids,
+                              lambda channel, name: channel.queue_declare(
+                                  queue=name, passive=True).message_count)
         except BrokerUnavailable as exc:
             log.warning("cannot read queue depths: %s", exc)
+            return 0
+
+    def purge(self, queue: str, function_ids: list[str]) -> int:
+        """Drop the jobs waiting in RabbitMQ for ``queue``; returns how many there were.
+        Raises :class:`BrokerUnavailable`."""
+        return self._each(queue, function_ids,
+                          lambda channel, name: channel.queue_purge(name) or 0)
+
+    def _each(self, queue: str, function_ids: list[str], count: Callable[[Any, str], int]) -> int:
+        """Sum ``count(channel, rabbitmq_queue)`` over the RabbitMQ queues of ``queue`` (one
+        channel each: RabbitMQ closes a channel whose queue was never declared)."""
+        total = 0
+        with connection(self.settings) as conn:
+            for fid in function_ids:
+                channel: Any = conn.channel()
+                try:
+                    total += count(channel, job_queue(self.settings, queue, fid).name)
+                except Exception:  # noqa: BLE001 - not declared yet: nothing waits there
+                    pass
+                finally:
+                    try:
+                        channel.close()
+                    except Exception:  # noqa: BLE001 - closed by the broker already
+                        pass
         return total
 
     def close(self) -> None:

@@ -19,11 +19,21 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from ..errors import ConfigError, EnqueueError
+from ..schema import Field, check_fields
 
 DEFAULT_QUEUE = "default"
 DEFAULT_IDEMPOTENCY_TTL_S = 24 * 3600
 _NAME = re.compile(r"[A-Za-z0-9_\-.]{1,100}")
 TOPIC_QUEUE_PREFIX = "durable:"
+
+QUEUE_CONFIG = {
+    "max_retries": Field(int, check=lambda v: "must be >= 0" if v < 0 else None),
+    "concurrency": Field(int, check=lambda v: "must be >= 1" if v < 1 else None),
+    "type": Field(str, choices=("standard", "fifo")),
+    "message_group_field": Field(str),
+    "backoff_ms": Field(int, check=lambda v: "must be >= 0" if v < 0 else None),
+}
+"""The keys of a queue's settings table (and of a durable subscriber's ``queue_config``)."""
 
 
 @dataclass(frozen=True)
@@ -80,8 +90,6 @@ class QueueConfig:
                    idempotency_ttl_s: int = DEFAULT_IDEMPOTENCY_TTL_S,
                    topic: str | None = None) -> QueueConfig:
         """Check one queue's settings; raises :class:`ConfigError` naming ``where``."""
-        from ..modules.base import check_fields
-        from ..modules.queue import QUEUE_CONFIG
         values = check_fields(where, table, QUEUE_CONFIG, error=ConfigError)
         config = cls(name=name, idempotency_ttl_s=idempotency_ttl_s, topic=topic,
                      **{k: v for k, v in values.items() if v is not None})

@@ -15,6 +15,7 @@ The scripts and the full key list are in :mod:`iii_broker.queues.lua`.
 
 from __future__ import annotations
 
+import enum
 import json
 import os
 import threading
@@ -25,18 +26,78 @@ from typing import TYPE_CHECKING, Any
 
 import redis
 
+from .. import envelope
 from ..errors import EnqueueError, IIIError, PayloadError
-from ..message import CONTENT_TYPE, Invocation, now_ms
+from ..message import Invocation, now_ms
+from ..store import Keys
 from . import lua
 from .config import DEFAULT_QUEUE, QueueConfig
 
 if TYPE_CHECKING:
     from .amqp import AmqpJobs
 
-# A worker's claimed job: its delivery tag (unique per claim), the message, the queue.
-Claim = tuple[str, str, str]
-# What happened to a claimed job: (kind, tag, a, b); see lua.CYCLE.
-Outcome = tuple[str, str, str, str]
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A job a worker claimed: its delivery tag (unique per claim), the message, the queue."""
+
+    tag: str
+    raw: str
+    queue: str
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A queue a worker may claim jobs of one of its functions from."""
+
+    queue: str
+    function_id: str
+    cap: int
+    """The queue's ``concurrency``: running jobs allowed over the whole cluster."""
+    fifo: bool
+
+
+class Settle(enum.Enum):
+    """How a claimed job is settled (the verbs of ``lua.CYCLE``)."""
+
+    DONE = "ok"
+    RETRY = "retry"
+    DEAD = "dead"
+    RELEASE = "release"
+    """Free its cap slot only: RabbitMQ redelivers the job itself."""
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What happened to a claimed job."""
+
+    kind: Settle
+    tag: str
+    due_ms: int = 0
+    """RETRY: when the next attempt is due (Unix ms)."""
+    message: str = ""
+    """RETRY: the message with its attempt raised."""
+    message_id: str = ""
+    """DEAD: the dead letter's id."""
+    record: str = ""
+    """DEAD: the dead letter (JSON)."""
+
+    @classmethod
+    def done(cls, tag: str) -> Outcome:
+        return cls(Settle.DONE, tag)
+
+    @classmethod
+    def release(cls, tag: str) -> Outcome:
+        return cls(Settle.RELEASE, tag)
+
+    def script_args(self) -> list[str]:
+        """The four arguments ``lua.CYCLE`` takes per outcome."""
+        if self.kind is Settle.RETRY:
+            return [self.kind.value, self.tag, str(self.due_ms), self.message]
+        if self.kind is Settle.DEAD:
+            return [self.kind.value, self.tag, self.message_id, self.record]
+        return [self.kind.value, self.tag, "", ""]
 
 _CONFIG_TTL_S = 1.0
 
@@ -60,8 +121,9 @@ class JobStore:
         self.ns = namespace
         self.broker = broker
         """Set when RabbitMQ holds the jobs of standard queues (see :mod:`.amqp`)."""
-        self.config_key = f"{namespace}:queues"
-        self.holders_key = f"{namespace}:jobholders"
+        self.keys = Keys(namespace)
+        self.config_key = self.keys.queues
+        self.holders_key = self.keys.job_holders
         self._enqueue = client.register_script(lua.ENQUEUE)
         self._cycle = client.register_script(lua.CYCLE)
         self._promote = client.register_script(lua.PROMOTE)
@@ -74,16 +136,16 @@ class JobStore:
     # -- keys -----------------------------------------------------------------------
 
     def list_key(self, queue: str, function_id: str) -> str:
-        return f"{self.ns}.fn.{function_id}.q.{queue}"
+        return self.keys.job_list(queue, function_id)
 
     def qkey(self, queue: str, suffix: str) -> str:
-        return f"{self.ns}:q:{queue}:{suffix}"
+        return self.keys.queue(queue, suffix)
 
     def jobs_key(self, worker_id: str) -> str:
-        return f"{self.ns}:worker:{worker_id}:jobs"
+        return self.keys.worker_jobs(worker_id)
 
     def wake_key(self, function_id: str) -> str:
-        return f"{self.ns}:wake:{function_id}"
+        return self.keys.wake(function_id)
 
     # -- settings -------------------------------------------------------------------
 
@@ -144,7 +206,7 @@ class JobStore:
         if idempotency_key is not None:
             if not isinstance(idempotency_key, str) or not idempotency_key:
                 raise EnqueueError("idempotency_key must be a non-empty string")
-            key = f"{self.ns}:{idempotency_scope or 'q:' + jobs[0][0].name}:idem:{idempotency_key}"
+            key = self.keys.idempotency(idempotency_scope or f"q:{jobs[0][0].name}", idempotency_key)
         ttl_ms = int((ttl_s or jobs[0][0].idempotency_ttl_s) * 1000)
         try:
             stored, mid = self._enqueue(args=[self.ns, key, ttl_ms, message_id, len(jobs), *args])
@@ -164,19 +226,19 @@ class JobStore:
     # -- consuming ------------------------------------------------------------------
 
     def cycle(self, worker_id: str, outcomes: list[Outcome], n: int,
-              candidates: list[tuple[str, str, int, bool]]) -> tuple[bool, list[Claim]]:
-        """Settle ``outcomes`` and claim up to ``n`` jobs from ``candidates``
-        ``(queue, function_id, cap, fifo)``; returns ``(capped, claims)``."""
+              candidates: list[Candidate]) -> tuple[bool, list[Claim]]:
+        """Settle ``outcomes`` and claim up to ``n`` jobs from ``candidates``; returns
+        ``(capped, claims)``."""
         args: list[Any] = [self.ns, self.jobs_key(worker_id), self.holders_key, worker_id,
                            now_ms(), f"{worker_id}:{os.urandom(5).hex()}:", n, len(outcomes)]
         for outcome in outcomes:
-            args.extend(outcome)
+            args.extend(outcome.script_args())
         args.append(len(candidates) if n > 0 else 0)
         if n > 0:
-            for queue, fid, cap, fifo in candidates:
-                args += [queue, fid, cap, "f" if fifo else "s"]
+            for c in candidates:
+                args += [c.queue, c.function_id, c.cap, "f" if c.fifo else "s"]
         out = self._cycle(args=args, client=self._own_client())
-        claims = [(out[i], out[i + 1], out[i + 2]) for i in range(1, len(out), 3)]
+        claims = [Claim(out[i], out[i + 1], out[i + 2]) for i in range(1, len(out), 3)]
         return bool(out[0]), claims
 
     def _own_client(self) -> redis.Redis:
@@ -285,7 +347,7 @@ class JobStore:
                 letter = json.loads(rec)
                 try:  # a message dead-lettered unread (not a job) can only be discarded
                     raw = with_attempt(letter["message"], 1)
-                except (ValueError, KeyError, TypeError):
+                except (PayloadError, ValueError, KeyError, TypeError):
                     continue
                 if not letter.get("function_id"):
                     continue
@@ -312,6 +374,43 @@ class JobStore:
                 "it may have been redriven or discarded already)")
 
     # -- stats ----------------------------------------------------------------------
+
+    def purge(self, queue: str) -> int:
+        """Drop the jobs waiting in ``queue`` (and its retries waiting for their backoff);
+        returns how many were dropped. Jobs running now are left to settle. Raises
+        :class:`EnqueueError` for a FIFO queue with a job running (its group's order would
+        break)."""
+        functions = sorted(self.r.smembers(self.qkey(queue, "functions")))
+        groups = sorted(self.r.smembers(self.qkey(queue, "active")))
+        pipe = self.r.pipeline(transaction=True)
+        if groups:
+            pipe.watch(self.qkey(queue, "running"), self.qkey(queue, "active"))
+            if int(pipe.get(self.qkey(queue, "running")) or 0) > 0:
+                pipe.reset()
+                raise EnqueueError(f"queue {queue!r} is fifo and has jobs running: purge it "
+                                   "once they settle (or stop its workers first)")
+            pipe.multi()
+        for fid in functions:
+            pipe.llen(self.list_key(queue, fid))
+            pipe.delete(self.list_key(queue, fid))
+        pipe.zcard(self.qkey(queue, "delayed"))
+        pipe.delete(self.qkey(queue, "delayed"))
+        for group in groups:
+            pipe.llen(self.qkey(queue, f"g:{group}"))
+            pipe.delete(self.qkey(queue, f"g:{group}"))
+        if groups:
+            pipe.delete(self.qkey(queue, "active"), *[self.qkey(queue, f"ready:{f}")
+                                                      for f in functions])
+        res = pipe.execute()
+        dropped = sum(res[0:2 * len(functions) + 2 * len(groups) + 2:2])
+        if self.broker is not None and functions:
+            dropped += self.broker.purge(queue, functions)
+        return dropped
+
+    def forget_queue(self, queue: str) -> None:
+        """Forget a topic subscriber queue's settings (once it is empty and orphaned)."""
+        self.r.hdel(self.config_key, queue)
+        self._configs_at = 0.0
 
     def overview(self) -> list[dict[str, Any]]:
         """Every queue's :meth:`stats` with its settings."""
@@ -357,33 +456,17 @@ def job_message(ns: str, queue: str, function_id: str, inv: Invocation,
     """The Kombu message (Redis transport envelope) of a job: body left as readable JSON."""
     headers = dict(headers)
     headers.setdefault("enqueued_at", now_ms())
-    return json.dumps({
-        "body": inv.to_json(),
-        "content-encoding": "utf-8",
-        "content-type": CONTENT_TYPE,
-        "headers": headers,
-        "properties": {
-            "delivery_mode": 2, "priority": 0, "correlation_id": inv.invocation_id,
-            "delivery_info": {"exchange": f"{ns}.fn.{function_id}", "routing_key": f"q.{queue}"},
-            "delivery_tag": inv.invocation_id,
-        },
-    }, separators=(",", ":"))
+    return envelope.encode(inv.to_json(), exchange=Keys(ns).function_exchange(function_id),
+                           routing_key=f"q.{queue}", headers=headers,
+                           correlation_id=inv.invocation_id, delivery_mode=2,
+                           delivery_tag=inv.invocation_id, base64_body=False)
 
 
 def parse_job(tag: str, queue: str, raw: str) -> Job:
     """Parse a claimed message; raises :class:`PayloadError` when it is not one of ours."""
-    try:
-        envelope = json.loads(raw)
-    except ValueError as exc:
-        raise PayloadError(f"not JSON: {exc}") from None
-    if not isinstance(envelope, dict) or "body" not in envelope:
-        raise PayloadError("not a Kombu message envelope")
-    headers = envelope.get("headers") or {}
-    body = envelope["body"]
-    if not isinstance(body, str) or not isinstance(headers, dict):
-        raise PayloadError("the envelope's body must be a string and its headers an object")
-    inv = Invocation.from_body(body, envelope.get("content-type"))
-    return Job(tag, queue, raw, inv, headers)
+    parsed = envelope.decode(raw)
+    inv = Invocation.from_body(parsed.body, parsed.content_type)
+    return Job(tag, queue, raw, inv, parsed.headers)
 
 
 def failure_outcome(config: QueueConfig, tag: str, raw: str, job: Job | None, error: IIIError,
@@ -394,7 +477,7 @@ def failure_outcome(config: QueueConfig, tag: str, raw: str, job: Job | None, er
     if job is not None and not final and job.invocation.attempt < config.max_attempts:
         attempt = job.invocation.attempt
         due = now_ms() + config.backoff_for(attempt)
-        return ("retry", tag, str(due), with_attempt(raw, attempt + 1))
+        return Outcome(Settle.RETRY, tag, due_ms=due, message=with_attempt(raw, attempt + 1))
     inv = job.invocation if job is not None else None
     message_id = inv.invocation_id if inv is not None else tag
     record = {
@@ -406,13 +489,13 @@ def failure_outcome(config: QueueConfig, tag: str, raw: str, job: Job | None, er
         "last_attempt_at": started_at, "failed_at": now_ms(),
         "message": raw,
     }
-    return ("dead", tag, message_id, json.dumps(record, separators=(",", ":")))
+    return Outcome(Settle.DEAD, tag, message_id=message_id,
+                   record=json.dumps(record, separators=(",", ":")))
 
 
 def with_attempt(raw: str, attempt: int) -> str:
-    """The same message with its invocation's ``attempt`` set."""
-    envelope = json.loads(raw)
-    body = json.loads(envelope["body"])
+    """The same message with its invocation's ``attempt`` set; raises :class:`PayloadError`
+    (or ValueError for a body that is not JSON) when it is not a job message."""
+    body = json.loads(envelope.decode(raw).body)
     body["attempt"] = attempt
-    envelope["body"] = json.dumps(body, separators=(",", ":"))
-    return json.dumps(envelope, separators=(",", ":"))
+    return envelope.with_body(raw, json.dumps(body, separators=(",", ":")))

@@ -4,17 +4,28 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import TYPE_CHECKING
+from typing import Any, Protocol
 
+from ..app import App
 from ..errors import FunctionNotFound, InvocationFailed, InvocationTimeout, TriggerConfigError
-
-if TYPE_CHECKING:
-    from .runtime import Worker
+from ..settings import Settings
 
 log = logging.getLogger("iii.worker")
 
 
-def register_with_engine(worker: Worker) -> None:
+class Registrant(Protocol):
+    """What registering needs of a worker."""
+
+    app: App
+    settings: Settings
+
+    @property
+    def stopping(self) -> bool: ...
+
+    def info(self) -> dict[str, Any]: ...
+
+
+def register_with_engine(worker: Registrant) -> None:
     """Register through ``engine::workers::register``, waiting for an engine to answer."""
     payload = {
         "worker": worker.info(),

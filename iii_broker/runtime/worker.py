@@ -29,11 +29,11 @@ from kombu import Consumer
 
 from .. import context as _context
 from ..app import App
-from ..engine.registry import Registry
 from ..errors import IIIError, InvocationFailed, PayloadError
 from ..function import FunctionDef
 from ..message import Invocation, dumps, now_ms, reply_body
-from ..modules import BUILTIN_MODULES, Module, extend_context
+from ..modules import Module, Service, default_modules, extend_context
+from ..registry import Registry
 from ..settings import Settings
 from ..store import Keys, check_store, connect_store
 from ..tracing import SpanContext
@@ -45,8 +45,8 @@ from ..transport import (
     ensure_connected,
     function_queue,
 )
+from ..trigger import TriggerDef
 from .deadletters import DeadLetters
-from .jobs import JobRunner
 from .registration import register_with_engine
 
 log = logging.getLogger("iii.worker")
@@ -83,7 +83,7 @@ class Worker:
         self.kind = kind
         # Modules may add to each call's Context; a worker without the engine's settings
         # file uses every built-in module with its defaults.
-        self.modules = modules if modules is not None else [m() for m in BUILTIN_MODULES.values()]
+        self.modules = list(modules) if modules is not None else default_modules()
         self.worker_id = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self.keys = Keys(self.settings.namespace)
         self.store = connect_store(self.settings)
@@ -103,7 +103,10 @@ class Worker:
         self._consumer: Consumer | None = None
         self._qos: RedisQoS | None = None  # batches acks and in-flight records (Redis)
         self.started_at = now_ms()
-        self.jobs = JobRunner(self)
+        self.services: list[Service] = []
+        self._consuming: set[str] = set()   # function ids whose queues the consumer reads
+        self._dropped: set[str] = set()     # function ids unregistered while running
+        self._changed = threading.Event()   # the app's functions or triggers changed
 
     # -- public ---------------------------------------------------------------------
 
@@ -127,18 +130,23 @@ class Worker:
         if install_signals:
             self._install_signals()
         self.app.caller.on_block = self._on_block
+        self.app.on_change(self._changed.set)
         self._registrar(self)
         beat = threading.Thread(target=self._heartbeat_loop, name="iii-heartbeat", daemon=True)
         beat.start()
         if not self.app._builtin:
-            self.jobs.start()
+            self.services = [s for m in self.modules for s in m.worker_services(self)]
+        for service in self.services:
+            service.start()
         try:
             self._consume()
         finally:
-            self.jobs.stop()
-            left = self.jobs.drain(self._hard_stop)
+            for service in self.services:
+                service.stop()
+            left = sum(service.drain(self._hard_stop) for service in self.services)
             if left:
                 log.warning("stopped with %d job(s) running: they go back to their queues", left)
+            self.app.on_change(self._changed.set, remove=True)
             self._stopped.set()
             self._unregister()
             self._pool.shutdown(wait=not self._hard_stop.is_set(), cancel_futures=True)
@@ -147,6 +155,31 @@ class Worker:
             self.publisher.close()
             self.app.close()
         return 0
+
+    # -- what modules' services see (modules.hosts.WorkerHost) ----------------------
+
+    @property
+    def app_name(self) -> str:
+        return self.app.name
+
+    @property
+    def functions(self) -> dict[str, FunctionDef]:
+        return self.app.functions
+
+    @property
+    def triggers(self) -> list[TriggerDef]:
+        return self.app.triggers
+
+    @property
+    def hard_stopping(self) -> bool:
+        return self._hard_stop.is_set()
+
+    def submit(self, fn: Callable[..., Any], *args: Any) -> None:
+        """Run ``fn(*args)`` on the handler pool."""
+        self._pool.submit(fn, *args)
+
+    def call(self, function_id: str, payload: Any) -> Any:
+        return self.app.trigger(function_id, payload)
 
     @property
     def stopping(self) -> bool:
@@ -162,7 +195,31 @@ class Worker:
     # -- consuming ------------------------------------------------------------------
 
     def _queues(self) -> list[Any]:
-        return [function_queue(self.settings, fid) for fid in self.app.functions]
+        self._consuming = set(self.app.functions)
+        return [function_queue(self.settings, fid) for fid in self._consuming]
+
+    def _follow_app(self) -> None:
+        """Consumer thread: the app gained or lost functions or triggers while running
+        (``register_function``, ``unregister()``): consume the queues of the functions it has
+        now, and tell the engine what this worker serves and declares."""
+        self._changed.clear()
+        try:
+            self._registrar(self)  # first, so callers stop finding what this worker dropped
+        except IIIError as exc:
+            log.error("could not update this worker's registration: %s", exc)
+        consumer = self._consumer
+        wanted = set(self.app.functions)
+        if consumer is not None:
+            for fid in sorted(self._consuming - wanted):
+                consumer.cancel_by_queue(function_queue(self.settings, fid).name)
+                self._dropped.add(fid)
+            added = sorted(wanted - self._consuming)
+            self._dropped -= wanted
+            for fid in added:
+                consumer.add_queue(function_queue(self.settings, fid))
+            if added:
+                consumer.consume()
+            self._consuming = wanted
 
     def _consume(self) -> None:
         backoff = 0.2
@@ -207,6 +264,8 @@ class Worker:
     def _loop_until_stop(self, conn: Any) -> None:
         errors = broker_errors(conn)
         while not self._stopping.is_set():
+            if self._changed.is_set():
+                self._follow_app()
             self._process_done(block=False)
             timeout = _BUSY_POLL_S if self._in_flight else _IDLE_POLL_S
             due = self._qos.next_due_s() if self._qos is not None else None
@@ -255,6 +314,9 @@ class Worker:
             self.dead_letters.refuse(message, exc.message)
             return
         fdef = self.app.functions.get(inv.function_id)
+        if fdef is None and inv.function_id in self._dropped:
+            message.requeue()  # unregistered here while this call was on its way: not ours
+            return
         if fdef is None:
             self.dead_letters.refuse(message, f"no handler for {inv.function_id!r} in app {self.app.name!r}")
             return

@@ -6,11 +6,11 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from ..cli import fail, setup_logging
+from ..console import fail, setup_logging
 from ..errors import IIIError
+from ..runtime import Worker
 from ..settings import Settings
 from .loader import load_app
-from .runtime import Worker
 
 PROG = "iii-worker"
 

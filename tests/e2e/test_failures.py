@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from iii_broker import FunctionNotFound, InvocationStopped, Void
-from iii_broker.app import is_reserved
+from iii_broker.function import is_reserved
 from iii_broker.transport import connection, function_exchange, function_queue
 from tests.helpers import in_thread, wait_for
 

@@ -7,7 +7,7 @@ import json
 import pytest
 import redis
 
-from iii_broker.engine.registry import Registry
+from iii_broker.registry import Registry
 
 
 @pytest.fixture

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from iii_broker import EnqueueError
-from iii_broker.config import EngineConfig
 from iii_broker.errors import ConfigError
+from iii_broker.modules.config import EngineConfig
 from iii_broker.queues.config import QueueConfig
 
 

@@ -19,21 +19,19 @@ with an optional ``queue_config`` of the same fields.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, ClassVar
+import argparse
+from collections.abc import Callable
+from typing import Any, ClassVar
 
-from ..errors import TriggerConfigError
-from .base import CONDITION, Field, Module, TriggerType, check_fields, nonempty
-
-if TYPE_CHECKING:
-    from ..queues.config import QueueConfig
-
-QUEUE_CONFIG = {
-    "max_retries": Field(int, check=lambda v: "must be >= 0" if v < 0 else None),
-    "concurrency": Field(int, check=lambda v: "must be >= 1" if v < 1 else None),
-    "type": Field(str, choices=("standard", "fifo")),
-    "message_group_field": Field(str),
-    "backoff_ms": Field(int, check=lambda v: "must be >= 0" if v < 0 else None),
-}
+from ...errors import TriggerConfigError
+from ...queues.config import QUEUE_CONFIG, QueueConfig, parse_queues
+from ...settings import Settings
+from ..base import CONDITION, Builtin, Duty, Field, Module, Service, TriggerType, check_fields, nonempty
+from ..hosts import EngineHost, WorkerHost
+from . import cli
+from .duties import PROMOTE_INTERVAL_S, QueueDuties
+from .jobs import JobRunner
+from .topics import SUBSCRIBER, subscriber_queue
 
 
 def _queue_config(value: Any) -> str | None:
@@ -49,7 +47,7 @@ def _queue_config(value: Any) -> str | None:
 class QueueModule(Module):
     name = "queue"
     trigger_types: ClassVar[tuple[TriggerType, ...]] = (
-        TriggerType("durable:subscriber", {
+        TriggerType(SUBSCRIBER, {
             "topic": Field(str, required=True, check=nonempty),
             "queue_config": Field(dict, check=_queue_config),
             "condition_function_id": CONDITION,
@@ -71,6 +69,45 @@ class QueueModule(Module):
 
     def queues(self) -> dict[str, QueueConfig]:
         """The configured named queues (``default`` included)."""
-        from ..queues.config import parse_queues
         return parse_queues(self.config.get("queues"),
                             idempotency_ttl_s=self.config.get("idempotency_ttl_s", 86_400))
+
+    # -- engine ---------------------------------------------------------------------
+
+    def _engine_duties(self, engine: EngineHost) -> QueueDuties:
+        duties: QueueDuties | None = getattr(self, "_duties", None)
+        if duties is None:  # one per engine process (a module instance serves one engine)
+            duties = self._duties = QueueDuties(engine, self)
+        return duties
+
+    def builtins(self, engine: EngineHost) -> list[Builtin]:
+        return self._engine_duties(engine).builtins()
+
+    def engine_started(self, engine: EngineHost) -> None:
+        self._engine_duties(engine).publish_settings()
+
+    def duties(self, engine: EngineHost) -> list[Duty]:
+        duties = self._engine_duties(engine)
+        return [Duty("queue-retries", duties.promote_due, PROMOTE_INTERVAL_S),
+                Duty("queue-orphans", duties.return_orphans,
+                     engine.settings.heartbeat_interval_s / 2)]
+
+    def triggers_registered(self, engine: EngineHost, triggers: list[dict[str, Any]]) -> None:
+        """Record the queue of each durable subscriber being registered."""
+        self._engine_duties(engine).register_subscribers(
+            [t for t in triggers if t["type"] == SUBSCRIBER])
+
+    # -- worker ---------------------------------------------------------------------
+
+    def worker_services(self, worker: WorkerHost) -> list[Service]:
+        return [JobRunner(worker)]
+
+    # -- CLI ------------------------------------------------------------------------
+
+    def cli_commands(self, sub: argparse._SubParsersAction[Any]
+                     ) -> dict[str, Callable[[Settings, argparse.Namespace], int]]:
+        cli.add_parsers(sub)
+        return {"queues": cli.run, "dlq": cli.run}
+
+
+__all__ = ["QueueModule", "subscriber_queue"]

@@ -15,16 +15,34 @@ import logging
 import queue
 import time
 import uuid
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import Any, Protocol
 
 from kombu import Consumer
 
-from ..queues.amqp import job_queue, queue_of
-from ..queues.store import with_attempt
-from ..transport import broker_errors, connect, ensure_connected
+from ... import envelope
+from ...queues.amqp import job_queue, queue_of
+from ...queues.store import Candidate, Claim, JobStore, with_attempt
+from ...transport import broker_errors, connect, ensure_connected
+from ..hosts import WorkerHost
 
-if TYPE_CHECKING:
-    from .jobs import JobRunner
+
+class JobRunner(Protocol):
+    """What this consumer needs of the worker's job runner (:class:`.jobs.JobRunner`)."""
+
+    worker: WorkerHost
+    jobs: JobStore
+    capacity: int
+
+    @property
+    def stopping(self) -> bool: ...
+
+    @property
+    def running(self) -> int: ...
+
+    def candidates(self) -> list[Candidate]: ...
+
+    def run_one(self, claim: Claim, after: Callable[[], None]) -> None: ...
 
 log = logging.getLogger("iii.worker")
 
@@ -101,9 +119,9 @@ class AmqpJobConsumer:
     def _sync(self, consumer: Consumer) -> None:
         """Consume the RabbitMQ queue of every standard (queue, function) this worker serves."""
         added = False
-        for name, fid, _cap, fifo in self.runner.candidates():
-            q = job_queue(self.settings, name, fid)
-            if fifo or q.name in self._consuming:
+        for c in self.runner.candidates():
+            q = job_queue(self.settings, c.queue, c.function_id)
+            if c.fifo or q.name in self._consuming:
                 continue
             consumer.add_queue(q)
             self._consuming.add(q.name)
@@ -116,13 +134,11 @@ class AmqpJobConsumer:
         name = queue_of(delivery.get("routing_key", ""))
         body = message.body.decode("utf-8", "replace") if isinstance(message.body, bytes) \
             else message.body
-        raw = json.dumps({
-            "body": body, "content-encoding": "utf-8", "content-type": message.content_type,
-            "headers": message.headers or {},
-            "properties": {"correlation_id": message.properties.get("correlation_id"),
-                           "delivery_info": {"exchange": delivery.get("exchange"),
-                                             "routing_key": delivery.get("routing_key")}},
-        }, separators=(",", ":"))
+        raw = envelope.encode(body, exchange=delivery.get("exchange") or "",
+                              routing_key=delivery.get("routing_key") or "",
+                              headers=message.headers or {},
+                              correlation_id=message.properties.get("correlation_id"),
+                              delivery_mode=2, base64_body=False)
         fid, data = "?", None
         try:
             data = json.loads(body)
@@ -143,7 +159,7 @@ class AmqpJobConsumer:
         tag, raw, name, fid, cap, message = job
         if not self.runner.jobs.acquire(self.runner.worker.worker_id, tag, name, fid, cap, raw):
             return False
-        self.runner.run_one((tag, raw, name), lambda: self._acks.put(message))
+        self.runner.run_one(Claim(tag, raw, name), lambda: self._acks.put(message))
         return True
 
     def _retry_waiting(self) -> None:

@@ -2,6 +2,7 @@
 while no engine runs.
 
     iii-broker queues
+    iii-broker queues purge durable:orders:billing::charge --yes
     iii-broker dlq list payment --limit 20
     iii-broker dlq show payment 3f2a...
     iii-broker dlq redrive payment            # every dead letter of the queue
@@ -16,15 +17,24 @@ import datetime
 import json
 from typing import Any
 
-from ..settings import Settings
-from ..store import connect_store
-from .store import JobStore
+from ...console import fail, print_table
+from ...queues.amqp import AmqpJobs
+from ...queues.store import JobStore
+from ...registry import Registry
+from ...settings import Settings
+from ...store import connect_store
+from .topics import with_orphans
 
 
 def add_parsers(sub: Any) -> None:
     p = sub.add_parser("queues", help="named queues and topic subscribers: depth, in flight, "
-                       "delayed retries, dead letters")
+                       "delayed retries, dead letters; purge one")
     p.add_argument("--json", action="store_true", help="print the raw JSON")
+    actions = p.add_subparsers(dest="queues_command", metavar="ACTION")
+    q = actions.add_parser("purge", help="drop the jobs waiting in a queue (and its delayed "
+                           "retries); prints how many")
+    q.add_argument("queue")
+    q.add_argument("--yes", action="store_true", help="really drop them (required)")
 
     p = sub.add_parser("dlq", help="dead letters: list, show, redrive, discard")
     dlq = p.add_subparsers(dest="dlq_command", required=True, metavar="ACTION")
@@ -46,20 +56,24 @@ def add_parsers(sub: Any) -> None:
 
 
 def run(settings: Settings, args: argparse.Namespace) -> int:
-    from ..cli import fail, print_table
     store = connect_store(settings)
     try:
-        jobs = JobStore(store, settings.namespace)
+        jobs = JobStore(store, settings.namespace,
+                        AmqpJobs(settings) if settings.uses_amqp else None)
+        registry = Registry(store, settings.namespace)
+        if args.command == "queues" and args.queues_command == "purge":
+            return _purge(jobs, registry, args.queue, args.yes)
         if args.command == "queues":
-            queues = jobs.overview()
+            queues = with_orphans(registry, jobs)
             if args.json:
                 print(json.dumps({"queues": queues}, indent=2))
                 return 0
             print_table(["QUEUE", "TYPE", "DEPTH", "IN FLIGHT", "DELAYED", "DEAD", "CAP",
-                         "RETRIES", "COMPLETED"],
+                         "RETRIES", "COMPLETED", "STATUS"],
                         [[q["queue"], q["type"], str(q["depth"]), str(q["in_flight"]),
                           str(q["delayed"]), str(q["dead"]), str(q["concurrency"]),
-                          str(q["max_retries"]), str(q.get("completed", 0))] for q in queues])
+                          str(q["max_retries"]), str(q.get("completed", 0)),
+                          "orphaned" if q["orphaned"] else ""] for q in queues])
             return 0
         queue = args.queue
         if args.dlq_command == "list":
@@ -94,6 +108,20 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
         return 1 if missing else 0
     finally:
         store.close()
+
+
+def _purge(jobs: JobStore, registry: Registry, queue: str, yes: bool) -> int:
+    known = {q["queue"]: q for q in with_orphans(registry, jobs)}
+    if queue not in known:
+        return fail(f"no queue {queue!r}; queues: {', '.join(sorted(known))}", 1)
+    if not yes:
+        return fail(f"purging drops the {known[queue]['depth']} job(s) waiting in {queue!r} "
+                    "for good: add --yes to do it", 2)
+    dropped = jobs.purge(queue)
+    if known[queue]["orphaned"] and not jobs.stats(queue)["in_flight"]:
+        jobs.forget_queue(queue)  # nothing will ever fill it again
+    print(f"purged {dropped} job(s) from {queue}")
+    return 0
 
 
 def _when(ms: Any) -> str:

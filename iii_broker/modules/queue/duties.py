@@ -11,24 +11,20 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any
 
-from ..errors import (
-    EnqueueError,
-    FunctionNotFound,
-    InvocationFailed,
+from ...errors import (
     InvocationStopped,
-    InvocationTimeout,
     PayloadError,
 )
-from ..message import Invocation, now_ms
-from ..modules.queue import QueueModule
-from ..queues.amqp import AmqpJobs
-from ..queues.config import QueueConfig, topic_queue_name
-from ..queues.store import JobStore, Outcome, failure_outcome, parse_job
-from ..transport import uses_amqp
-from ..worker.jobs import subscriber_queue
+from ...message import Invocation, now_ms
+from ...queues.amqp import AmqpJobs
+from ...queues.config import QueueConfig, topic_queue_name
+from ...queues.store import JobStore, Outcome, Settle, failure_outcome, parse_job
+from ..base import Builtin, required, topic_and_data
+from .topics import SUBSCRIBER, subscriber_queue, with_orphans
 
 if TYPE_CHECKING:
-    from .service import Engine
+    from ..hosts import EngineHost
+    from . import QueueModule
 
 log = logging.getLogger("iii.engine")
 
@@ -38,28 +34,22 @@ PROMOTE_INTERVAL_S = 0.05
 class QueueDuties:
     """Queue settings, retries and dead letters for one engine."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: EngineHost, module: QueueModule) -> None:
         self.engine = engine
         self.registry = engine.registry
         self.jobs = JobStore(self.registry.r, engine.settings.namespace,
-                             AmqpJobs(engine.settings) if uses_amqp(engine.settings) else None)
-        module = engine.config.module("queue")
-        self.enabled = module is not None
+                             AmqpJobs(engine.settings) if engine.settings.uses_amqp else None)
         self._missing: dict[str, float] = {}  # job holder -> when it was first seen gone
-        self.idempotency_ttl_s = int(module.config.get("idempotency_ttl_s", 86_400)) \
-            if module is not None else 86_400
-        self.named: dict[str, QueueConfig] = (
-            module.queues() if isinstance(module, QueueModule) else {})
+        self.idempotency_ttl_s = int(module.config.get("idempotency_ttl_s", 86_400))
+        self.named: dict[str, QueueConfig] = module.queues()
 
     def publish_settings(self) -> None:
         """Write the settings file's queues to ``NS:queues`` for callers and workers."""
-        if self.enabled:
-            self.jobs.publish_configs(self.named.values(), replace_named=True)
+        self.jobs.publish_configs(self.named.values(), replace_named=True)
 
     def register_subscribers(self, triggers: list[dict[str, Any]]) -> None:
         """Record the queue of each ``durable:subscriber`` trigger being registered."""
-        configs = [subscriber_queue(t["config"], t["function_id"])
-                   for t in triggers if t["type"] == "durable:subscriber"]
+        configs = [subscriber_queue(t["config"], t["function_id"]) for t in triggers]
         if configs:
             self.jobs.publish_configs(configs)
 
@@ -93,7 +83,7 @@ class QueueDuties:
             configs = self.jobs.configs()
             for tag, (head, raw) in held.items():
                 if head.get("amqp"):  # RabbitMQ redelivers it itself; free its cap slot
-                    outcomes.append(("release", tag, "", ""))
+                    outcomes.append(Outcome.release(tag))
                     continue
                 config = configs.get(head["q"]) or QueueConfig(head["q"])
                 try:
@@ -108,15 +98,14 @@ class QueueDuties:
             if outcomes:
                 self.jobs.cycle(worker_id, outcomes, 0, [])
                 log.warning("worker %s is gone holding %d job(s): %d retried, %d dead-lettered",
-                            worker_id, len(outcomes), sum(o[0] == "retry" for o in outcomes),
-                            sum(o[0] == "dead" for o in outcomes))
+                            worker_id, len(outcomes), sum(o.kind is Settle.RETRY for o in outcomes),
+                            sum(o.kind is Settle.DEAD for o in outcomes))
             self.jobs.forget_holder(worker_id)
 
     # -- built-in functions ---------------------------------------------------------
 
-    def define_builtins(self) -> None:
-        for function_id, handler, description in (
-            ("publish", self.publish, "Broadcast {topic, data} to every live subscriber"),
+    def builtins(self) -> list[Builtin]:
+        return [Builtin(function_id, handler, description) for function_id, handler, description in (
             ("iii::durable::publish", self.durable_publish,
              "A durable copy of {topic, data} for every subscribed function"),
             ("iii::queue::redrive", self.redrive, "Put every dead letter of {queue} back on it"),
@@ -131,46 +120,18 @@ class QueueDuties:
             ("engine::queue::topic_stats", self.topic_stats, "Per-subscriber queue stats of {topic}"),
             ("engine::queue::list", self.list_queues,
              "Every queue with depth, in flight, delayed and dead counts"),
-        ):
-            self.engine.app.register_function(function_id, handler, description=description)
+        )]
 
     def _subscribers(self, trigger_type: str, topic: str, *, active_only: bool) -> list[dict[str, Any]]:
         return [t for t in self.registry.triggers()
                 if t["type"] == trigger_type and t["config"].get("topic") == topic
                 and (t["active"] or not active_only)]
 
-    def publish(self, payload: Any) -> dict[str, Any]:
-        topic, data = _topic_and_data(payload)
-        key = payload.get("idempotency_key")
-        if key is not None:
-            if not isinstance(key, str) or not key:
-                raise EnqueueError("idempotency_key must be a non-empty string")
-            fresh = self.registry.r.set(f"{self.jobs.ns}:topic:{topic}:live-idem:{key}", "1",
-                                        nx=True, px=self.idempotency_ttl_s * 1000)
-            if not fresh:
-                return {"topic": topic, "subscribers": [], "duplicate": True}
-        subscribers = self._subscribers("subscribe", topic, active_only=True)
-        caller = self.engine.app.caller
-        from ..client import Void
-        sent = []
-        for t in {t["function_id"]: t for t in subscribers}.values():
-            condition = t["config"].get("condition_function_id")
-            try:  # one subscriber's trouble (its condition failed, it just went away) is its own
-                if condition and not caller.call(condition, data):
-                    continue
-                caller.call(t["function_id"], data, action=Void)
-            except (InvocationFailed, InvocationStopped, InvocationTimeout, FunctionNotFound) as exc:
-                log.warning("publish to %r: subscriber %s skipped: %s", topic, t["function_id"],
-                            exc.message)
-                continue
-            sent.append(t["function_id"])
-        return {"topic": topic, "subscribers": sorted(sent)}
-
     def durable_publish(self, payload: Any) -> dict[str, Any]:
-        topic, data = _topic_and_data(payload)
+        topic, data = topic_and_data(payload)
         key = payload.get("idempotency_key")
         subscribers = {t["function_id"]: t for t in
-                       self._subscribers("durable:subscriber", topic, active_only=False)}
+                       self._subscribers(SUBSCRIBER, topic, active_only=False)}
         inv = Invocation("", data)
         if not subscribers:
             return {"messageReceiptId": inv.invocation_id, "subscribers": []}
@@ -187,11 +148,11 @@ class QueueDuties:
         return out if stored else {**out, "duplicate": True}
 
     def redrive(self, payload: Any) -> dict[str, Any]:
-        queue = _required(payload, "queue")
+        queue = required(payload, "queue")
         return {"queue": queue, "redriven": len(self.jobs.redrive(queue))}
 
     def redrive_message(self, payload: Any) -> dict[str, Any]:
-        queue, message_id = _required(payload, "queue"), _required(payload, "message_id")
+        queue, message_id = required(payload, "queue"), required(payload, "message_id")
         if not self.jobs.redrive(queue, [message_id]):
             if self.jobs.dead_letter(queue, message_id) is not None:
                 raise ValueError(f"dead letter {message_id!r} on queue {queue!r} cannot be "
@@ -201,7 +162,7 @@ class QueueDuties:
         return {"queue": queue, "message_id": message_id, "redriven": True}
 
     def discard_message(self, payload: Any) -> dict[str, Any]:
-        queue, message_id = _required(payload, "queue"), _required(payload, "message_id")
+        queue, message_id = required(payload, "queue"), required(payload, "message_id")
         if not self.jobs.discard(queue, message_id):
             raise LookupError(self.jobs.missing_letter(queue, message_id))
         return {"queue": queue, "message_id": message_id, "discarded": True}
@@ -212,7 +173,7 @@ class QueueDuties:
         if payload.get("topic"):
             queues = [q for q, c in self.jobs.configs().items() if c.topic == payload["topic"]]
         else:
-            queues = [_required(payload, "queue", "queue or topic")]
+            queues = [required(payload, "queue", "queue or topic")]
         messages, total = [], 0
         for q in sorted(queues):
             found, count = self.jobs.dead_letters(q, limit=offset + limit)
@@ -232,31 +193,18 @@ class QueueDuties:
     def list_topics(self, _payload: Any = None) -> dict[str, Any]:
         topics: dict[str, set[str]] = {}
         for t in self.registry.triggers():
-            if t["type"] == "durable:subscriber":
+            if t["type"] == SUBSCRIBER:
                 topics.setdefault(t["config"]["topic"], set()).add(t["function_id"])
         return {"topics": [{"topic": name, "subscribers": sorted(fids)}
                            for name, fids in sorted(topics.items())]}
 
     def topic_stats(self, payload: Any) -> dict[str, Any]:
-        topic = _required(payload, "topic")
+        topic = required(payload, "topic")
         prefix = topic_queue_name(topic, "")
         subs = [self.jobs.stats(name) | {"function_id": name[len(prefix):]}
                 for name, c in sorted(self.jobs.configs().items()) if c.topic == topic]
         return {"topic": topic, "subscribers": subs}
 
     def list_queues(self, _payload: Any = None) -> dict[str, Any]:
-        return {"queues": self.jobs.overview()}
+        return {"queues": with_orphans(self.registry, self.jobs)}
 
-
-def _required(payload: Any, key: str, what: str | None = None) -> str:
-    value = payload.get(key) if isinstance(payload, dict) else None
-    if not isinstance(value, str) or not value:
-        raise ValueError(f"payload needs {what or key!r} (a non-empty string)")
-    return value
-
-
-def _topic_and_data(payload: Any) -> tuple[str, Any]:
-    topic = _required(payload, "topic")
-    if "data" not in payload:
-        raise EnqueueError(f"publish to {topic!r} needs 'data' (the message)")
-    return topic, payload["data"]

@@ -16,17 +16,18 @@ import threading
 import time
 import traceback
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from ..errors import IIIError, InvocationFailed, InvocationStopped, PayloadError
-from ..message import now_ms
-from ..queues.config import QueueConfig, topic_queue_name
-from ..queues.store import Claim, JobStore, Outcome, failure_outcome, parse_job
-from ..tracing import SpanContext
-from ..transport import uses_amqp
+from ...errors import IIIError, InvocationFailed, InvocationStopped, PayloadError
+from ...message import now_ms
+from ...queues.config import QueueConfig, topic_queue_name
+from ...queues.store import Candidate, Claim, JobStore, Outcome, Settle, failure_outcome, parse_job
+from ...tracing import SpanContext
+from .amqp_jobs import AmqpJobConsumer
+from .topics import SUBSCRIBER, subscriber_queue
 
 if TYPE_CHECKING:
-    from .runtime import Worker
+    from ..hosts import WorkerHost
 
 log = logging.getLogger("iii.worker")
 
@@ -36,11 +37,11 @@ _IDLE_WAIT_S = 1.0
 
 
 class JobRunner:
-    """Runs a worker's share of durable jobs."""
+    """Runs a worker's share of durable jobs (the queue module's service in a worker)."""
 
-    def __init__(self, worker: Worker) -> None:
+    def __init__(self, worker: WorkerHost) -> None:
         self.worker = worker
-        self.amqp = uses_amqp(worker.settings)
+        self.amqp = worker.settings.uses_amqp
         """RabbitMQ holds standard queues' jobs (consumed by AmqpJobConsumer); FIFO ones and
         every job on a Redis broker are claimed from Redis here."""
         self.jobs = JobStore(worker.store, worker.settings.namespace)
@@ -50,7 +51,7 @@ class JobRunner:
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
         self._amqp_thread: threading.Thread | None = None
-        self._candidates: list[tuple[str, str, int, bool]] = []
+        self._candidates: list[Candidate] = []
         self._candidates_at = 0.0
         self._conditions: dict[str, str] = {}  # topic queue -> its trigger's condition function
 
@@ -58,7 +59,6 @@ class JobRunner:
         self._thread = threading.Thread(target=self._fetch_loop, name="iii-jobs", daemon=True)
         self._thread.start()
         if self.amqp:
-            from .amqp_jobs import AmqpJobConsumer
             self._amqp_thread = threading.Thread(target=AmqpJobConsumer(self).run,
                                                  name="iii-amqp-jobs", daemon=True)
             self._amqp_thread.start()
@@ -84,6 +84,8 @@ class JobRunner:
             left = self._running
         if self._amqp_thread is not None and not left:
             self._amqp_thread.join(5)  # it acks the last jobs to RabbitMQ, then closes
+        if self._thread is not None and not left:
+            self._thread.join(_IDLE_WAIT_S + 1)  # it may be in one wait for work
         return left
 
     @property
@@ -92,30 +94,30 @@ class JobRunner:
 
     # -- claiming -------------------------------------------------------------------
 
-    def candidates(self) -> list[tuple[str, str, int, bool]]:
-        """(queue, function, cap, fifo) for every queue this worker may take jobs from."""
+    def candidates(self) -> list[Candidate]:
+        """Every queue this worker may take jobs from, with the function it takes them for."""
         now = time.monotonic()
         if now - self._candidates_at < _CANDIDATES_TTL_S:
             return self._candidates
         configs = self.jobs.configs()
-        functions = list(self.worker.app.functions)
-        out = [(q.name, fid, q.concurrency, q.fifo)
+        functions = list(self.worker.functions)
+        out = [Candidate(q.name, fid, q.concurrency, q.fifo)
                for q in configs.values() if q.topic is None for fid in functions]
-        for tdef in self.worker.app.triggers:
-            if tdef.type == "durable:subscriber":
+        for tdef in self.worker.triggers:
+            if tdef.type == SUBSCRIBER:
                 name = topic_queue_name(tdef.config["topic"], tdef.function_id)
                 q = configs.get(name) or subscriber_queue(tdef.config, tdef.function_id)
-                out.append((name, tdef.function_id, q.concurrency, q.fifo))
+                out.append(Candidate(name, tdef.function_id, q.concurrency, q.fifo))
                 if tdef.config.get("condition_function_id"):
                     self._conditions[name] = tdef.config["condition_function_id"]
         random.shuffle(out)  # workers with many queues don't all favour the same one
         self._candidates, self._candidates_at = out, now
         return out
 
-    def redis_candidates(self) -> list[tuple[str, str, int, bool]]:
+    def redis_candidates(self) -> list[Candidate]:
         """The candidates claimed from Redis: all of them, or only FIFO ones on RabbitMQ."""
         candidates = self.candidates()
-        return [c for c in candidates if c[3]] if self.amqp else candidates
+        return [c for c in candidates if c.fifo] if self.amqp else candidates
 
     def run_one(self, claim: Claim, after: Callable[[], None]) -> None:
         """Run a job claimed elsewhere (RabbitMQ), settle it, then call ``after``."""
@@ -130,10 +132,9 @@ class JobRunner:
                 with self._room:
                     self._running -= 1
                     self._room.notify_all()
-        self.worker._pool.submit(job)
+        self.worker.submit(job)
 
     def _fetch_loop(self) -> None:
-        functions = list(self.worker.app.functions)
         while not self._stopping.is_set():
             with self._room:
                 while self._running >= self.capacity and not self._stopping.is_set():
@@ -146,8 +147,11 @@ class JobRunner:
                                                  self.redis_candidates())
                 for claim in claims:
                     self._start(claim)
-                if not claims:
+                functions = list(self.worker.functions)  # what it serves now (unregister())
+                if not claims and functions:
                     self.jobs.wait_for_work(functions, _CAPPED_POLL_S if capped else _IDLE_WAIT_S)
+                elif not claims:
+                    self._stopping.wait(_IDLE_WAIT_S)
             except Exception as exc:  # noqa: BLE001 - Redis blips: try again shortly
                 log.warning("claiming jobs failed: %s", exc)
                 self._stopping.wait(0.5)
@@ -155,7 +159,7 @@ class JobRunner:
     def _start(self, claim: Claim) -> None:
         with self._room:
             self._running += 1
-        self.worker._pool.submit(self._run_chain, claim)
+        self.worker.submit(self._run_chain, claim)
 
     def _run_chain(self, claim: Claim | None) -> None:
         """Run a job, settle it and take the next one in one round trip, until none is left."""
@@ -177,17 +181,17 @@ class JobRunner:
                                                   self.redis_candidates() if want else [])
                 return claims[0] if claims else None
             except Exception as exc:  # noqa: BLE001 - keep the outcome until Redis is back
-                if self.worker._hard_stop.is_set():
-                    log.error("could not settle job %s (%s); it will be run again", outcome[1], exc)
+                if self.worker.hard_stopping:
+                    log.error("could not settle job %s (%s); it will be run again", outcome.tag, exc)
                     return None
-                log.warning("settling job %s failed (%s); retrying in %.1fs", outcome[1], exc, delay)
+                log.warning("settling job %s failed (%s); retrying in %.1fs", outcome.tag, exc, delay)
                 time.sleep(delay)
                 delay = min(delay * 2, 5.0)
 
     # -- running --------------------------------------------------------------------
 
     def _run(self, claim: Claim) -> Outcome:
-        tag, raw, queue = claim
+        tag, raw, queue = claim.tag, claim.raw, claim.queue
         config = self.jobs.configs().get(queue) or QueueConfig(queue)
         started = now_ms()
         try:
@@ -202,20 +206,20 @@ class JobRunner:
             return failure_outcome(config, tag, raw, job, InvocationStopped(
                 f"its worker stopped while running it, on its last attempt ({config.max_attempts})",
                 function_id=inv.function_id, invocation_id=inv.invocation_id), started)
-        fdef = self.worker.app.functions.get(inv.function_id)
+        fdef = self.worker.functions.get(inv.function_id)
         if fdef is None:  # kept whole, so it can be redriven once a worker has the function
             return failure_outcome(config, tag, raw, job, InvocationFailed(
-                f"no handler for {inv.function_id!r} in app {self.worker.app.name!r}",
+                f"no handler for {inv.function_id!r} in app {self.worker.app_name!r}",
                 function_id=inv.function_id, invocation_id=inv.invocation_id), started,
                 final=True)
         span = SpanContext.parse(job.headers.get("traceparent"))
         span = span.child() if span else SpanContext.new_root()
         try:
             condition = self._conditions.get(queue)
-            if condition and not self.worker.app.trigger(condition, inv.payload):
+            if condition and not self.worker.call(condition, inv.payload):
                 log.debug("job %s of %s skipped: %s said no", inv.invocation_id, inv.function_id,
                           condition)
-                return ("ok", tag, "", "")
+                return Outcome.done(tag)
             self.worker.invoke(fdef, inv, span)
         except BaseException as exc:  # noqa: BLE001 - every failure is a retry or a dead letter
             message = f"{exc.code}: {exc.message}" if isinstance(exc, IIIError) \
@@ -224,7 +228,7 @@ class JobRunner:
                                      function_id=inv.function_id, invocation_id=inv.invocation_id,
                                      stacktrace="".join(traceback.format_exception(exc)))
             outcome = failure_outcome(config, tag, raw, job, error, started)
-            if outcome[0] == "retry":
+            if outcome.kind is Settle.RETRY:
                 log.warning("job %s of %s failed on attempt %d of %d (%s); retrying in %d ms",
                             inv.invocation_id, inv.function_id, inv.attempt, config.max_attempts,
                             error.message, config.backoff_for(inv.attempt))
@@ -232,11 +236,5 @@ class JobRunner:
                 log.error("job %s of %s failed on its last attempt (%d): dead-lettered on %s",
                           inv.invocation_id, inv.function_id, inv.attempt, queue, exc_info=exc)
             return outcome
-        return ("ok", tag, "", "")
+        return Outcome.done(tag)
 
-
-def subscriber_queue(config: dict[str, Any], function_id: str) -> QueueConfig:
-    """The queue settings of a ``durable:subscriber`` trigger (its ``queue_config``)."""
-    name = topic_queue_name(config["topic"], function_id)
-    return QueueConfig.from_table(name, config.get("queue_config") or {},
-                                  where=f"queue_config of {function_id!r}", topic=config["topic"])

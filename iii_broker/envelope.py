@@ -1,0 +1,97 @@
+"""Kombu's Redis message envelope: the one encoder and the one decoder.
+
+On a Redis broker Kombu keeps each message as a JSON envelope on a list: ``body`` (base64
+when ``properties.body_encoding`` says so), ``content-type``, ``content-encoding``,
+``headers`` and ``properties`` (``delivery_info {exchange, routing_key}``,
+``delivery_tag``, ``reply_to``, ``correlation_id``, ...). iii-broker writes that format
+itself where it skips Kombu's producer (replies and calls pushed straight onto a known
+queue, durable jobs claimed by script) and reads it where it skips Kombu's consumer (reply
+queues, claimed jobs); everything else goes through Kombu, which reads and writes the
+same thing. Job messages keep their body as plain JSON so that they read as such in Redis.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from .errors import PayloadError
+from .message import CONTENT_TYPE
+
+_COMPACT = (",", ":")
+
+
+@dataclass(frozen=True)
+class Envelope:
+    """A decoded envelope: the body as text, and what travels with it."""
+
+    body: str
+    content_type: str | None
+    headers: dict[str, Any]
+    properties: dict[str, Any]
+
+
+def encode(body: str, *, exchange: str, routing_key: str,
+           headers: dict[str, Any] | None = None, reply_to: str | None = None,
+           correlation_id: str | None = None, delivery_mode: int = 1,
+           delivery_tag: str | None = None, base64_body: bool = True) -> str:
+    """The envelope of a JSON ``body``, as Kombu's ``Producer.publish`` writes it (priority 0).
+    ``base64_body=False`` leaves the body readable (durable jobs)."""
+    properties: dict[str, Any] = {
+        "delivery_mode": delivery_mode, "priority": 0,
+        "delivery_info": {"exchange": exchange, "routing_key": routing_key},
+        "delivery_tag": delivery_tag or str(uuid.uuid4()),
+    }
+    if reply_to is not None:
+        properties["reply_to"] = reply_to
+    if correlation_id is not None:
+        properties["correlation_id"] = correlation_id
+    if base64_body:
+        properties["body_encoding"] = "base64"
+        body = base64.b64encode(body.encode("utf-8")).decode("ascii")
+    return json.dumps({"body": body, "content-encoding": "utf-8", "content-type": CONTENT_TYPE,
+                       "headers": headers or {}, "properties": properties},
+                      separators=_COMPACT)
+
+
+def check(payload: Any) -> None:
+    """Raise ValueError unless ``payload`` (a parsed item) has the shape of an envelope."""
+    if not isinstance(payload, dict):
+        raise ValueError(f"a JSON {type(payload).__name__}, not a Kombu message envelope")
+    props = payload.get("properties")
+    if not isinstance(props, dict) or not isinstance(props.get("delivery_info"), dict) \
+            or "delivery_tag" not in props or "body" not in payload:
+        raise ValueError("a JSON object without Kombu's body/properties/delivery_info")
+
+
+def decode(raw: str | bytes) -> Envelope:
+    """Parse an envelope; raises :class:`PayloadError` naming what is wrong with it."""
+    try:
+        data = json.loads(raw)
+    except ValueError as exc:
+        raise PayloadError(f"not JSON: {exc}") from None
+    if not isinstance(data, dict) or "body" not in data:
+        raise PayloadError("not a Kombu message envelope")
+    headers = data.get("headers") or {}
+    properties = data.get("properties") or {}
+    body = data["body"]
+    if not isinstance(body, str) or not isinstance(headers, dict) \
+            or not isinstance(properties, dict):
+        raise PayloadError("the envelope's body must be a string, and its headers and "
+                           "properties objects")
+    if properties.get("body_encoding") == "base64":
+        try:
+            body = base64.b64decode(body, validate=True).decode("utf-8")
+        except ValueError as exc:  # binascii.Error and UnicodeDecodeError are ValueErrors
+            raise PayloadError(f"the envelope's base64 body cannot be read: {exc}") from None
+    return Envelope(body, data.get("content-type"), headers, properties)
+
+
+def with_body(raw: str, body: str) -> str:
+    """The same (plain-bodied) envelope with another body."""
+    data = json.loads(raw)
+    data["body"] = body
+    return json.dumps(data, separators=_COMPACT)
