@@ -4,7 +4,10 @@
     iii-broker web
     iii-broker trigger math::add '{"a": 2, "b": 3}'
     iii-broker functions | workers | triggers
+    iii-broker triggers add http reports::daily '{"api_path": "/reports", "http_method": "GET"}'
+    iii-broker triggers remove TRIGGER_ID
     iii-broker queues
+    iii-broker queues purge QUEUE --yes
     iii-broker dlq list payment | show payment ID | redrive payment [ID] | discard payment ID
     iii-broker up -A examples.quickstart
 """
