@@ -246,3 +246,84 @@ class RedisTransport(kombu_redis.Transport):
     """Kombu's Redis transport with :class:`_RedisChannel`."""
 
     Channel = _RedisChannel
+
+
+class RedisFetcher:
+    """Pops the messages of some Kombu Redis queues straight off their lists.
+
+    What Kombu's poller does for a consumer of a virtual channel, minus the poller: one
+    blocking command on its own connection returns up to ``count`` messages (``BLMPOP``;
+    ``BRPOP``, one message, on a Redis older than 7), each turned into the channel's own
+    :class:`~kombu.transport.virtual.Message` and registered with its QoS, so acks,
+    rejects, in-flight records and the hand-back of unacked messages on close are
+    Kombu's (and :class:`RedisQoS`'s) as before. Keys are read in Kombu's order (each
+    priority step across all queues, highest first) and the queue a message came from
+    goes to the back, as Kombu's round-robin cycle does. Raises ``redis.RedisError``.
+    """
+
+    def __init__(self, channel: Any, queues: list[str], url: str,
+                 on_message: Callable[[Any], None],
+                 on_undecodable: Callable[[str, bytes, Exception], None]) -> None:
+        import redis
+
+        self.channel = channel
+        self.queues = list(queues)
+        self.on_message = on_message
+        self.on_undecodable = on_undecodable
+        self.client = redis.Redis.from_url(url, single_connection_client=True,
+                                           socket_connect_timeout=5)
+        self._blmpop = True
+        self._keys: list[str] = []
+        self._reset_keys()
+
+    def _reset_keys(self) -> None:
+        ch = self.channel
+        self._keys = [ch._q_for_pri(q, pri) for pri in ch.priority_steps for q in self.queues]
+
+    def fetch(self, timeout: float, count: int) -> int:
+        """Wait up to ``timeout`` seconds for messages; hand over at most ``count``."""
+        import redis
+
+        keys = self._keys
+        timeout = round(max(timeout, 0.001), 3)  # 0 would block forever
+        items: list[bytes]
+        if self._blmpop and count > 1:
+            try:
+                res = self.client.execute_command("BLMPOP", timeout, len(keys), *keys,
+                                                  "RIGHT", "COUNT", count)
+            except redis.ResponseError as exc:
+                if "unknown command" not in str(exc).lower():
+                    raise
+                self._blmpop = False  # Redis < 7
+                return 0
+            if not res:
+                return 0
+            dest_key, items = res[0], res[1]
+        else:
+            res = self.client.brpop(keys, timeout=timeout)
+            if not res:
+                return 0
+            dest_key, items = res[0], [res[1]]
+        dest = bytes_to_str(dest_key).rsplit(self.channel.sep, 1)[0]
+        if len(self.queues) > 1 and dest in self.queues:  # round robin, as Kombu's cycle
+            self.queues.remove(dest)
+            self.queues.append(dest)
+            self._reset_keys()
+        channel = self.channel
+        for item in items:
+            try:
+                payload = kombu_loads(bytes_to_str(item))
+                _check_envelope(payload)
+            except Exception as exc:  # noqa: BLE001 - whatever it is, it is not a message
+                self.on_undecodable(dest, item, exc)
+                continue
+            message = channel.Message(payload, channel=channel)
+            channel.qos.append(message, message.delivery_tag)
+            self.on_message(message)
+        return len(items)
+
+    def close(self) -> None:
+        try:
+            self.client.close()
+        except Exception:  # noqa: BLE001 - already broken
+            pass

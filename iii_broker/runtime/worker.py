@@ -37,6 +37,7 @@ from ..registry import Registry
 from ..settings import Settings
 from ..store import Keys, check_store, connect_store
 from ..tracing import SpanContext
+from ..redis_transport import RedisFetcher
 from ..transport import (
     Publisher,
     RedisQoS,
@@ -102,6 +103,7 @@ class Worker:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._consumer: Consumer | None = None
         self._qos: RedisQoS | None = None  # batches acks and in-flight records (Redis)
+        self._fetcher: RedisFetcher | None = None  # pops messages itself (redis:// brokers)
         self.started_at = now_ms()
         self.services: list[Service] = []
         self._consuming: set[str] = set()   # function ids whose queues the consumer reads
@@ -239,7 +241,14 @@ class Worker:
                 self._consumer = Consumer(channel, self._queues(), on_message=self._on_message,
                                           accept=["application/json"], auto_declare=True)
                 self._consumer.qos(prefetch_count=self.concurrency, apply_global=True)
-                self._consumer.consume()
+                if self._qos is not None and self.settings.broker_url.startswith("redis://"):
+                    # Same queues, messages and QoS; Kombu's poller is skipped.
+                    self._fetcher = RedisFetcher(
+                        channel, [q.name for q in self._consumer.queues],
+                        self.settings.broker_url, self._on_message,
+                        self.dead_letters.undecodable)
+                else:
+                    self._consumer.consume()
                 log.info("%s %s consuming %d function(s) at concurrency %d",
                          self.kind, self.worker_id, len(self.app.functions), self.concurrency)
                 backoff = 0.2
@@ -256,6 +265,9 @@ class Worker:
                 time.sleep(backoff)
                 backoff = min(backoff * 2, 5)
             finally:
+                if self._fetcher is not None:
+                    self._fetcher.close()
+                    self._fetcher = None
                 try:
                     conn.release()  # Kombu hands back anything prefetched and unacked
                 except Exception:  # noqa: BLE001
@@ -271,7 +283,8 @@ class Worker:
             due = self._qos.next_due_s() if self._qos is not None else None
             if due is not None:
                 timeout = min(timeout, due)
-            if len(self._in_flight) >= self.concurrency + self._blocked:
+            free = self.concurrency + self._blocked - len(self._in_flight)
+            if free <= 0:
                 # Full: nothing to fetch; wait for a handler to finish (or a record to be due).
                 self._process_done(block=True, timeout=_IDLE_POLL_S if due is None else timeout)
                 if self._qos is not None:
@@ -280,7 +293,10 @@ class Worker:
                 continue
             try:
                 try:
-                    conn.drain_events(timeout=timeout)
+                    if self._fetcher is not None:
+                        self._fetcher.fetch(timeout, free)
+                    else:
+                        conn.drain_events(timeout=timeout)
                 finally:
                     if self._qos is not None:
                         self._process_done(block=False)  # finished calls need no record
