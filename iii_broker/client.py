@@ -79,6 +79,8 @@ class _Pending:
     """Seconds left until the call's deadline, counted after publishing set-up."""
     timeout_ms: int
     """The timeout the caller gave, for the error message."""
+    slot: Any = None
+    """The reply list of its own the reply comes to (sync calls on redis://), else None."""
 
     def timeout_error(self) -> InvocationTimeout:
         return InvocationTimeout(
@@ -136,11 +138,14 @@ class Caller:
         """Invoke ``function_id``; see :meth:`iii_broker.App.trigger`."""
         if isinstance(action, Enqueue):
             return self.enqueue(function_id, payload, action, metadata)
-        pending = self._start_call(function_id, payload, action, timeout_ms, metadata)
+        pending = self._start_call(function_id, payload, action, timeout_ms, metadata, own=True)
         if pending is None:
             return None
         with self._waiting(pending):
             try:
+                if pending.slot is not None:
+                    return self.replies.wait_slot(pending.slot, pending.invocation_id,
+                                                  pending.wait_s)
                 return self.replies.wait(pending.future, pending.wait_s)
             except FutureTimeout:
                 raise pending.timeout_error() from None
@@ -175,14 +180,19 @@ class Caller:
         try:
             yield
         finally:
-            self.replies.forget(pending.invocation_id)
+            if pending.slot is not None:
+                self.replies.checkin(pending.slot)
+            else:
+                self.replies.forget(pending.invocation_id)
             if hook:
                 hook(-1)
 
     def _start_call(
         self, function_id: str, payload: Any, action: Any, timeout_ms: int | None,
-        metadata: dict[str, Any] | None,
+        metadata: dict[str, Any] | None, own: bool = False,
     ) -> _Pending | None:
+        """Publish the call; ``own``: a sync waiter that may read its reply from a list of
+        its own (:meth:`ReplyConsumer.checkout`)."""
         void = action is Void or isinstance(action, Void)
         if action is not None and not void:
             raise TypeError(f"action must be Void or Enqueue(...), not {action!r}")
@@ -201,19 +211,25 @@ class Caller:
             return None
         self.replies.start()
         assert inv.deadline is not None
+        slot = self.replies.checkout() if own else None
         pending = _Pending(
-            function_id, inv.invocation_id, self.replies.expect(inv.invocation_id),
+            function_id, inv.invocation_id,
+            self.replies.expect(inv.invocation_id) if slot is None else None,  # type: ignore[arg-type]
             wait_s=max((inv.deadline - now_ms()) / 1000, 0.001),
             timeout_ms=self.settings.default_timeout_ms if timeout_ms is None else int(timeout_ms),
+            slot=slot,
         )
         try:
             self.publisher.publish(
                 body, exchange=exchange, routing_key=function_id, declare=queue,
-                headers=headers, reply_to=self._reply_queue.name,
+                headers=headers, reply_to=self._reply_queue.name if slot is None else slot.name,
                 correlation_id=inv.invocation_id,
             )
         except BaseException:
-            self.replies.forget(inv.invocation_id)
+            if slot is not None:
+                self.replies.checkin(slot)
+            else:
+                self.replies.forget(inv.invocation_id)
             raise
         return pending
 

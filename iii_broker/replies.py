@@ -61,6 +61,11 @@ class ReplyConsumer:
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
         self._closed = False
+        # redis:// only: reply lists of their own for sync waiters, one call at a time each.
+        self.direct = settings.broker_url.startswith("redis://")  # as transport.connect decides
+        self._free_slots: deque[_RedisReplies] = deque()
+        self._slots: list[_RedisReplies] = []
+        self._slots_lock = threading.Lock()
 
     # -- lifecycle ----------------------------------------------------------------
 
@@ -91,8 +96,13 @@ class ReplyConsumer:
                 self._draining = True
         if idle:
             self._disconnect()
+        with self._slots_lock:
+            slots, self._slots = self._slots, []
+            self._free_slots.clear()
+        for slot in slots:
+            slot.release()
         try:
-            self.store.zrem(self.keys.clients, self.queue.name)
+            self.store.zrem(self.keys.clients, self.queue.name, *(s.name for s in slots))
         except RedisError:
             pass
 
@@ -107,6 +117,62 @@ class ReplyConsumer:
     def forget(self, invocation_id: str) -> None:
         """Stop waiting: a reply that still comes is dropped."""
         self._pending.pop(invocation_id, None)
+
+    def checkout(self) -> _RedisReplies | None:
+        """A reply list of its own for one sync call (``redis://`` brokers; else None).
+
+        Its waiter reads its reply with its own BRPOP, as a bare redis-py client would:
+        no drain role, no hand-off between threads. Give it back with :meth:`checkin`.
+        Raises :class:`BrokerUnavailable` when Redis does not answer.
+        """
+        if not self.direct:
+            return None
+        try:
+            return self._free_slots.pop()
+        except IndexError:
+            pass
+        with self._slots_lock:
+            name = f"{self.queue.name}.{len(self._slots) + 1}"
+            slot = _RedisReplies(self.settings, name, None)
+            self._slots.append(slot)
+        self._lease([name])  # reaped with the process's own queue when it goes away
+        return slot
+
+    def checkin(self, slot: _RedisReplies) -> None:
+        if not self._closed and slot.client is not None:
+            self._free_slots.append(slot)
+
+    def wait_slot(self, slot: _RedisReplies, invocation_id: str, timeout_s: float) -> Any:
+        """The result of ``invocation_id`` read from ``slot`` (its error raised); FutureTimeout
+        after ``timeout_s``. Older replies on the list (of calls that timed out) are dropped."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or self._stop.is_set():
+                raise FutureTimeout()
+            try:
+                body = slot.pop(min(remaining, _DRAIN_S))
+            except Exception as exc:  # noqa: BLE001 - reconnect whatever broke; or time out
+                log.warning("reply list %s lost its connection (%s); reconnecting", slot.name, exc)
+                self._stop.wait(min(_RECONNECT_S, max(deadline - time.monotonic(), 0)))
+                try:
+                    slot.reconnect()
+                except BrokerUnavailable:
+                    pass  # the next pop tries again, until the deadline
+                continue
+            if body is None:
+                continue
+            try:
+                inv_id, result, error = parse_reply(body)
+            except Exception:  # noqa: BLE001 - a reply we cannot read answers nobody
+                log.warning("dropped an unreadable reply: %r", body[:200])
+                continue
+            if inv_id != invocation_id:
+                log.debug("dropped a late reply for invocation %s", inv_id)
+                continue
+            if error is not None:
+                raise error
+            return result
 
     def wait(self, fut: Future[Any], timeout_s: float) -> Any:
         """The reply's result (or its error raised); FutureTimeout after ``timeout_s``."""
@@ -253,9 +319,12 @@ class ReplyConsumer:
 
     def _beat(self) -> None:
         """Renew this reply queue's lease (the engine reaps queues whose lease lapsed)."""
+        self._lease([self.queue.name, *(s.name for s in list(self._slots))])
+
+    def _lease(self, names: list[str]) -> None:
         expiry = now_ms() + int(self.settings.heartbeat_ttl_s * 1000 * 10)
         try:
-            self.store.zadd(self.keys.clients, {self.queue.name: expiry})
+            self.store.zadd(self.keys.clients, dict.fromkeys(names, expiry))
         except RedisError:
             pass
 
@@ -271,28 +340,49 @@ class _RedisReplies:
 
     def __init__(self, settings: Settings, queue: str, on_body: Any) -> None:
         sep = kombu_redis.Channel.sep
+        self.name = queue
         self.keys = [f"{queue}{sep}{p}" if p else queue for p in kombu_redis.PRIORITY_STEPS]
         self.on_body = on_body
-        self.client = redis.Redis.from_url(settings.broker_url, single_connection_client=True,
-                                           socket_connect_timeout=5)
-        try:
-            self.client.ping()
-        except redis.RedisError as exc:
-            self.client.close()
-            raise BrokerUnavailable(
-                f"cannot reach the broker at {mask_url(settings.broker_url)}: {exc}") from exc
+        self.settings = settings
+        self.client: redis.Redis | None = None
+        self.reconnect()
 
-    def drain_events(self, timeout: float) -> None:
-        """Read one reply if one comes within ``timeout`` seconds; raises ``redis.RedisError``."""
-        item = self.client.brpop(self.keys, timeout=timeout)
+    def reconnect(self) -> None:
+        """A fresh connection; raises :class:`BrokerUnavailable` when Redis does not answer."""
+        self.release()
+        client = redis.Redis.from_url(self.settings.broker_url, single_connection_client=True,
+                                      socket_connect_timeout=5)
+        try:
+            client.ping()
+        except redis.RedisError as exc:
+            client.close()
+            raise BrokerUnavailable(
+                f"cannot reach the broker at {mask_url(self.settings.broker_url)}: {exc}") from exc
+        self.client = client
+
+    def pop(self, timeout: float) -> bytes | None:
+        """The body of the next reply within ``timeout`` seconds, else None; raises
+        ``redis.RedisError`` (or BrokerUnavailable when not connected)."""
+        if self.client is None:
+            self.reconnect()
+            assert self.client is not None
+        item = self.client.brpop(self.keys, timeout=max(timeout, 0.001))
         if item is None:
-            return
+            return None
         try:
             body = envelope.decode(item[1]).body
         except PayloadError:  # not a Kombu message: it answers nobody
             log.warning("dropped an unreadable reply: %r", item[1][:200])
-            return
-        self.on_body(body)
+            return None
+        return body  # type: ignore[no-any-return]
+
+    def drain_events(self, timeout: float) -> None:
+        """Read one reply if one comes within ``timeout`` seconds; raises ``redis.RedisError``."""
+        body = self.pop(timeout)
+        if body is not None:
+            self.on_body(body)
 
     def release(self) -> None:
-        self.client.close()
+        client, self.client = self.client, None
+        if client is not None:
+            client.close()
