@@ -51,7 +51,7 @@ class RedisQoS(kombu_redis.QoS):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._pending: dict[str, tuple[str | None, str | None, float]] = {}
+        self._pending: dict[str, tuple[str | None, tuple[Any, str, str] | None, float]] = {}
         self._written: dict[str, tuple[bool, bool]] = {}   # tag -> (unacked, in-flight)
         self._volatile: dict[str, tuple[Any, str, str]] = {}
 
@@ -66,11 +66,8 @@ class RedisQoS(kombu_redis.QoS):
         route = None
         props = message.properties
         if self.inflight_key and props.get("reply_to"):
-            route = kombu_dumps({
-                "invocation_id": props.get("correlation_id"),
-                "correlation_id": props.get("correlation_id"),
-                "reply_to": props["reply_to"], "function_id": routing_key,
-            })
+            # Serialized only if written: most calls finish before their record is due.
+            route = (props.get("correlation_id"), props["reply_to"], routing_key)
         if raw is not None or route is not None:
             self._pending[delivery_tag] = (raw, route, time.monotonic())
         virtual.QoS.append(self, message, delivery_tag)
@@ -87,16 +84,30 @@ class RedisQoS(kombu_redis.QoS):
         if not tags:
             return
         wall = time.time()
-        with self.pipe_or_acquire() as pipe:
-            for tag in tags:
-                raw, route, _at = self._pending.pop(tag)
+        records = [(tag, *self._pending.pop(tag)[:2]) for tag in tags]
+        # In-flight records alone need no MULTI/EXEC: each HSET stands on its own.
+        transaction = any(raw is not None for _tag, raw, _route in records)
+        with self._pipe(transaction) as pipe:
+            for tag, raw, route in records:
                 if raw is not None:
                     pipe.zadd(self.unacked_index_key, {tag: wall})
                     pipe.hset(self.unacked_key, tag, raw)
                 if route is not None:
-                    pipe.hset(self.inflight_key, tag, route)
+                    invocation_id, reply_to, function_id = route
+                    pipe.hset(self.inflight_key, tag, kombu_dumps({
+                        "invocation_id": invocation_id, "correlation_id": invocation_id,
+                        "reply_to": reply_to, "function_id": function_id}))
                 self._written[tag] = (raw is not None, route is not None)
             pipe.execute()
+
+    @contextmanager
+    def _pipe(self, transaction: bool) -> Iterator[Any]:
+        if transaction:
+            with self.pipe_or_acquire() as pipe:
+                yield pipe
+            return
+        with self.channel.conn_or_acquire() as client:
+            yield client.pipeline(transaction=False)
 
     def next_due_s(self) -> float | None:
         """Seconds until the oldest buffered record is due, or None when none is buffered."""
@@ -114,7 +125,7 @@ class RedisQoS(kombu_redis.QoS):
         self.flush(due_only=True)
         written = [(tag, self._written.pop(tag, (False, False))) for tag in delivery_tags]
         if any(unacked or inflight for _, (unacked, inflight) in written):
-            with self.pipe_or_acquire() as pipe:
+            with self._pipe(any(unacked for _, (unacked, _i) in written)) as pipe:
                 for tag, (unacked, inflight) in written:
                     if unacked:
                         pipe.zrem(self.unacked_index_key, tag).hdel(self.unacked_key, tag)
