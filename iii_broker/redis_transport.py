@@ -17,7 +17,7 @@ from kombu.utils.encoding import bytes_to_str
 from kombu.utils.json import dumps as kombu_dumps
 from kombu.utils.json import loads as kombu_loads
 
-from . import envelope
+from . import envelope, resp
 
 log = logging.getLogger("iii.transport")
 
@@ -296,12 +296,12 @@ class RedisFetcher:
         import redis
 
         keys = self._keys
-        timeout = round(max(timeout, 0.001), 3)  # 0 would block forever
+        wait = resp.seconds(timeout)
         items: list[bytes]
         if self._blmpop and count > 1:
             try:
-                res = self.client.execute_command("BLMPOP", timeout, len(keys), *keys,
-                                                  "RIGHT", "COUNT", count)
+                res = resp.call(self.client, resp.pack("BLMPOP", wait, len(keys), *keys,
+                                                       "RIGHT", "COUNT", count))
             except redis.ResponseError as exc:
                 if "unknown command" not in str(exc).lower():
                     raise
@@ -311,7 +311,7 @@ class RedisFetcher:
                 return 0
             dest_key, items = res[0], res[1]
         else:
-            res = self.client.brpop(keys, timeout=timeout)
+            res = resp.call(self.client, resp.pack("BRPOP", *keys, wait))
             if not res:
                 return 0
             dest_key, items = res[0], [res[1]]
@@ -324,7 +324,7 @@ class RedisFetcher:
         for item in items:
             try:
                 payload = kombu_loads(bytes_to_str(item))
-                _check_envelope(payload)
+                envelope.check(payload)
             except Exception as exc:  # noqa: BLE001 - whatever it is, it is not a message
                 self.on_undecodable(dest, item, exc)
                 continue

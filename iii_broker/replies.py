@@ -29,7 +29,7 @@ import redis
 from kombu import Connection, Consumer, Queue
 from kombu.transport import redis as kombu_redis
 
-from . import envelope
+from . import envelope, resp
 from .errors import BrokerUnavailable, PayloadError
 from .message import now_ms, parse_reply
 from .settings import BrokerKind, Settings, mask_url
@@ -366,8 +366,8 @@ class _RedisReplies:
         if self.client is None:
             self.reconnect()
             assert self.client is not None
-        item = self.client.brpop(self.keys, timeout=max(timeout, 0.001))
-        if item is None:
+        item = resp.call(self.client, resp.pack("BRPOP", *self.keys, resp.seconds(timeout)))
+        if not item:
             return None
         try:
             body = envelope.decode(item[1]).body

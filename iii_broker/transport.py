@@ -14,7 +14,7 @@ from typing import Any
 import redis
 from kombu import Connection, Exchange, Producer, Queue
 
-from . import envelope
+from . import envelope, resp
 from .errors import BrokerUnavailable
 from .message import CONTENT_TYPE
 from .redis_transport import RedisQoS, RedisTransport
@@ -132,11 +132,11 @@ class Publisher:
                     declared.add(declare.name)
                 queue = self._direct_queue(exchange, routing_key, declare)
                 if queue is not None:
-                    self._redis().lpush(queue, envelope.encode(
+                    resp.call(self._redis(), resp.pack("LPUSH", queue, envelope.encode(
                         body, exchange=exchange.name if isinstance(exchange, Exchange) else exchange,
                         routing_key=routing_key, headers=headers, reply_to=reply_to,
                         correlation_id=correlation_id,
-                        delivery_mode=2 if declare is not None else 1))
+                        delivery_mode=2 if declare is not None else 1)))
                     return
                 producer.publish(
                     body,

@@ -33,11 +33,11 @@ from ..errors import IIIError, InvocationFailed, PayloadError
 from ..function import FunctionDef
 from ..message import Invocation, dumps, now_ms, reply_body
 from ..modules import Module, Service, default_modules, extend_context
+from ..redis_transport import RedisFetcher
 from ..registry import Registry
 from ..settings import Settings
 from ..store import Keys, check_store, connect_store
 from ..tracing import SpanContext
-from ..redis_transport import RedisFetcher
 from ..transport import (
     Publisher,
     RedisQoS,
