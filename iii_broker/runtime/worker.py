@@ -22,7 +22,6 @@ import time
 import traceback
 import uuid
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from kombu import Consumer
@@ -48,6 +47,7 @@ from ..transport import (
 )
 from ..trigger import TriggerDef
 from .deadletters import DeadLetters
+from .pool import HandlerPool
 from .registration import register_with_engine
 
 log = logging.getLogger("iii.worker")
@@ -98,8 +98,8 @@ class Worker:
         self._stopping = threading.Event()
         self._hard_stop = threading.Event()
         self._stopped = threading.Event()
-        self._pool = ThreadPoolExecutor(max_workers=concurrency * 2 + 32,
-                                        thread_name_prefix="iii-handler")
+        self._pool = HandlerPool(max_workers=concurrency * 2 + 32,
+                                 thread_name_prefix="iii-handler")
         self._loop: asyncio.AbstractEventLoop | None = None
         self._consumer: Consumer | None = None
         self._qos: RedisQoS | None = None  # batches acks and in-flight records (Redis)
