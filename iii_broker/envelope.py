@@ -67,6 +67,16 @@ def check(payload: Any) -> None:
         raise ValueError("a JSON object without Kombu's body/properties/delivery_info")
 
 
+def load(raw: str | bytes) -> dict[str, Any]:
+    """An item off a queue as the dict Kombu's transport delivers; raises ValueError (or
+    TypeError) unless it has the shape of an envelope. Plain ``json.loads``: envelopes
+    carry no Kombu-typed values, and the C scanner without Kombu's object hook is several
+    times faster."""
+    payload = json.loads(raw)
+    check(payload)
+    return payload  # type: ignore[no-any-return]
+
+
 def decode(raw: str | bytes) -> Envelope:
     """Parse an envelope; raises :class:`PayloadError` naming what is wrong with it."""
     try:

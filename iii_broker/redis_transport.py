@@ -15,7 +15,6 @@ from kombu.transport import redis as kombu_redis
 from kombu.transport import virtual
 from kombu.utils.encoding import bytes_to_str
 from kombu.utils.json import dumps as kombu_dumps
-from kombu.utils.json import loads as kombu_loads
 
 from . import envelope, resp
 
@@ -208,8 +207,7 @@ class _RedisChannel(kombu_redis.Channel):
             dest = bytes_to_str(dest).rsplit(self.sep, 1)[0]
             self._queue_cycle.rotate(dest)
             try:
-                payload = kombu_loads(bytes_to_str(item))
-                envelope.check(payload)
+                payload = envelope.load(item)
             except Exception as exc:  # noqa: BLE001 - whatever it is, it is not a message
                 self._undecodable(dest, item, exc)
                 return True
@@ -323,8 +321,7 @@ class RedisFetcher:
         channel = self.channel
         for item in items:
             try:
-                payload = kombu_loads(bytes_to_str(item))
-                envelope.check(payload)
+                payload = envelope.load(item)
             except Exception as exc:  # noqa: BLE001 - whatever it is, it is not a message
                 self.on_undecodable(dest, item, exc)
                 continue
