@@ -39,22 +39,31 @@ def encode(body: str, *, exchange: str, routing_key: str,
            correlation_id: str | None = None, delivery_mode: int = 1,
            delivery_tag: str | None = None, base64_body: bool = True) -> str:
     """The envelope of a JSON ``body``, as Kombu's ``Producer.publish`` writes it (priority 0).
-    ``base64_body=False`` leaves the body readable (durable jobs)."""
-    properties: dict[str, Any] = {
-        "delivery_mode": delivery_mode, "priority": 0,
-        "delivery_info": {"exchange": exchange, "routing_key": routing_key},
-        "delivery_tag": delivery_tag or str(uuid.uuid4()),
-    }
-    if reply_to is not None:
-        properties["reply_to"] = reply_to
-    if correlation_id is not None:
-        properties["correlation_id"] = correlation_id
+    ``base64_body=False`` leaves the body readable (durable jobs).
+
+    Every call and every reply builds one, so it is written from a template rather than
+    by ``json.dumps`` of nested dicts: only the values vary, each escaped by json's own
+    string encoder (the same text ``json.dumps`` makes)."""
     if base64_body:
-        properties["body_encoding"] = "base64"
-        body = base64.b64encode(body.encode("utf-8")).decode("ascii")
-    return json.dumps({"body": body, "content-encoding": "utf-8", "content-type": CONTENT_TYPE,
-                       "headers": headers or {}, "properties": properties},
-                      separators=_COMPACT)
+        text = _quote(base64.b64encode(body.encode("utf-8")).decode("ascii"))
+        encoding = ', "body_encoding": "base64"'
+    else:
+        text, encoding = _quote(body), ""
+    return _TEMPLATE % (
+        text, json.dumps(headers) if headers else "{}",
+        "null" if reply_to is None else _quote(reply_to),
+        "null" if correlation_id is None else _quote(correlation_id),
+        delivery_mode, _quote(exchange), _quote(routing_key), encoding,
+        _quote(delivery_tag or str(uuid.uuid4())))
+
+
+_quote = json.encoder.encode_basestring_ascii  # type: ignore[attr-defined]  # json.dumps(str)
+_TEMPLATE = (
+    '{"body": %s, "content-encoding": "utf-8", "content-type": "' + CONTENT_TYPE + '", '
+    '"headers": %s, "properties": {"reply_to": %s, "correlation_id": %s, "delivery_mode": %d, '
+    '"delivery_info": {"exchange": %s, "routing_key": %s}, "priority": 0%s, '
+    '"delivery_tag": %s}}'
+)
 
 
 def check(payload: Any) -> None:
