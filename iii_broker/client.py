@@ -141,14 +141,19 @@ class Caller:
         pending = self._start_call(function_id, payload, action, timeout_ms, metadata, own=True)
         if pending is None:
             return None
-        with self._waiting(pending):
-            try:
-                if pending.slot is not None:
-                    return self.replies.wait_slot(pending.slot, pending.invocation_id,
-                                                  pending.wait_s)
-                return self.replies.wait(pending.future, pending.wait_s)
-            except FutureTimeout:
-                raise pending.timeout_error() from None
+        # What _waiting() does, without a generator-based context manager per call.
+        hook = self.on_block if _context._peek() is not None else None
+        if hook:
+            hook(+1)
+        try:
+            if pending.slot is not None:
+                return self.replies.wait_slot(pending.slot, pending.invocation_id,
+                                              pending.wait_s)
+            return self.replies.wait(pending.future, pending.wait_s)
+        except FutureTimeout:
+            raise pending.timeout_error() from None
+        finally:
+            self._done_waiting(pending, hook)
 
     async def acall(
         self,
@@ -180,12 +185,15 @@ class Caller:
         try:
             yield
         finally:
-            if pending.slot is not None:
-                self.replies.checkin(pending.slot)
-            else:
-                self.replies.forget(pending.invocation_id)
-            if hook:
-                hook(-1)
+            self._done_waiting(pending, hook)
+
+    def _done_waiting(self, pending: _Pending, hook: Callable[[int], None] | None) -> None:
+        if pending.slot is not None:
+            self.replies.checkin(pending.slot)
+        else:
+            self.replies.forget(pending.invocation_id)
+        if hook:
+            hook(-1)
 
     def _start_call(
         self, function_id: str, payload: Any, action: Any, timeout_ms: int | None,

@@ -5,6 +5,7 @@ envelope for every HTTP error and unexpected exception no view answered."""
 from __future__ import annotations
 
 import logging
+import os
 import re
 import uuid
 from collections.abc import Callable, Sequence
@@ -65,11 +66,11 @@ class WebProcess:
     def remember_request_id(self) -> None:
         """``before_request``: the client's ``X-Request-Id`` when it is sane, else a new one."""
         given = request.headers.get("X-Request-Id", "")
-        g.request_id = given if _REQUEST_ID.fullmatch(given) else uuid.uuid4().hex
+        g.request_id = given if _REQUEST_ID.fullmatch(given) else os.urandom(16).hex()
 
     def echo_request_id(self, response: Response) -> Response:
         """``after_request``: every response names its request."""
-        response.headers["X-Request-Id"] = g.get("request_id") or uuid.uuid4().hex
+        response.headers["X-Request-Id"] = g.get("request_id") or os.urandom(16).hex()
         return response
 
     def http_error(self, exc: HTTPException) -> Response:

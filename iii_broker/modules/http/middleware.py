@@ -9,7 +9,7 @@ answers ``{action: "continue", context?}`` (the context is merged into the one p
 
 from __future__ import annotations
 
-import uuid
+import os
 from typing import Any
 
 from flask import Request, Response
@@ -71,7 +71,7 @@ def stand_in_context(client: Caller, traceparent: str | None) -> Context:
     request's W3C ``traceparent``, or of one new trace per request without one.
     """
     span = SpanContext.parse(traceparent) or SpanContext.new_root()
-    return Context(function_id="web", invocation_id=uuid.uuid4().hex, attempt=1, span=span,
+    return Context(function_id="web", invocation_id=os.urandom(16).hex(), attempt=1, span=span,
                    app=client)
 
 

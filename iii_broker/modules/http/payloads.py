@@ -32,7 +32,13 @@ def request_payload(request: Request, route: Route, path_params: dict[str, str])
     body is parsed JSON for JSON content types, else text (UTF-8), and None when empty.
     Raises :class:`BadRequestBody` for malformed JSON under a JSON content type.
     """
-    raw = request.get_data(cache=True)
+    environ = request.environ
+    # No Content-Length and no Transfer-Encoding: HTTP/1.1 says there is no body, so
+    # werkzeug's input stream need not be set up to read nothing.
+    if environ.get("CONTENT_LENGTH", "0") in ("", "0") and "HTTP_TRANSFER_ENCODING" not in environ:
+        raw = b""
+    else:
+        raw = request.get_data(cache=True)
     body: Any = None
     if raw:
         if is_json(request.content_type):
