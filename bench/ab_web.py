@@ -159,7 +159,9 @@ def main() -> int:
                 res = measure(arms[name]["url"], args.duration, arms[name]["pids"], r, redis_pid)
                 results[name].append(res)
                 s = res["stats"]
-                line.append(f"{name} {s['rps']:,.0f}")
+                cpu = {g: v / s["requests"] * 1e6 for g, v in res["cpu"].items()}
+                line.append(f"{name} {s['rps']:,.0f} (web {cpu['web']:.0f} µs, worker "
+                            f"{cpu.get('worker', 0):.0f} µs)")
             print(f"round {rnd + 1}: " + ", ".join(line), file=sys.stderr, flush=True)
         print_report(results, args)
         if args.hold:
