@@ -78,8 +78,16 @@ class RedisQoS(kombu_redis.QoS):
             return
         now = time.monotonic()
         ripe = now - self.inflight_delay_s
-        tags = [tag for tag, (raw, _route, at) in self._pending.items()
-                if not due_only or raw is not None or at <= ripe]
+        if due_only and not self.persist_unacked:
+            # Only in-flight records, buffered in delivery order: the ripe ones come first.
+            tags = []
+            for tag, (_raw, _route, at) in self._pending.items():
+                if at > ripe:
+                    break
+                tags.append(tag)
+        else:
+            tags = [tag for tag, (raw, _route, at) in self._pending.items()
+                    if not due_only or raw is not None or at <= ripe]
         if not tags:
             return
         wall = time.time()
@@ -112,7 +120,10 @@ class RedisQoS(kombu_redis.QoS):
         """Seconds until the oldest buffered record is due, or None when none is buffered."""
         if not self._pending:
             return None
-        oldest = min(at for _raw, _route, at in self._pending.values())
+        if self.persist_unacked:
+            oldest = min(at for _raw, _route, at in self._pending.values())
+        else:  # buffered in delivery order
+            oldest = next(iter(self._pending.values()))[2]
         return max(0.0, oldest + self.inflight_delay_s - time.monotonic())
 
     def ack_many(self, delivery_tags: list[str]) -> None:

@@ -92,7 +92,7 @@ class Worker:
         self.publisher = Publisher(self.settings)
         self._registrar = registrar or register_with_engine
         self.dead_letters = DeadLetters(self.store, self.keys, self.publisher, self.worker_id)
-        self._done: queue.Queue[tuple[str, Any]] = queue.Queue()
+        self._done: queue.SimpleQueue[tuple[str, Any]] = queue.SimpleQueue()  # C: no Python locks
         self._in_flight: dict[str, Any] = {}   # delivery key -> kombu message
         self._blocked = 0
         self._stopping = threading.Event()
