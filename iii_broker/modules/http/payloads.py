@@ -25,6 +25,9 @@ def is_json(content_type: str | None) -> bool:
     return mime == "application/json" or (mime.startswith("application/") and mime.endswith("+json"))
 
 
+_CONTENT_HEADERS = frozenset({"HTTP_CONTENT_TYPE", "HTTP_CONTENT_LENGTH"})
+
+
 def request_payload(request: Request, route: Route, path_params: dict[str, str]) -> dict[str, Any]:
     """The payload an ``http`` trigger's function receives.
 
@@ -49,12 +52,21 @@ def request_payload(request: Request, route: Route, path_params: dict[str, str])
         else:
             body = raw.decode("utf-8", errors="replace")
     query: dict[str, Any] = {}
-    for name in request.args:
-        values = request.args.getlist(name)
-        query[name] = values[0] if len(values) == 1 else values
+    if environ.get("QUERY_STRING"):
+        for name in request.args:
+            values = request.args.getlist(name)
+            query[name] = values[0] if len(values) == 1 else values
+    # What iterating werkzeug's EnvironHeaders yields, lower-cased, read off the environ.
     headers: dict[str, str] = {}
-    for name, value in request.headers.items():
-        key = name.lower()
+    for name, value in environ.items():
+        if name.startswith("HTTP_"):
+            if name in _CONTENT_HEADERS:
+                continue
+            key = name[5:].replace("_", "-").lower()
+        elif name in ("CONTENT_TYPE", "CONTENT_LENGTH") and value:
+            key = name.replace("_", "-").lower()
+        else:
+            continue
         headers[key] = f"{headers[key]}, {value}" if key in headers else value
     return {
         "path": request.path,
