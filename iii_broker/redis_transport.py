@@ -284,14 +284,12 @@ class RedisFetcher:
     def __init__(self, channel: Any, queues: list[str], url: str,
                  on_message: Callable[[Any], None],
                  on_undecodable: Callable[[str, bytes, Exception], None]) -> None:
-        import redis
 
         self.channel = channel
         self.queues = list(queues)
         self.on_message = on_message
         self.on_undecodable = on_undecodable
-        self.client = redis.Redis.from_url(url, single_connection_client=True,
-                                           socket_connect_timeout=5)
+        self.client = resp.client(url)
         self._blmpop = True
         self._keys: list[str] = []
         self._reset_keys()

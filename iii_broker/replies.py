@@ -350,8 +350,7 @@ class _RedisReplies:
     def reconnect(self) -> None:
         """A fresh connection; raises :class:`BrokerUnavailable` when Redis does not answer."""
         self.release()
-        client = redis.Redis.from_url(self.settings.broker_url, single_connection_client=True,
-                                      socket_connect_timeout=5)
+        client = resp.client(self.settings.broker_url)
         try:
             client.ping()
         except redis.RedisError as exc:

@@ -177,8 +177,7 @@ class Publisher:
         """This thread's own connection for direct LPUSHes (no pool to check out from)."""
         client = getattr(self._local, "redis", None)
         if client is None:
-            client = self._local.redis = redis.Redis.from_url(
-                self.settings.broker_url, single_connection_client=True, socket_connect_timeout=5)
+            client = self._local.redis = resp.client(self.settings.broker_url)
         return client
 
     def _drop_local(self) -> None:

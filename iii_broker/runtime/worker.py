@@ -243,8 +243,9 @@ class Worker:
                 self._consumer.qos(prefetch_count=self.concurrency, apply_global=True)
                 if self._qos is not None and self.settings.broker_url.startswith("redis://"):
                     # Same queues, messages and QoS; Kombu's poller is skipped.
+                    queues: list[Any] = list(self._consumer.queues or ())
                     self._fetcher = RedisFetcher(
-                        channel, [q.name for q in self._consumer.queues],
+                        channel, [q.name for q in queues],
                         self.settings.broker_url, self._on_message,
                         self.dead_letters.undecodable)
                 else:
