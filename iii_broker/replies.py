@@ -359,7 +359,7 @@ class _RedisReplies:
                 f"cannot reach the broker at {mask_url(self.settings.broker_url)}: {exc}") from exc
         self.client = client
 
-    def pop(self, timeout: float) -> bytes | None:
+    def pop(self, timeout: float) -> str | None:
         """The body of the next reply within ``timeout`` seconds, else None; raises
         ``redis.RedisError`` (or BrokerUnavailable when not connected)."""
         if self.client is None:
@@ -373,7 +373,7 @@ class _RedisReplies:
         except PayloadError:  # not a Kombu message: it answers nobody
             log.warning("dropped an unreadable reply: %r", item[1][:200])
             return None
-        return body  # type: ignore[no-any-return]
+        return body
 
     def drain_events(self, timeout: float) -> None:
         """Read one reply if one comes within ``timeout`` seconds; raises ``redis.RedisError``."""
