@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
+import redis
 from kombu.transport import redis as kombu_redis
 from kombu.transport import virtual
 from kombu.utils.encoding import bytes_to_str
@@ -294,13 +295,17 @@ class RedisFetcher:
         self._keys: list[str] = []
         self._reset_keys()
 
+    def set_queues(self, queues: list[str]) -> None:
+        """Read these queues from now on (the worker's app gained or dropped functions)."""
+        self.queues = list(queues)
+        self._reset_keys()
+
     def _reset_keys(self) -> None:
         ch = self.channel
         self._keys = [ch._q_for_pri(q, pri) for pri in ch.priority_steps for q in self.queues]
 
     def fetch(self, timeout: float, count: int) -> int:
         """Wait up to ``timeout`` seconds for messages; hand over at most ``count``."""
-        import redis
 
         keys = self._keys
         wait = resp.seconds(timeout)

@@ -62,7 +62,7 @@ class ReplyConsumer:
         self._thread: threading.Thread | None = None
         self._closed = False
         # redis:// only: reply lists of their own for sync waiters, one call at a time each.
-        self.direct = settings.broker_url.startswith("redis://")  # as transport.connect decides
+        self.direct = settings.broker_kind is BrokerKind.REDIS  # as transport.connect decides
         self._free_slots: deque[_RedisReplies] = deque()
         self._slots: list[_RedisReplies] = []
         self._slots_lock = threading.Lock()

@@ -34,7 +34,7 @@ from ..message import Invocation, dumps, now_ms, reply_body
 from ..modules import Module, Service, default_modules, extend_context
 from ..redis_transport import RedisFetcher
 from ..registry import Registry
-from ..settings import Settings
+from ..settings import BrokerKind, Settings
 from ..store import Keys, check_store, connect_store
 from ..tracing import SpanContext
 from ..transport import (
@@ -211,17 +211,22 @@ class Worker:
             log.error("could not update this worker's registration: %s", exc)
         consumer = self._consumer
         wanted = set(self.app.functions)
-        if consumer is not None:
-            for fid in sorted(self._consuming - wanted):
+        if consumer is None:
+            return
+        dropped = sorted(self._consuming - wanted)
+        added = sorted(wanted - self._consuming)
+        self._dropped = (self._dropped | set(dropped)) - wanted
+        for fid in added:
+            consumer.add_queue(function_queue(self.settings, fid))  # declares it
+        if self._fetcher is not None:
+            self._fetcher.set_queues([function_queue(self.settings, fid).name
+                                      for fid in sorted(wanted)])
+        else:
+            for fid in dropped:
                 consumer.cancel_by_queue(function_queue(self.settings, fid).name)
-                self._dropped.add(fid)
-            added = sorted(wanted - self._consuming)
-            self._dropped -= wanted
-            for fid in added:
-                consumer.add_queue(function_queue(self.settings, fid))
             if added:
                 consumer.consume()
-            self._consuming = wanted
+        self._consuming = wanted
 
     def _consume(self) -> None:
         backoff = 0.2
@@ -241,7 +246,7 @@ class Worker:
                 self._consumer = Consumer(channel, self._queues(), on_message=self._on_message,
                                           accept=["application/json"], auto_declare=True)
                 self._consumer.qos(prefetch_count=self.concurrency, apply_global=True)
-                if self._qos is not None and self.settings.broker_url.startswith("redis://"):
+                if self._qos is not None and self.settings.broker_kind is BrokerKind.REDIS:
                     # Same queues, messages and QoS; Kombu's poller is skipped.
                     queues: list[Any] = list(self._consumer.queues or ())
                     self._fetcher = RedisFetcher(
