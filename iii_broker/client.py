@@ -46,6 +46,8 @@ log = logging.getLogger("iii.client")
 
 # A function seen alive is trusted for this long before the registry is asked again.
 _KNOWN_TTL_S = 1.0
+# The first wait for a reply, sent with the call (replies.ReplyConsumer.wait_slot's step).
+_SLOT_WAIT_S = 0.25
 
 
 class Void:
@@ -232,6 +234,8 @@ class Caller:
                 body, exchange=exchange, routing_key=function_id, declare=queue,
                 headers=headers, reply_to=self._reply_queue.name if slot is None else slot.name,
                 correlation_id=inv.invocation_id,
+                send=None if slot is None else
+                lambda packed: slot.push_then_pop(packed, min(pending.wait_s, _SLOT_WAIT_S)),
             )
         except BaseException:
             if slot is not None:

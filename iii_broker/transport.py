@@ -7,7 +7,7 @@ Kombu and py-amqp/redis-py exceptions stop here and become
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -122,8 +122,14 @@ class Publisher:
         headers: dict[str, Any] | None = None,
         reply_to: str | None = None,
         correlation_id: str | None = None,
+        send: Callable[[bytes], Any] | None = None,
     ) -> None:
-        """Publish ``body`` (already JSON); raises :class:`BrokerUnavailable`."""
+        """Publish ``body`` (already JSON); raises :class:`BrokerUnavailable`.
+
+        ``send``: when the message goes by a direct LPUSH, the packed command is handed to
+        it (it sends it on a connection of its own and returns Redis's answer) instead of
+        going out on this thread's connection.
+        """
         for attempt in (1, 2):
             producer, declared = self._producer()
             try:
@@ -132,11 +138,15 @@ class Publisher:
                     declared.add(declare.name)
                 queue = self._direct_queue(exchange, routing_key, declare)
                 if queue is not None:
-                    resp.call(self._redis(), resp.pack("LPUSH", queue, envelope.encode(
+                    packed = resp.pack("LPUSH", queue, envelope.encode(
                         body, exchange=exchange.name if isinstance(exchange, Exchange) else exchange,
                         routing_key=routing_key, headers=headers, reply_to=reply_to,
                         correlation_id=correlation_id,
-                        delivery_mode=2 if declare is not None else 1)))
+                        delivery_mode=2 if declare is not None else 1))
+                    if send is not None:
+                        send(packed)
+                    else:
+                        resp.call(self._redis(), packed)
                     return
                 producer.publish(
                     body,
