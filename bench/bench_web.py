@@ -272,7 +272,9 @@ def report(args: argparse.Namespace, res: dict[str, dict[str, Any]], r: redis.Re
             f"iii / floor = **{rps['iii'] / rps['floor']:.2f}×**; iii / ceiling = {ratio:.2f}×."]
     p99 = res["iii"]["stats"]["p99"]
     errors = sum(res[k]["stats"]["non2xx"] + res[k]["stats"]["socket_errors"] for k in res)
+    floor_ratio = rps["iii"] / rps["floor"]
     checks = [
+        ("throughput, iii / broker floor", f"{floor_ratio:.2f}×", "≥ 0.75×", floor_ratio >= 0.75),
         ("throughput, iii / ceiling", f"{ratio:.2f}×", "≥ 0.5×", ratio >= 0.5),
         (f"iii p99 at {CONNECTIONS} connections", f"{p99:.2f} ms", "< 20 ms", p99 < 20),
         ("errors (non-2xx + socket), all servers", f"{errors:.0f}", "0", errors == 0),
