@@ -9,6 +9,14 @@ from typing import Any
 from tests.helpers import wait_for
 from tests.web.conftest import Reply, Web
 
+# The triggers of tests/apps/deploy_v1.py and deploy_v2.py, as bindings() lists them.
+V1 = {("http", "orders::create", "POST /v1/orders"),
+      ("http", "orders::health", "GET /orders/health"),
+      ("durable:subscriber", "orders::on_event", "a")}
+V2 = {("http", "orders::create", "POST /v2/orders"),
+      ("http", "orders::health", "GET /orders/health"),
+      ("durable:subscriber", "orders::on_event", "b")}
+
 
 def triggers(cluster: Any) -> list[dict[str, Any]]:
     """``engine::triggers::list``'s entries."""

@@ -11,15 +11,9 @@ import time
 
 from tests.helpers import in_thread, wait_for
 from tests.queues.support import runs, start_workers
-from tests.triggers_support import bindings, call, triggers, wait_answer
+from tests.triggers_support import V1, V2, bindings, call, triggers, wait_answer
 from tests.web.conftest import start_web
 
-V1 = {("http", "orders::create", "POST /v1/orders"),
-      ("http", "orders::health", "GET /orders/health"),
-      ("durable:subscriber", "orders::on_event", "a")}
-V2 = {("http", "orders::create", "POST /v2/orders"),
-      ("http", "orders::health", "GET /orders/health"),
-      ("durable:subscriber", "orders::on_event", "b")}
 LOOP_LIMIT_S = 30
 LOOP_LIMIT_CALLS = 5000
 

@@ -7,15 +7,8 @@ from __future__ import annotations
 import signal
 
 from tests.helpers import wait_for
-from tests.triggers_support import bindings, call, triggers, wait_answer
+from tests.triggers_support import V1, V2, bindings, call, triggers, wait_answer
 from tests.web.conftest import start_web
-
-V1 = {("http", "orders::create", "POST /v1/orders"),
-      ("http", "orders::health", "GET /orders/health"),
-      ("durable:subscriber", "orders::on_event", "a")}
-V2 = {("http", "orders::create", "POST /v2/orders"),
-      ("http", "orders::health", "GET /orders/health"),
-      ("durable:subscriber", "orders::on_event", "b")}
 
 
 def _by_binding(cluster) -> dict[tuple[str, str, str], dict]:
