@@ -22,6 +22,7 @@ from ...errors import IIIError, InvocationFailed, InvocationStopped, PayloadErro
 from ...message import now_ms
 from ...queues.config import QueueConfig, topic_queue_name
 from ...queues.store import Candidate, Claim, JobStore, Outcome, Settle, failure_outcome, parse_job
+from ...registry import ENGINE_OWNED, Registry
 from ...tracing import SpanContext
 from .amqp_jobs import AmqpJobConsumer
 from .topics import SUBSCRIBER, subscriber_queue
@@ -45,6 +46,7 @@ class JobRunner:
         """RabbitMQ holds standard queues' jobs (consumed by AmqpJobConsumer); FIFO ones and
         every job on a Redis broker are claimed from Redis here."""
         self.jobs = JobStore(worker.store, worker.settings.namespace)
+        self.registry = Registry(worker.store, worker.settings.namespace)
         self.capacity = worker.concurrency
         self._running = 0
         self._room = threading.Condition()
@@ -103,13 +105,20 @@ class JobRunner:
         functions = list(self.worker.functions)
         out = [Candidate(q.name, fid, q.concurrency, q.fifo)
                for q in configs.values() if q.topic is None for fid in functions]
-        for tdef in self.worker.triggers:
-            if tdef.type == SUBSCRIBER:
-                name = topic_queue_name(tdef.config["topic"], tdef.function_id)
-                q = configs.get(name) or subscriber_queue(tdef.config, tdef.function_id)
-                out.append(Candidate(name, tdef.function_id, q.concurrency, q.fifo))
-                if tdef.config.get("condition_function_id"):
-                    self._conditions[name] = tdef.config["condition_function_id"]
+        # Subscriptions of its functions: those its app declares, and engine-owned ones
+        # (engine::register_trigger), which no worker declares but its functions serve.
+        subscriptions = [(t.function_id, t.config) for t in self.worker.triggers
+                         if t.type == SUBSCRIBER]
+        subscriptions += [(t["function_id"], t["config"]) for t in self.registry.triggers()
+                          if t["type"] == SUBSCRIBER and t.get("owner") == ENGINE_OWNED]
+        for fid, config in subscriptions:
+            if fid not in self.worker.functions:
+                continue  # another worker's function: its jobs would find no handler here
+            name = topic_queue_name(config["topic"], fid)
+            q = configs.get(name) or subscriber_queue(config, fid)
+            out.append(Candidate(name, fid, q.concurrency, q.fifo))
+            if config.get("condition_function_id"):
+                self._conditions[name] = config["condition_function_id"]
         random.shuffle(out)  # workers with many queues don't all favour the same one
         self._candidates, self._candidates_at = out, now
         return out
