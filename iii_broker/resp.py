@@ -11,6 +11,7 @@ the next command, as redis-py does.
 
 from __future__ import annotations
 
+import socket
 from typing import Any
 
 import redis
@@ -57,7 +58,6 @@ def client(url: str) -> redis.Redis:
     keepalive probes (after 5 s idle, every 2 s, 3 tries) break a connection whose peer
     is gone, so nothing waits forever.
     """
-    import socket
 
     options = {}
     for name, value in (("TCP_KEEPIDLE", 5), ("TCP_KEEPINTVL", 2), ("TCP_KEEPCNT", 3)):
