@@ -19,7 +19,6 @@ import signal
 import socket
 import threading
 import time
-import traceback
 import uuid
 from collections.abc import Callable
 from typing import Any
@@ -28,10 +27,10 @@ from kombu import Consumer
 
 from .. import context as _context
 from ..app import App
-from ..errors import IIIError, InvocationFailed, PayloadError
+from ..errors import IIIError, PayloadError
 from ..function import FunctionDef
-from ..message import Invocation, dumps, now_ms, reply_body
-from ..modules import Module, Service, default_modules, extend_context
+from ..message import Invocation, dumps, now_ms
+from ..modules import Module, Service, default_modules
 from ..redis_transport import RedisFetcher
 from ..registry import Registry
 from ..settings import BrokerKind, Settings
@@ -47,6 +46,7 @@ from ..transport import (
 )
 from ..trigger import TriggerDef
 from .deadletters import DeadLetters
+from .handlers import Handlers, failed_reply, ok_reply
 from .pool import HandlerPool
 from .registration import register_with_engine
 
@@ -100,7 +100,7 @@ class Worker:
         self._stopped = threading.Event()
         self._pool = HandlerPool(max_workers=concurrency * 2 + 32,
                                  thread_name_prefix="iii-handler")
-        self._loop: asyncio.AbstractEventLoop | None = None
+        self.handlers = Handlers(app, self.modules)
         self._consumer: Consumer | None = None
         self._qos: RedisQoS | None = None  # batches acks and in-flight records (Redis)
         self._fetcher: RedisFetcher | None = None  # pops messages itself (redis:// brokers)
@@ -152,8 +152,7 @@ class Worker:
             self._stopped.set()
             self._unregister()
             self._pool.shutdown(wait=not self._hard_stop.is_set(), cancel_futures=True)
-            if self._loop is not None:
-                self._loop.call_soon_threadsafe(self._loop.stop)
+            self.handlers.close()
             self.publisher.close()
             self.app.close()
         return 0
@@ -354,7 +353,7 @@ class Worker:
         span = span.child() if span else SpanContext.new_root()
         job = (fdef, inv, span, reply_to, correlation_id, key)
         if fdef.is_async:
-            asyncio.run_coroutine_threadsafe(self._run_async(*job), self._event_loop())
+            asyncio.run_coroutine_threadsafe(self._run_async(*job), self.handlers.loop())
         else:
             self._pool.submit(self._run_sync, *job)
         if len(self._in_flight) == 1:
@@ -391,50 +390,26 @@ class Worker:
 
     # -- running handlers -----------------------------------------------------------
 
-    def _context(self, fdef: FunctionDef, inv: Invocation, span: SpanContext) -> _context.Context:
-        ctx = _context.Context(fdef.function_id, inv.invocation_id, inv.attempt, span, self.app,
-                               deadline=inv.deadline, metadata=inv.metadata)
-        extend_context(ctx, self.modules)
-        return ctx
-
     def invoke(self, fdef: FunctionDef, inv: Invocation, span: SpanContext) -> Any:
         """Run a handler to completion from a pool thread (``async def`` ones on the loop)."""
-        if fdef.is_async:
-            return asyncio.run_coroutine_threadsafe(self._invoke_async(fdef, inv, span),
-                                                    self._event_loop()).result()
-        ctx = self._context(fdef, inv, span)
-        token = _context._set_current(ctx)
-        try:
-            return fdef.handler(inv.payload, ctx) if fdef.wants_context else fdef.handler(inv.payload)
-        finally:
-            _context._reset_current(token)
-
-    async def _invoke_async(self, fdef: FunctionDef, inv: Invocation, span: SpanContext) -> Any:
-        ctx = self._context(fdef, inv, span)
-        token = _context._set_current(ctx)
-        try:
-            if fdef.wants_context:
-                return await fdef.handler(inv.payload, ctx)
-            return await fdef.handler(inv.payload)
-        finally:
-            _context._reset_current(token)
+        return self.handlers.invoke(fdef, inv, span)
 
     def _run_sync(self, fdef: FunctionDef, inv: Invocation, span: SpanContext,
                   reply_to: str | None, correlation_id: str | None, key: str) -> None:
         try:
-            result = self.invoke(fdef, inv, span)
-            body = _ok(inv, result) if reply_to else None
+            result = self.handlers.invoke(fdef, inv, span)
+            body = ok_reply(inv, result) if reply_to else None
         except BaseException as exc:  # noqa: BLE001 - every failure becomes a reply
-            body = _failed(inv, exc, log_it=not reply_to)
+            body = failed_reply(inv, exc, log_it=not reply_to)
         self._finish(body, reply_to, correlation_id, key)
 
     async def _run_async(self, fdef: FunctionDef, inv: Invocation, span: SpanContext,
                          reply_to: str | None, correlation_id: str | None, key: str) -> None:
         try:
-            result = await self._invoke_async(fdef, inv, span)
-            body = _ok(inv, result) if reply_to else None
+            result = await self.handlers.invoke_async(fdef, inv, span)
+            body = ok_reply(inv, result) if reply_to else None
         except BaseException as exc:  # noqa: BLE001
-            body = _failed(inv, exc, log_it=not reply_to)
+            body = failed_reply(inv, exc, log_it=not reply_to)
         self._finish(body, reply_to, correlation_id, key)
 
     def _finish(self, body: str | None, reply_to: str | None, correlation_id: str | None,
@@ -445,13 +420,6 @@ class Worker:
             except IIIError as exc:
                 log.error("could not publish a reply to %s: %s", reply_to, exc)
         self._done.put(("done", key))
-
-    def _event_loop(self) -> asyncio.AbstractEventLoop:
-        if self._loop is None:
-            loop = asyncio.new_event_loop()
-            threading.Thread(target=loop.run_forever, name="iii-asyncio", daemon=True).start()
-            self._loop = loop
-        return self._loop
 
     def _on_block(self, delta: int) -> None:
         if _context._peek() is not None:
@@ -488,27 +456,3 @@ class Worker:
         signal.signal(signal.SIGTERM, on_signal)
         signal.signal(signal.SIGINT, on_signal)
 
-
-def _ok(inv: Invocation, result: Any) -> str:
-    try:
-        return reply_body(inv.invocation_id, result=result)
-    except PayloadError as exc:
-        return reply_body(inv.invocation_id, error=InvocationFailed(
-            f"result of {inv.function_id!r} is not JSON: {exc.message}",
-            function_id=inv.function_id, invocation_id=inv.invocation_id))
-
-
-def _failed(inv: Invocation, exc: BaseException, *, log_it: bool = False) -> str:
-    """The error reply; ``log_it`` when nobody waits for the reply (Void calls)."""
-    if log_it:
-        log.error("fire-and-forget call %s of %s failed", inv.invocation_id, inv.function_id,
-                  exc_info=exc)
-    message = str(exc) or type(exc).__name__
-    if isinstance(exc, IIIError):
-        message = f"{exc.code}: {exc.message}"
-    error = InvocationFailed(
-        f"{type(exc).__name__}: {message}", function_id=inv.function_id,
-        invocation_id=inv.invocation_id,
-        stacktrace="".join(traceback.format_exception(exc)),
-    )
-    return reply_body(inv.invocation_id, error=error)

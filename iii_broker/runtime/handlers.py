@@ -1,0 +1,102 @@
+"""Running an app's handlers: each with its Context, ``async def`` ones on one event-loop
+thread, and the reply each outcome becomes."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import traceback
+from collections.abc import Sequence
+from typing import Any
+
+from .. import context as _context
+from ..app import App
+from ..errors import IIIError, InvocationFailed, PayloadError
+from ..function import FunctionDef
+from ..message import Invocation, reply_body
+from ..modules import Module, extend_context
+from ..tracing import SpanContext
+
+log = logging.getLogger("iii.worker")
+
+
+class Handlers:
+    """Runs the handlers of one app with the Context its modules extend."""
+
+    def __init__(self, app: App, modules: Sequence[Module]) -> None:
+        self.app = app
+        self.modules = list(modules)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._lock = threading.Lock()
+
+    def context(self, fdef: FunctionDef, inv: Invocation, span: SpanContext) -> _context.Context:
+        ctx = _context.Context(fdef.function_id, inv.invocation_id, inv.attempt, span, self.app,
+                               deadline=inv.deadline, metadata=inv.metadata)
+        extend_context(ctx, self.modules)
+        return ctx
+
+    def invoke(self, fdef: FunctionDef, inv: Invocation, span: SpanContext) -> Any:
+        """Run a handler to completion from a pool thread (``async def`` ones on the loop);
+        raises what the handler raised."""
+        if fdef.is_async:
+            return asyncio.run_coroutine_threadsafe(self.invoke_async(fdef, inv, span),
+                                                    self.loop()).result()
+        ctx = self.context(fdef, inv, span)
+        token = _context._set_current(ctx)
+        try:
+            return fdef.handler(inv.payload, ctx) if fdef.wants_context else fdef.handler(inv.payload)
+        finally:
+            _context._reset_current(token)
+
+    async def invoke_async(self, fdef: FunctionDef, inv: Invocation, span: SpanContext) -> Any:
+        """Run an ``async def`` handler (on the loop); raises what the handler raised."""
+        ctx = self.context(fdef, inv, span)
+        token = _context._set_current(ctx)
+        try:
+            if fdef.wants_context:
+                return await fdef.handler(inv.payload, ctx)
+            return await fdef.handler(inv.payload)
+        finally:
+            _context._reset_current(token)
+
+    def loop(self) -> asyncio.AbstractEventLoop:
+        """The event loop of ``async def`` handlers, started on first use."""
+        if self._loop is None:
+            with self._lock:
+                if self._loop is None:
+                    loop = asyncio.new_event_loop()
+                    threading.Thread(target=loop.run_forever, name="iii-asyncio",
+                                     daemon=True).start()
+                    self._loop = loop
+        return self._loop
+
+    def close(self) -> None:
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self._loop.stop)
+
+
+def ok_reply(inv: Invocation, result: Any) -> str:
+    """The reply carrying ``result`` (an ``invocation_failed`` one when it is not JSON)."""
+    try:
+        return reply_body(inv.invocation_id, result=result)
+    except PayloadError as exc:
+        return reply_body(inv.invocation_id, error=InvocationFailed(
+            f"result of {inv.function_id!r} is not JSON: {exc.message}",
+            function_id=inv.function_id, invocation_id=inv.invocation_id))
+
+
+def failed_reply(inv: Invocation, exc: BaseException, *, log_it: bool = False) -> str:
+    """The error reply; ``log_it`` when nobody waits for the reply (Void calls)."""
+    if log_it:
+        log.error("fire-and-forget call %s of %s failed", inv.invocation_id, inv.function_id,
+                  exc_info=exc)
+    message = str(exc) or type(exc).__name__
+    if isinstance(exc, IIIError):
+        message = f"{exc.code}: {exc.message}"
+    error = InvocationFailed(
+        f"{type(exc).__name__}: {message}", function_id=inv.function_id,
+        invocation_id=inv.invocation_id,
+        stacktrace="".join(traceback.format_exception(exc)),
+    )
+    return reply_body(inv.invocation_id, error=error)
