@@ -74,6 +74,9 @@ class Keys:
     def function_exchange(self, function_id: str) -> str:
         return f"{self._ns}.fn.{function_id}"              # the function's exchange (and queue)
 
+    def reply_queue(self, client_id: str) -> str:
+        return f"{self._ns}.reply.{client_id}"              # a calling process's reply queue
+
     def worker_jobs(self, worker_id: str) -> str:
         return f"{self._ns}:worker:{worker_id}:jobs"      # HASH tag -> claimed job
 

@@ -68,19 +68,20 @@ def ensure_connected(conn: Connection, settings: Settings) -> None:
 
 def function_exchange(settings: Settings, function_id: str) -> Exchange:
     """The function's own direct exchange."""
-    return Exchange(f"{settings.namespace}.fn.{function_id}", type="direct", durable=True)
+    return Exchange(Keys(settings.namespace).function_exchange(function_id), type="direct",
+                    durable=True)
 
 
 def function_queue(settings: Settings, function_id: str) -> Queue:
     """The queue every worker of the function consumes (competing consumers)."""
-    name = f"{settings.namespace}.fn.{function_id}"
+    name = Keys(settings.namespace).function_exchange(function_id)  # queue and exchange share it
     return Queue(name, function_exchange(settings, function_id), routing_key=function_id,
                  durable=True)
 
 
 def reply_queue(settings: Settings, client_id: str) -> Queue:
     """The reply queue of one calling process; replies use the default exchange."""
-    return Queue(f"{settings.namespace}.reply.{client_id}", durable=False, auto_delete=True,
+    return Queue(Keys(settings.namespace).reply_queue(client_id), durable=False, auto_delete=True,
                  exclusive=not settings.broker_kind.is_redis)
 
 

@@ -22,6 +22,7 @@ from kombu import Queue
 from .. import envelope
 from ..errors import BrokerUnavailable
 from ..settings import Settings
+from ..store import Keys
 from ..transport import Publisher, connection, function_exchange
 
 log = logging.getLogger("iii.queues")
@@ -29,7 +30,7 @@ log = logging.getLogger("iii.queues")
 
 def job_queue(settings: Settings, queue: str, function_id: str) -> Queue:
     """The RabbitMQ queue holding ``function_id``'s jobs of standard queue ``queue``."""
-    return Queue(f"{settings.namespace}.fn.{function_id}.q.{queue}",
+    return Queue(Keys(settings.namespace).job_list(queue, function_id),
                  function_exchange(settings, function_id), routing_key=f"q.{queue}",
                  durable=True)
 
