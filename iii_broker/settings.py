@@ -18,6 +18,9 @@ from .errors import ConfigError, InvalidFunctionId
 from .function import check_function_id
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
+# The deepest III_PAYLOAD_MAX_DEPTH may be: well below Python's recursion limit (1000), so
+# that json and everything that walks a payload never hits it.
+MAX_PAYLOAD_DEPTH = 500
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "WARN", "ERROR", "CRITICAL")
 
 
@@ -43,6 +46,10 @@ class Settings:
     """Interface the web process (``iii-broker web``) listens on for HTTP triggers."""
     http_port: int = 3111
     """Port of the web process."""
+    payload_max_bytes: int = 8_388_608
+    """Largest payload or result a call may carry once encoded as JSON, in bytes (8 MiB)."""
+    payload_max_depth: int = 64
+    """Deepest nesting of arrays and objects a payload or result may have."""
     http_body_limit: int = 1_048_576
     """Largest request body an HTTP trigger accepts, in bytes (larger: 413)."""
     http_timeout_ms: int = 30_000
@@ -129,6 +136,12 @@ class Settings:
             raise ConfigError("III_HTTP_HOST must not be empty")
         if not 1 <= self.http_port <= 65535:
             raise ConfigError(f"III_HTTP_PORT={self.http_port!r}: use a TCP port from 1 to 65535")
+        if self.payload_max_bytes <= 0:
+            raise ConfigError("III_PAYLOAD_MAX_BYTES must be a positive number of bytes")
+        if not 1 <= self.payload_max_depth <= MAX_PAYLOAD_DEPTH:
+            raise ConfigError(f"III_PAYLOAD_MAX_DEPTH={self.payload_max_depth!r}: use 1 to "
+                              f"{MAX_PAYLOAD_DEPTH} (deeper JSON would hit Python's recursion "
+                              "limit when it is decoded)")
         if self.http_body_limit <= 0:
             raise ConfigError("III_HTTP_BODY_LIMIT must be a positive number of bytes")
         if self.http_timeout_ms <= 0:
@@ -169,6 +182,8 @@ class Settings:
             "III_HEARTBEAT_INTERVAL_S": str(self.heartbeat_interval_s),
             "III_DEFAULT_TIMEOUT_MS": str(self.default_timeout_ms),
             "III_LOG_LEVEL": self.log_level,
+            "III_PAYLOAD_MAX_BYTES": str(self.payload_max_bytes),
+            "III_PAYLOAD_MAX_DEPTH": str(self.payload_max_depth),
             "III_HTTP_HOST": self.http_host,
             "III_HTTP_PORT": str(self.http_port),
             "III_HTTP_BODY_LIMIT": str(self.http_body_limit),
