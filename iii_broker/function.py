@@ -74,6 +74,10 @@ class FunctionDef:
         self.wants_context = _positional_arity(self.handler) >= 2
         if self.request_schema is None:
             self.request_schema = hinted_schema(self.handler)
+        elif (problem := schema_problem(self.request_schema)) is not None:
+            # The web process validates request bodies against it: refuse it now, by name,
+            # rather than let every request fail.
+            raise ValueError(f"request_schema of {self.function_id!r} {problem}")
 
     def info(self) -> dict[str, Any]:
         """What the registry stores about this function (the schemas only when known)."""
@@ -87,6 +91,23 @@ class FunctionDef:
         if self.response_schema is not None:
             info["response_schema"] = self.response_schema
         return info
+
+
+# -- schemas --------------------------------------------------------------------------
+
+def schema_problem(schema: Any) -> str | None:
+    """What makes ``schema`` no valid JSON Schema (by the ``$schema`` draft it names, else
+    2020-12), or None when it is one."""
+    # jsonschema costs ~40 ms to import: only processes that meet a schema pay for it.
+    from jsonschema import exceptions, validators
+
+    if not isinstance(schema, dict):
+        return f"must be a JSON Schema object, not {type(schema).__name__}"
+    try:
+        validators.validator_for(schema).check_schema(schema)
+    except exceptions.SchemaError as exc:
+        return f"is not a valid JSON Schema: at {exc.json_path}, {exc.message}"
+    return None
 
 
 # -- schemas from type hints --------------------------------------------------------

@@ -21,7 +21,7 @@ def show_payload(payload):
     return {"status_code": 200, "body": payload}
 
 
-@route("web::me", "users/me/posts/:post_id")  # more specific than the route above; no leading /
+@route("web::me", "/users/me/posts/:post_id")  # more specific than the route above
 def me(payload):
     return {"status_code": 200, "body": {"me": True, "path_params": payload["path_params"]}}
 

@@ -62,11 +62,20 @@ def test_schemas_become_the_request_body_and_the_200_and_errors_share_the_error_
     assert post["responses"]["200"]["content"]["application/json"]["schema"] == {"type": "object"}
     assert "requestBody" not in get  # GET has no body, whatever the function declares
     assert get["responses"]["200"]["content"] == {"*/*": {"schema": {}}}
-    for status in ("400", "404", "413", "422", "500", "503", "504"):
+    for status in ("404", "413", "422", "500", "503", "504"):
         assert post["responses"][status]["content"]["application/json"]["schema"] == {
             "$ref": "#/components/schemas/Error"}
     error = doc["components"]["schemas"]["Error"]["properties"]["error"]
     assert set(error["properties"]) == {"code", "message", "error_id"}
+    # The body is validated against the request schema: the 400 says so, with path and rule.
+    bad = post["responses"]["400"]
+    assert "INVALID_BODY" in bad["description"] and "request_schema" in bad["description"]
+    assert bad["content"]["application/json"]["schema"] == {
+        "$ref": "#/components/schemas/InvalidBody"}
+    invalid = doc["components"]["schemas"]["InvalidBody"]["properties"]["error"]
+    assert {"code", "message", "path", "rule"} <= set(invalid["properties"])
+    assert get["responses"]["400"]["content"]["application/json"]["schema"] == {
+        "$ref": "#/components/schemas/Error"}  # no body, nothing validated
 
 
 def test_inactive_and_reserved_triggers_are_omitted_and_the_description_says_so():

@@ -2,8 +2,9 @@
 
 Built on each request from the registry: every active ``http`` trigger becomes an
 operation (``/users/:id`` → ``/users/{id}`` with a string path parameter), its function's
-``request_schema`` the JSON request body, its ``response_schema`` the ``200`` response, and
-the errors the web process makes itself share the ``Error`` component (iii's envelope).
+``request_schema`` the JSON request body (which the web process validates: its ``400`` then
+says so, with the ``InvalidBody`` component), its ``response_schema`` the ``200`` response,
+and the errors the web process makes itself share the ``Error`` component (iii's envelope).
 Triggers whose function has no live worker are left out; they return when one starts.
 """
 
@@ -16,10 +17,10 @@ from typing import Any
 from ...function import is_reserved
 from ...httpapi import ERROR_SCHEMA
 from .routes import Route
+from .schemas import BODY_METHODS
 from .trigger import HTTP
 
 OPENAPI_VERSION = "3.1.0"
-BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 OPENAPI_METHODS = frozenset({"GET", "PUT", "POST", "DELETE", "OPTIONS", "HEAD", "PATCH", "TRACE"})
 
 ERRORS: dict[str, str] = {
@@ -30,6 +31,25 @@ ERRORS: dict[str, str] = {
     "500": "The function or a middleware failed; the message carries an error_id.",
     "503": "No live worker serves the function (function_not_found), or the broker is down.",
     "504": "The function did not answer within the web process's timeout.",
+}
+INVALID_BODY = ("The request body is not valid JSON (INVALID_JSON), or does not match the "
+                "function's request_schema (INVALID_BODY: `path` says where, `rule` which "
+                "keyword failed), or the function refused it.")
+INVALID_BODY_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "description": "iii's error envelope (Error) with, for a body that breaks the "
+                   "function's request_schema, where and which rule.",
+    "required": ["error"],
+    "properties": {"error": {
+        "type": "object",
+        "required": ["code", "message"],
+        "properties": {
+            "code": {"type": "string"}, "message": {"type": "string"},
+            "path": {"type": "string", "description": "Where the body breaks the schema, as a "
+                     "JSON path ($ is the body, e.g. $.items[0].name)."},
+            "rule": {"type": "string", "description": "The JSON Schema keyword that failed "
+                     "(type, required, minimum, ...)."}},
+    }},
 }
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.\-]+")
 _DEFS_REF = "#/$defs/"
@@ -90,7 +110,9 @@ def _operation(route: Route, info: dict[str, Any], params: tuple[str, ...],
                                     "schema": {"type": "string", "minLength": 1}}
                                    for name in params]
     request_schema = info.get("request_schema")
+    validated = False  # the web process checks the body against the schema before the call
     if route.method in BODY_METHODS and isinstance(request_schema, dict):
+        validated = True
         operation["requestBody"] = {"required": True, "content": {"application/json": {
             "schema": _hoist(request_schema, f"{prefix}.request", schemas)}}}
     response_schema = info.get("response_schema")
@@ -103,6 +125,10 @@ def _operation(route: Route, info: dict[str, Any], params: tuple[str, ...],
     error = {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}
     operation["responses"] = {"200": ok, **{status: {"description": text, "content": error}
                                             for status, text in ERRORS.items()}}
+    if validated:
+        schemas["InvalidBody"] = INVALID_BODY_SCHEMA
+        operation["responses"]["400"] = {"description": INVALID_BODY, "content": {
+            "application/json": {"schema": {"$ref": "#/components/schemas/InvalidBody"}}}}
     return operation
 
 

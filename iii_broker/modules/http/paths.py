@@ -4,7 +4,8 @@
 character) is a parameter that matches one non-empty request segment, any other segment
 matches itself. Slashes at either end do not count, so ``users/:id/`` is ``/users/:id``.
 The route table matches with it, registration compares route shapes with it, and the
-OpenAPI document turns it into ``/users/{id}``.
+OpenAPI document turns it into ``/users/{id}``. Registration also refuses a path without
+its leading slash and parameters without a name or with one name twice (:func:`path_problem`).
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ def split_path(path: str) -> tuple[str, ...]:
 
 
 def is_param(segment: str) -> bool:
-    """``:id`` is a parameter; a lone ``:`` is an ordinary segment."""
+    """``:id`` is a parameter; a lone ``:`` is an ordinary segment here (registration
+    refuses it, see :func:`path_problem`)."""
     return len(segment) > 1 and segment[0] == ":"
 
 
@@ -82,6 +84,24 @@ class PathPattern:
         renamed = dict(zip((i for i, _ in self.params), names or self.names, strict=True))
         return "/" + "/".join(f"{{{renamed[i]}}}" if i in renamed else s
                               for i, s in enumerate(self.segments))
+
+
+def path_problem(api_path: str) -> str | None:
+    """Why ``api_path`` cannot be registered, or None: it must start with ``/``, and each
+    parameter needs a name of its own (``/e/:`` and ``/a/:id/:id`` are refused). The
+    parser itself stays lenient, for what the registry already holds."""
+    if not api_path.startswith("/"):
+        return f"is {api_path!r}: it must start with '/' (e.g. '/{api_path.lstrip('/')}')"
+    seen: set[str] = set()
+    for segment in split_path(api_path):
+        if segment == ":":
+            return f"is {api_path!r}: a parameter needs a name after ':' (e.g. ':id')"
+        if is_param(segment):
+            if segment[1:] in seen:
+                return (f"is {api_path!r}: parameter {segment!r} appears twice; give each "
+                        "parameter its own name")
+            seen.add(segment[1:])
+    return None
 
 
 def route_shape(api_path: str) -> tuple[str, ...]:

@@ -13,7 +13,7 @@ import os
 import threading
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from ...function import is_reserved
@@ -21,6 +21,7 @@ from ...registry import Registry
 from ...settings import Settings
 from ...store import RedisError, connect_store
 from .paths import PathPattern, split_path
+from .schemas import BODY_METHODS, BodySchema, SchemaCache
 from .trigger import HTTP
 
 log = logging.getLogger("iii.web")
@@ -41,6 +42,9 @@ class Route:
     middleware_function_ids: tuple[str, ...] = ()
     reserved: str | None = None
     """The first reserved built-in among the functions it calls (never callable over HTTP)."""
+    body_schema: BodySchema | None = None
+    """The function's ``request_schema``, compiled, for a POST/PUT/PATCH route (the table
+    sets it; :meth:`from_trigger` does not know the function)."""
 
     @classmethod
     def from_trigger(cls, trigger: dict[str, Any]) -> Route:
@@ -119,6 +123,7 @@ class RouteTable:
         self._thread: threading.Thread | None = None
         self._pid = 0
         self._lock = threading.Lock()
+        self._schemas = SchemaCache()
 
     @property
     def routes(self) -> tuple[Route, ...]:
@@ -130,8 +135,18 @@ class RouteTable:
         self._index = _Index(routes)  # one assignment: a request sees the old or the new
 
     def reload(self) -> None:
-        """Read the http triggers from the registry; raises ``redis.RedisError``."""
-        self.routes = [Route.from_trigger(t) for t in self.registry.triggers() if t["type"] == HTTP]
+        """Read the http triggers (and the request schemas of the functions that take a
+        body) from the registry; raises ``redis.RedisError``."""
+        routes = [Route.from_trigger(t) for t in self.registry.triggers() if t["type"] == HTTP]
+        takes_body = {r.function_id for r in routes if r.method in BODY_METHODS}
+        if takes_body:
+            schemas = {f["function_id"]: self._schemas.get(f["function_id"],
+                                                           f.get("request_schema"))
+                       for f in self.registry.functions() if f["function_id"] in takes_body}
+            routes = [replace(r, body_schema=schemas.get(r.function_id))
+                      if r.method in BODY_METHODS and schemas.get(r.function_id) else r
+                      for r in routes]
+        self.routes = routes
         self.loaded_at = time.monotonic()
 
     def match(self, path: str, method: str) -> Match:

@@ -7,6 +7,7 @@ from typing import Any
 from ...function import is_reserved
 from ...httpapi import MANAGEMENT_PREFIX, is_management_path
 from ..base import CONDITION, Field, TriggerType, function_ids
+from .paths import path_problem
 
 HTTP = "http"
 
@@ -22,7 +23,7 @@ def _api_path(value: str) -> str | None:
         return "must not be empty"
     if is_management_path(value):
         return f"is {value!r}: /{MANAGEMENT_PREFIX}/ is reserved for the management API"
-    return None
+    return path_problem(value)
 
 
 def _exposable(function_id: str, _config: dict[str, Any]) -> str | None:

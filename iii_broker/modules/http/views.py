@@ -2,9 +2,12 @@
 management API reaches :meth:`HttpTriggers.serve`, and ``GET /_iii/openapi.json`` reaches
 :meth:`HttpTriggers.openapi`.
 
-``serve`` finds the route in the live :class:`~.routes.RouteTable`, builds the payload of
-iii-reference §3, runs the middleware and the condition (:mod:`.middleware`), calls the
-function and turns its result into the response. What it answers itself uses iii's error
+``serve`` finds the route in the live :class:`~.routes.RouteTable`, reads the whole body
+(413 over ``III_HTTP_BODY_LIMIT``, whatever the transfer encoding), builds the payload of
+iii-reference §3 (400 ``INVALID_JSON`` for JSON it cannot carry), runs the middleware
+(:mod:`.middleware`), checks the body against the function's ``request_schema``
+(:mod:`.schemas`, 400 ``INVALID_BODY``), runs the condition, calls the function and turns
+its result into the response. What it answers itself uses iii's error
 envelope (:func:`iii_broker.httpapi.responses.error_response`). Everything per process (settings,
 client, table) is read once here, so a request allocates only what it must.
 """
@@ -18,14 +21,15 @@ from werkzeug.exceptions import RequestEntityTooLarge
 
 from ... import context as _context
 from ...errors import FunctionNotFound, IIIError, InvocationFailed
-from ...httpapi import status_of
+from ...httpapi import envelope, status_of
 from ...httpapi.responses import error_response, json_response, method_not_allowed
 from ...store import RedisError
 from ..hosts import WebHost
 from .middleware import Answered, BadAnswer, Cors, middleware_payload, read_answer, stand_in_context
 from .openapi import build_document
-from .payloads import BadRequestBody, BadResponse, make_response, request_payload
+from .payloads import BadRequestBody, BadResponse, BodyTooLarge, make_response, request_payload
 from .routes import Route, RouteTable
+from .schemas import BodyViolation
 from .trigger import HTTP_METHODS
 
 ENDPOINT = "http_trigger"
@@ -43,6 +47,9 @@ class HttpTriggers:
         self.global_middleware = settings.http_middleware_ids
         self.timeout_ms = settings.http_timeout_ms
         self.body_limit = settings.http_body_limit
+        # The body sits one level down in the payload the function receives, which
+        # III_PAYLOAD_MAX_DEPTH bounds as a whole.
+        self.body_max_depth = max(1, settings.payload_max_depth - 1)
 
     def install(self, app: Flask) -> None:
         """Start following the registry and add the views (and CORS, when configured)."""
@@ -70,8 +77,6 @@ class HttpTriggers:
             if allowed:
                 return method_not_allowed(req.method, req.path, allowed)
             return error_response(404, "NOT_FOUND", f"no route for {req.method} {req.path}")
-        if (req.content_length or 0) > self.body_limit:
-            raise RequestEntityTooLarge()  # the web host answers it, as for any body over the limit
         if route.reserved is not None:
             return error_response(403, "FORBIDDEN", f"built-in function {route.reserved!r} is not "
                                   "callable through an HTTP route")
@@ -80,9 +85,12 @@ class HttpTriggers:
                                   f"no live worker serves {route.function_id!r}; "
                                   "the route answers again when one starts")
         try:
-            payload = request_payload(req, route, match.path_params)
+            payload = request_payload(req, route, match.path_params, body_limit=self.body_limit,
+                                      max_depth=self.body_max_depth)
+        except BodyTooLarge:
+            raise RequestEntityTooLarge() from None  # the web host answers it, as for any 413
         except BadRequestBody as exc:
-            return error_response(400, "INVALID_JSON", str(exc))
+            return error_response(exc.status, exc.code, str(exc))
         token = _context._set_current(stand_in_context(self.client, req.headers.get("traceparent")))
         try:
             return self._run(req, route, payload)
@@ -123,6 +131,13 @@ class HttpTriggers:
                                             "unusable", f"{exc}: {answer!r}"[:2000])
                 context = {**context, **value}
         payload["context"] = context
+        if route.body_schema is not None:
+            try:
+                route.body_schema.check(payload["body"])
+            except BodyViolation as exc:
+                error = envelope("INVALID_BODY", str(exc))
+                error["error"].update(path=exc.path, rule=exc.rule)
+                return json_response(error, 400)
         if route.condition_function_id is not None:
             if not self._call(route.condition_function_id, payload, "condition"):
                 return error_response(422, "CONDITION_NOT_MET", f"the condition of {req.method} "
