@@ -21,7 +21,7 @@ def test_path_params_query_strings_and_headers_reach_the_function_in_the_iii_pay
     assert payload["context"] == {}
 
 
-def test_a_static_segment_wins_over_a_parameter_and_the_leading_slash_is_optional(web):
+def test_a_static_segment_wins_over_a_parameter(web):
     reply = web.get("/users/me/posts/3")
     assert reply.status == 200
     assert reply.json() == {"me": True, "path_params": {"post_id": "3"}}
