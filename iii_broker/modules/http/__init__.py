@@ -3,10 +3,11 @@ to one function, and what the web process serves for them.
 
 =================  ===========================================================================
 ``trigger``        the ``http`` trigger type and its config schema
-``paths``          how an ``api_path`` reads (``:name`` parameters): matching, shapes, templates
+``paths``          how an ``api_path`` reads (``:name`` parameters): checks, matching, shapes
 ``routes``         the live route table of a web process
 ``views``          the catch-all view serving the routes, and ``GET /_iii/openapi.json``
-``payloads``       request → function payload, result → response (iii-reference §3)
+``payloads``       request → function payload (the whole body or 413/400), result → response
+``schemas``        a function's ``request_schema``, compiled once, checked against bodies
 ``middleware``     CORS, middleware answers, the request's trace
 ``openapi``        the OpenAPI 3.1 document of the live routes
 =================  ===========================================================================

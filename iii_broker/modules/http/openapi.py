@@ -24,7 +24,8 @@ OPENAPI_VERSION = "3.1.0"
 OPENAPI_METHODS = frozenset({"GET", "PUT", "POST", "DELETE", "OPTIONS", "HEAD", "PATCH", "TRACE"})
 
 ERRORS: dict[str, str] = {
-    "400": "The request body is not valid JSON (INVALID_JSON), or the function refused it.",
+    "400": "The request body is not valid JSON (INVALID_JSON), is cut short or not UTF-8 "
+           "text (INVALID_BODY), or the function refused it.",
     "404": "No route matches (NOT_FOUND), or the function answered 404.",
     "413": "The request body is over the web process's limit (PAYLOAD_TOO_LARGE).",
     "422": "The route's condition function answered false (CONDITION_NOT_MET).",
