@@ -16,7 +16,7 @@ import uuid
 from typing import Any
 
 import pytest
-from kombu import Connection, Exchange, Producer, Queue
+from kombu import Connection, Producer, Queue
 
 from iii_broker import App, Enqueue, InvalidArgument, PayloadError, PayloadLimitExceeded, Void
 from iii_broker.envelope import decode, encode
@@ -257,9 +257,9 @@ def test_on_amqp_a_deep_call_is_dead_lettered_answered_and_every_function_keeps_
         with Connection(amqp_fault_url, connect_timeout=5) as conn:
             channel = conn.channel()
             reply.bind(channel).declare()
-            Producer(channel).publish(
-                body, exchange=Exchange(function_exchange(amqp, "poison::echo").name,
-                                        type="direct", durable=True),
+            Producer(channel).publish(  # declares the queue, as callers do
+                body, exchange=function_exchange(amqp, "poison::echo"),
+                declare=[function_queue(amqp, "poison::echo")],
                 routing_key="poison::echo", content_type="application/json",
                 content_encoding="utf-8", reply_to=reply.name, correlation_id="poison-call")
             answers: list[Any] = []
