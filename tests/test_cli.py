@@ -78,7 +78,8 @@ def test_a_call_slower_than_timeout_ms_exits_1_with_timeout(running, store, sett
 
 def test_the_timeout_message_names_the_timeout_that_was_given(running):
     done = cli(running.env, "trigger", "test::slow", '{"seconds": 1}', "--timeout-ms", "200")
-    assert done.stderr.startswith("iii-broker: TIMEOUT: no answer from 'test::slow' within 200 ms"), done.stderr
+    assert done.stderr.startswith(
+        "iii-broker: TIMEOUT: no answer from 'test::slow' within 200 ms"), done.stderr
 
 
 def test_a_payload_that_is_not_json_exits_2_with_a_clear_message(settings):
