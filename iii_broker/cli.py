@@ -60,7 +60,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     p = sub.add_parser("trigger", help="call a function and print its result as JSON")
     p.add_argument("function_id")
-    p.add_argument("payload", nargs="?", default="null", help="JSON payload (default null)")
+    p.add_argument("payload", nargs="?", default="null",
+                   help="JSON payload (default null); - reads it from stdin, @FILE from a file")
     group = p.add_mutually_exclusive_group()
     group.add_argument("--void", action="store_true", help="fire and forget")
     group.add_argument("--enqueue", metavar="QUEUE", help="hand the call to a named queue")
@@ -109,9 +110,27 @@ def _call(settings: Settings, function_id: str, payload: Any, **kwargs: Any) -> 
         app.close()
 
 
+def _read_payload(arg: str) -> str:
+    """The payload text: the argument itself, stdin for ``-``, a file for ``@PATH``;
+    raises OSError when the file cannot be read."""
+    if arg == "-":
+        return sys.stdin.read()
+    if arg.startswith("@"):
+        with open(arg[1:], encoding="utf-8") as f:
+            return f.read()
+    return arg
+
+
 def _trigger(settings: Settings, args: argparse.Namespace) -> int:
     try:
-        payload = json.loads(args.payload)
+        text = _read_payload(args.payload)
+    except (OSError, UnicodeDecodeError) as exc:
+        return fail(f"cannot read the payload from {args.payload[1:]}: {exc}", 2)
+    try:
+        payload = json.loads(text)
+    except RecursionError:
+        return fail("payload is nested too deeply to be decoded as JSON (the limit is "
+                    f"{settings.payload_max_depth} levels, III_PAYLOAD_MAX_DEPTH)", 2)
     except ValueError as exc:
         return fail(f"payload is not valid JSON: {exc}", 2)
     action: Any = Void if args.void else Enqueue(args.enqueue) if args.enqueue else None
@@ -119,7 +138,7 @@ def _trigger(settings: Settings, args: argparse.Namespace) -> int:
         result = _call(settings, args.function_id, payload, action=action,
                        timeout_ms=args.timeout_ms)
     except IIIError as exc:
-        print(f"{exc.code}: {exc.message}", file=sys.stderr)
+        fail(str(exc))  # code: message
         if exc.stacktrace:
             print(exc.stacktrace.rstrip(), file=sys.stderr)
         return 1

@@ -25,10 +25,11 @@ from .errors import (
     BrokerUnavailable,
     EnqueueError,
     FunctionNotFound,
+    InvalidArgument,
     InvocationTimeout,
 )
 from .function import check_function_id
-from .message import Invocation, now_ms
+from .message import Invocation, Limits, now_ms
 from .queues.amqp import AmqpJobs
 from .queues.store import JobStore
 from .replies import ReplyConsumer
@@ -48,6 +49,15 @@ log = logging.getLogger("iii.client")
 _KNOWN_TTL_S = 1.0
 # The first wait for a reply, sent with the call (replies.ReplyConsumer.wait_slot's step).
 _SLOT_WAIT_S = 0.25
+
+
+def check_timeout(timeout_ms: Any, function_id: str | None = None) -> int:
+    """``timeout_ms`` if it is a positive int (not a bool); raises :class:`InvalidArgument`."""
+    if isinstance(timeout_ms, bool) or not isinstance(timeout_ms, int) or timeout_ms <= 0:
+        raise InvalidArgument(
+            f"timeout_ms must be a positive integer of milliseconds, not {timeout_ms!r}",
+            function_id=function_id)
+    return timeout_ms
 
 
 class Void:
@@ -95,6 +105,7 @@ class Caller:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
+        self.limits = Limits.of(settings)
         self.keys = Keys(settings.namespace)
         self.client_id = f"{os.getpid()}-{uuid.uuid4().hex[:12]}"
         self.publisher = Publisher(settings)
@@ -115,9 +126,8 @@ class Caller:
     ) -> tuple[Invocation, str, dict[str, Any]]:
         if function_id not in self._routes:
             check_function_id(function_id, builtin=True)
-        timeout = self.settings.default_timeout_ms if timeout_ms is None else int(timeout_ms)
-        if timeout <= 0:
-            raise ValueError(f"timeout_ms must be positive, got {timeout_ms!r}")
+        timeout = self.settings.default_timeout_ms if timeout_ms is None else \
+            check_timeout(timeout_ms, function_id)
         parent = _context._peek()
         span = parent.span.child() if parent else SpanContext.new_root()
         inv = Invocation(
@@ -125,7 +135,7 @@ class Caller:
             deadline=now_ms() + timeout if sync else None,
             metadata=dict(metadata or {}),
         )
-        body = inv.to_json()  # raises PayloadError before anything is published
+        body = inv.to_json(self.limits)  # raises PayloadError before anything is published
         return inv, body, {"traceparent": span.traceparent}
 
     def call(
@@ -139,6 +149,8 @@ class Caller:
     ) -> Any:
         """Invoke ``function_id``; see :meth:`iii_broker.App.trigger`."""
         if isinstance(action, Enqueue):
+            if timeout_ms is not None:
+                check_timeout(timeout_ms, function_id)
             return self.enqueue(function_id, payload, action, metadata)
         pending = self._start_call(function_id, payload, action, timeout_ms, metadata, own=True)
         if pending is None:
@@ -168,6 +180,8 @@ class Caller:
     ) -> Any:
         """Awaitable :meth:`call`, for ``async def`` code."""
         if isinstance(action, Enqueue):
+            if timeout_ms is not None:
+                check_timeout(timeout_ms, function_id)
             return self.enqueue(function_id, payload, action, metadata)
         pending = self._start_call(function_id, payload, action, timeout_ms, metadata)
         if pending is None:
@@ -226,7 +240,7 @@ class Caller:
             function_id, inv.invocation_id,
             self.replies.expect(inv.invocation_id) if slot is None else None,  # type: ignore[arg-type]
             wait_s=max((inv.deadline - now_ms()) / 1000, 0.001),
-            timeout_ms=self.settings.default_timeout_ms if timeout_ms is None else int(timeout_ms),
+            timeout_ms=self.settings.default_timeout_ms if timeout_ms is None else timeout_ms,
             slot=slot,
         )
         try:

@@ -92,6 +92,8 @@ def decode(raw: str | bytes) -> Envelope:
         data = json.loads(raw)
     except ValueError as exc:
         raise PayloadError(f"not JSON: {exc}") from None
+    except RecursionError:
+        raise PayloadError("nested too deeply to be decoded as JSON") from None
     if not isinstance(data, dict) or "body" not in data:
         raise PayloadError("not a Kombu message envelope")
     headers = data.get("headers") or {}

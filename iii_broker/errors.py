@@ -107,6 +107,16 @@ class PayloadError(IIIError):
     code = "invalid_payload"
 
 
+class PayloadLimitExceeded(PayloadError):
+    """A payload or result is larger or deeper than III_PAYLOAD_MAX_BYTES / _DEPTH allow."""
+
+
+class InvalidArgument(IIIError):
+    """An argument of a call is out of range or of the wrong type (e.g. ``timeout_ms``)."""
+
+    code = "invalid_argument"
+
+
 class TriggerConfigError(IIIError):
     """A trigger has an unknown type or a config its module rejects."""
 
@@ -142,6 +152,7 @@ _BY_CODE: dict[str, type[IIIError]] = {
         Forbidden,
         InvalidFunctionId,
         PayloadError,
+        InvalidArgument,
         TriggerConfigError,
     )
 }

@@ -279,7 +279,7 @@ def test_a_payload_nested_too_deeply_is_a_payload_error_not_a_crash(app):
     for _ in range(5000):
         cur.append([])
         cur = cur[0]
-    with pytest.raises(PayloadError, match="nested too deeply"):
+    with pytest.raises(PayloadError, match="nested deeper than the limit of 64 levels"):
         app.trigger("math::add", deep)
 
 

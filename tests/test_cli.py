@@ -45,7 +45,7 @@ def test_a_failing_function_exits_1_printing_the_error_and_its_stacktrace(runnin
     done = cli(running.env, "trigger", "test::fail", '{"x": 1}')
     assert done.returncode == 1
     assert done.stdout == ""
-    assert done.stderr.startswith("invocation_failed: ValueError: bad input: {'x': 1}\n")
+    assert done.stderr.startswith("iii-broker: invocation_failed: ValueError: bad input: {'x': 1}\n")
     assert 'raise ValueError(f"bad input: {payload!r}")' in done.stderr  # the handler's stacktrace
 
 
@@ -53,7 +53,7 @@ def test_an_unknown_function_exits_1_with_function_not_found(running):
     done = cli(running.env, "trigger", "test::missing", "{}")
     assert done.returncode == 1
     assert done.stdout == ""
-    assert done.stderr.startswith("function_not_found: ")
+    assert done.stderr.startswith("iii-broker: function_not_found: ")
     assert "'test::missing'" in done.stderr
 
 
@@ -70,7 +70,7 @@ def test_a_call_slower_than_timeout_ms_exits_1_with_timeout(running, store, sett
     finished = store.lrange(f"{settings.namespace}:test:finished", 0, -1)
     assert done.returncode == 1
     assert done.stdout == ""
-    assert done.stderr.startswith("TIMEOUT: no answer from 'test::slow'")
+    assert done.stderr.startswith("iii-broker: TIMEOUT: no answer from 'test::slow'")
     assert "cli" not in finished, "the CLI waited for the function instead of timing out"
     wait_for(lambda: "cli" in store.lrange(f"{settings.namespace}:test:started", 0, -1),
              what="the timed-out call to have been delivered all the same")
@@ -78,7 +78,8 @@ def test_a_call_slower_than_timeout_ms_exits_1_with_timeout(running, store, sett
 
 def test_the_timeout_message_names_the_timeout_that_was_given(running):
     done = cli(running.env, "trigger", "test::slow", '{"seconds": 1}', "--timeout-ms", "200")
-    assert done.stderr.startswith("TIMEOUT: no answer from 'test::slow' within 200 ms"), done.stderr
+    assert done.stderr.startswith(
+        "iii-broker: TIMEOUT: no answer from 'test::slow' within 200 ms"), done.stderr
 
 
 def test_a_payload_that_is_not_json_exits_2_with_a_clear_message(settings):
@@ -100,7 +101,8 @@ def test_a_timeout_that_is_not_a_positive_integer_is_a_usage_error(settings, val
 def test_an_invalid_function_id_exits_1_naming_it(settings):
     done = cli(clean_env(settings), "trigger", "not valid", "{}")
     assert done.returncode == 1
-    assert done.stderr.startswith("invalid_function_id: function id 'not valid' is malformed")
+    assert done.stderr.startswith(
+        "iii-broker: invalid_function_id: function id 'not valid' is malformed")
 
 
 def test_functions_lists_every_live_function_with_its_worker_count(running):
@@ -191,3 +193,72 @@ def test_an_unknown_setting_exits_2_naming_it(settings):
     assert done.returncode == 2
     assert "unknown setting III_BROKR_URL" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def cli_input(env: dict[str, str], *args: str, stdin: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(bin_cmd("iii-broker", *args), env=env, cwd=ROOT, input=stdin,
+                          capture_output=True, text=True, timeout=60)
+
+
+def test_trigger_reads_the_payload_from_stdin_with_a_dash(running):
+    done = cli_input(running.env, "trigger", "test::add", "-", stdin='{"a": 2, "b": 40}')
+    assert (done.returncode, done.stdout) == (0, '{"sum": 42}\n'), done.stderr
+
+
+def test_trigger_reads_the_payload_from_a_file_with_an_at_sign(running, tmp_path):
+    big = {"a": 1, "b": 2, "pad": "x" * 300_000}  # past what one argument may carry
+    path = tmp_path / "payload.json"
+    path.write_text(json.dumps(big))
+    done = cli(running.env, "trigger", "test::echo", f"@{path}")
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["payload"] == big
+
+
+def test_a_payload_file_that_cannot_be_read_exits_2_naming_it(settings, tmp_path):
+    done = cli(clean_env(settings), "trigger", "test::add", f"@{tmp_path}/missing.json")
+    assert done.returncode == 2
+    assert done.stderr.startswith(f"iii-broker: cannot read the payload from {tmp_path}/missing.json")
+
+
+def test_a_payload_too_deep_for_json_is_an_error_not_a_traceback(settings):
+    done = cli_input(clean_env(settings), "trigger", "test::add", "-",
+                     stdin="[" * 5000 + "]" * 5000)
+    assert done.returncode == 2
+    assert done.stderr.startswith("iii-broker: payload is nested too deeply")
+    assert "III_PAYLOAD_MAX_DEPTH" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_a_payload_past_the_depth_limit_is_invalid_payload_naming_the_limit(settings):
+    done = cli(clean_env(settings), "trigger", "test::add", "[" * 100 + "]" * 100)
+    assert done.returncode == 1
+    assert done.stderr.startswith("iii-broker: invalid_payload: payload for 'test::add' is "
+                                  "nested deeper than the limit of 64")
+
+
+def test_deadletters_lists_what_workers_refused_and_drops_by_id_or_all(running, store, settings):
+    queue = f"{settings.namespace}.fn.test::add"
+    store.lpush(queue, "<<not a message>>")
+    store.lpush(queue, "<<nor this one>>")
+    key = f"{settings.namespace}:deadletter"
+    wait_for(lambda: store.llen(key) == 2, what="two dead letters")
+
+    listed = cli(running.env, "deadletters")
+    assert listed.returncode == 0, listed.stderr
+    header, *rows = listed.stdout.splitlines()
+    assert header.split() == ["ID", "WHEN", "QUEUE", "REASON", "PREVIEW"]
+    assert len(rows) == 2 and all("not a Kombu message" in r for r in rows)
+    assert "<<nor this one>>" in rows[0] and "<<not a message>>" in rows[1]  # newest first
+    letters = json.loads(cli(running.env, "deadletters", "--json").stdout)["letters"]
+    assert [x["body"] for x in letters] == ["<<nor this one>>", "<<not a message>>"]
+
+    dropped = cli(running.env, "deadletters", "drop", letters[0]["id"])
+    assert dropped.returncode == 0, dropped.stderr
+    assert [json.loads(x)["body"] for x in store.lrange(key, 0, -1)] == ["<<not a message>>"]
+    unknown = cli(running.env, "deadletters", "drop", "feedfacecafe")
+    assert unknown.returncode == 1
+    assert unknown.stderr.startswith("iii-broker: no dead letter with id feedfacecafe")
+
+    refused = cli(running.env, "deadletters", "drop", "--all")
+    assert refused.returncode == 2 and "--yes" in refused.stderr
+    assert cli(running.env, "deadletters", "drop", "--all", "--yes").returncode == 0
+    assert store.llen(key) == 0

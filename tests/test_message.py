@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from iii_broker.errors import InvocationFailed, PayloadError
-from iii_broker.message import Invocation, parse_reply, reply_body
+from iii_broker.errors import InvocationFailed, PayloadError, PayloadLimitExceeded
+from iii_broker.message import Invocation, Limits, depth_exceeds, dumps, parse_reply, reply_body
 from iii_broker.tracing import SpanContext
 
 
@@ -58,3 +58,71 @@ def test_traceparent_round_trips_and_children_keep_the_trace():
 @pytest.mark.parametrize("header", [None, "", "garbage", "00-" + "0" * 32 + "-" + "1" * 16 + "-01"])
 def test_a_malformed_traceparent_is_ignored(header):
     assert SpanContext.parse(header) is None
+
+
+def _nested(depth: int) -> list:
+    value: list = []
+    for _ in range(depth - 1):
+        value = [value]
+    return value
+
+
+LIMITS = Limits(max_bytes=1000, max_depth=8)
+
+
+def test_a_payload_at_the_depth_limit_passes_and_one_level_more_is_refused_naming_it():
+    Invocation("a::b", {"x": _nested(7)}, metadata={"m": [1]}).to_json(LIMITS)  # 8 levels
+    with pytest.raises(PayloadLimitExceeded, match=r"payload for 'a::b' is nested deeper "
+                       r"than the limit of 8 .*\(III_PAYLOAD_MAX_DEPTH\)") as info:
+        Invocation("a::b", {"x": _nested(8)}).to_json(LIMITS)
+    assert info.value.code == "invalid_payload"
+
+
+def test_many_shallow_containers_pass_the_depth_check():
+    """More brackets than the limit only make the check walk the structure: width is fine."""
+    Invocation("a::b", [{"k": [i]} for i in range(50)]).to_json(Limits(100_000, 3))
+
+
+def test_brackets_inside_strings_do_not_count_as_depth():
+    Invocation("a::b", {"s": "[[[[[[[[[[[[{{{{{{{{"}).to_json(LIMITS)
+
+
+def test_metadata_nested_too_deep_is_refused_too():
+    with pytest.raises(PayloadLimitExceeded, match="nested deeper"):
+        Invocation("a::b", 1, metadata={"m": _nested(9)}).to_json(LIMITS)
+
+
+def test_a_payload_larger_than_the_limit_once_encoded_is_refused_naming_its_size():
+    with pytest.raises(PayloadLimitExceeded, match=r"is \d+ bytes encoded as JSON, over the "
+                       r"limit of 1000 bytes \(III_PAYLOAD_MAX_BYTES\)"):
+        Invocation("a::b", "x" * 1000).to_json(LIMITS)
+
+
+def test_a_value_too_deep_for_json_itself_is_a_clear_limit_error():
+    with pytest.raises(PayloadLimitExceeded, match="nested deeper than the limit of 8"):
+        Invocation("a::b", _nested(5000)).to_json(LIMITS)
+    with pytest.raises(PayloadLimitExceeded, match="nested deeper than the limit of 500"):
+        dumps(_nested(5000))
+
+
+@pytest.mark.parametrize("depth", [9, 5000])
+def test_a_received_body_too_deep_is_refused_before_or_instead_of_a_recursion_error(depth):
+    body = ('{"function_id":"a::b","invocation_id":"i","payload":' + "[" * depth
+            + "]" * depth + "}")
+    with pytest.raises(PayloadLimitExceeded, match="III_PAYLOAD_MAX_DEPTH"):
+        Invocation.from_body(body.encode(), "application/json", Limits(100_000, 8))
+
+
+def test_a_received_body_too_large_is_refused_before_it_is_parsed():
+    body = b'{"function_id":"a::b","invocation_id":"i","payload":"' + b"x" * 2000 + b'"}'
+    with pytest.raises(PayloadLimitExceeded, match=r"the message body is \d+ bytes encoded"):
+        Invocation.from_body(body, "application/json", LIMITS)
+
+
+def test_depth_exceeds_walks_any_depth_without_recursion_and_stops_on_cycles():
+    assert not depth_exceeds(_nested(8), 8)
+    assert depth_exceeds(_nested(9), 8)
+    assert depth_exceeds(_nested(100_000), 500)
+    loop: list = []
+    loop.append(loop)
+    assert depth_exceeds(loop, 500)

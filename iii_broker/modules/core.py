@@ -4,7 +4,8 @@
 Built-ins: ``engine::functions::list``, ``engine::workers::list``,
 ``engine::triggers::list``, ``engine::register_trigger {type, function_id, config,
 metadata?}`` → ``{id}`` and ``engine::unregister_trigger {id}`` → ``{id, removed}``.
-CLI: ``iii-broker functions | workers | triggers [add TYPE FUNCTION_ID CONFIG | remove ID]``.
+CLI: ``iii-broker functions | workers | triggers [add TYPE FUNCTION_ID CONFIG | remove ID]``,
+and ``iii-broker deadletters [drop ID... | --all --yes]`` (``deadletter_cli.py``).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from ..console import fail, print_table
 from ..errors import FunctionNotFound, IIIError, TriggerConfigError
 from ..registry import ENGINE_OWNED
 from ..settings import Settings, mask_url
+from . import deadletter_cli
 from .base import Builtin, Duty, Field, Module, TriggerType, required
 from .hosts import EngineHost
 
@@ -73,7 +75,9 @@ class CoreModule(Module):
         q.add_argument("config", nargs="?", default="{}", help="JSON object (default {})")
         q = actions.add_parser("remove", help="remove an engine-owned trigger (idempotent)")
         q.add_argument("id")
-        return {"functions": _listing, "workers": _listing, "triggers": _triggers}
+        deadletter_cli.add_parser(sub)
+        return {"functions": _listing, "workers": _listing, "triggers": _triggers,
+                "deadletters": deadletter_cli.run}
 
 
 def register_trigger(engine: EngineHost, payload: Any) -> dict[str, Any]:

@@ -28,7 +28,7 @@ import redis
 
 from .. import envelope
 from ..errors import EnqueueError, IIIError, PayloadError
-from ..message import Invocation, now_ms
+from ..message import Invocation, Limits, now_ms
 from ..store import Keys
 from . import lua
 from .config import DEFAULT_QUEUE, QueueConfig
@@ -462,10 +462,11 @@ def job_message(ns: str, queue: str, function_id: str, inv: Invocation,
                            delivery_tag=inv.invocation_id, base64_body=False)
 
 
-def parse_job(tag: str, queue: str, raw: str) -> Job:
-    """Parse a claimed message; raises :class:`PayloadError` when it is not one of ours."""
+def parse_job(tag: str, queue: str, raw: str, limits: Limits | None = None) -> Job:
+    """Parse a claimed message; raises :class:`PayloadError` when it is not one of ours
+    (:class:`PayloadLimitExceeded` when it is larger or deeper than ``limits``)."""
     parsed = envelope.decode(raw)
-    inv = Invocation.from_body(parsed.body, parsed.content_type)
+    inv = Invocation.from_body(parsed.body, parsed.content_type, limits)
     return Job(tag, queue, raw, inv, parsed.headers)
 
 

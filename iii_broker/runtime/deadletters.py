@@ -19,6 +19,7 @@ from ..transport import Publisher
 log = logging.getLogger("iii.worker")
 
 MAX_DEAD_LETTERS = 10_000
+MAX_BODY_CHARS = 65_536
 
 
 class DeadLetters:
@@ -30,19 +31,21 @@ class DeadLetters:
         self.publisher = publisher
         self.worker_id = worker_id
 
-    def refuse(self, message: Any, reason: str) -> None:
-        """Set a Kombu message aside, tell its caller (if one waits), ack it; never run it."""
-        props = message.properties or {}
-        text, encoding = _text(message.body)
+    def refuse(self, message: Any, reason: str, *, code: str = InvocationFailed.code) -> None:
+        """Set a Kombu message aside, tell its caller (if one waits) with an error of
+        ``code``, ack it; never run it."""
+        props = message.properties if isinstance(message.properties, dict) else {}
         self._store({
-            "reason": reason, "content_type": message.content_type, "body": text,
-            "body_encoding": encoding, "headers": message.headers or {},
+            "reason": reason, "content_type": message.content_type, **_body(message.body),
+            "headers": message.headers if isinstance(message.headers, dict) else {},
             "queue": (message.delivery_info or {}).get("routing_key"),
             "worker_id": self.worker_id, "at": now_ms(),
         })
         reply_to, correlation_id = props.get("reply_to"), props.get("correlation_id")
-        if reply_to and correlation_id:
-            error = InvocationFailed(f"message refused: {reason}", invocation_id=correlation_id)
+        if isinstance(reply_to, str) and isinstance(correlation_id, str) \
+                and reply_to and correlation_id:
+            error = IIIError(f"message refused: {reason}", code=code,
+                             invocation_id=correlation_id)
             try:
                 self.publisher.publish(reply_body(correlation_id, error=error),
                                        routing_key=reply_to, correlation_id=correlation_id)
@@ -52,9 +55,8 @@ class DeadLetters:
 
     def undecodable(self, queue: str, raw: bytes, exc: Exception) -> None:
         """An item on a queue that is not a Kombu message at all (the transport popped it)."""
-        text, encoding = _text(raw)
-        self._store({"reason": f"not a Kombu message: {exc}", "content_type": None,
-                     "body": text, "body_encoding": encoding, "queue": queue,
+        self._store({"reason": f"not a Kombu message: {type(exc).__name__}: {exc}",
+                     "content_type": None, **_body(raw), "queue": queue,
                      "worker_id": self.worker_id, "at": now_ms()})
 
     def _store(self, record: dict[str, Any]) -> None:
@@ -66,6 +68,16 @@ class DeadLetters:
             pipe.execute()
         except Exception as exc:  # noqa: BLE001 - the log line above keeps the evidence
             log.error("could not store the dead letter: %s", exc)
+
+
+def _body(body: bytes | str) -> dict[str, Any]:
+    """The body fields of a dead letter: the body itself, cut to :data:`MAX_BODY_CHARS`
+    (with its full length) when longer — a letter is evidence, not a copy of a huge one."""
+    text, encoding = _text(body)
+    if len(text) <= MAX_BODY_CHARS:
+        return {"body": text, "body_encoding": encoding}
+    return {"body": text[:MAX_BODY_CHARS], "body_encoding": encoding,
+            "body_truncated": True, "body_length": len(body)}
 
 
 def _text(body: bytes | str) -> tuple[str, str]:

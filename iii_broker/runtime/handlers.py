@@ -4,6 +4,7 @@ thread, and the reply each outcome becomes."""
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import threading
 import traceback
@@ -12,9 +13,9 @@ from typing import Any
 
 from .. import context as _context
 from ..app import App
-from ..errors import IIIError, InvocationFailed, PayloadError
+from ..errors import IIIError, InvocationFailed, PayloadError, PayloadLimitExceeded
 from ..function import FunctionDef
-from ..message import Invocation, reply_body
+from ..message import Invocation, Limits, dumps, reply_body
 from ..modules import Module, extend_context
 from ..tracing import SpanContext
 
@@ -76,14 +77,22 @@ class Handlers:
             self._loop.call_soon_threadsafe(self._loop.stop)
 
 
-def ok_reply(inv: Invocation, result: Any) -> str:
-    """The reply carrying ``result`` (an ``invocation_failed`` one when it is not JSON)."""
+def ok_reply(inv: Invocation, result: Any, limits: Limits) -> str:
+    """The reply carrying ``result``: an ``invalid_payload`` one naming the limit when it
+    is larger or deeper than ``limits`` allow, an ``invocation_failed`` one when it is not
+    JSON."""
     try:
-        return reply_body(inv.invocation_id, result=result)
+        text = dumps(result, what=f"result of {inv.function_id!r}", limits=limits)
+        # What reply_body makes, without encoding the result a second time.
+        return f'{{"invocation_id":{json.dumps(inv.invocation_id)},"result":{text}}}'
+    except PayloadLimitExceeded as exc:
+        error: IIIError = PayloadError(exc.message, function_id=inv.function_id,
+                                       invocation_id=inv.invocation_id)
     except PayloadError as exc:
-        return reply_body(inv.invocation_id, error=InvocationFailed(
-            f"result of {inv.function_id!r} is not JSON: {exc.message}",
-            function_id=inv.function_id, invocation_id=inv.invocation_id))
+        error = InvocationFailed(exc.message,
+                                 function_id=inv.function_id, invocation_id=inv.invocation_id)
+    log.warning("call %s of %s: %s", inv.invocation_id, inv.function_id, error.message)
+    return reply_body(inv.invocation_id, error=error)
 
 
 def failed_reply(inv: Invocation, exc: BaseException, *, log_it: bool = False) -> str:

@@ -29,7 +29,7 @@ from .. import context as _context
 from ..app import App
 from ..errors import IIIError, PayloadError
 from ..function import FunctionDef
-from ..message import Invocation, dumps, now_ms
+from ..message import Invocation, Limits, dumps, now_ms
 from ..modules import Module, Service, default_modules
 from ..redis_transport import RedisFetcher
 from ..registry import Registry
@@ -100,6 +100,7 @@ class Worker:
         self._stopped = threading.Event()
         self._pool = HandlerPool(max_workers=concurrency * 2 + 32,
                                  thread_name_prefix="iii-handler")
+        self.limits = Limits.of(self.settings)
         self.handlers = Handlers(app, self.modules)
         self._consumer: Consumer | None = None
         self._qos: RedisQoS | None = None  # batches acks and in-flight records (Redis)
@@ -330,9 +331,15 @@ class Worker:
         if self._stopping.is_set():
             return  # left unacked: handed back when the connection closes
         try:
-            inv = Invocation.from_body(message.body, message.content_type)
+            inv = Invocation.from_body(message.body, message.content_type, self.limits)
         except PayloadError as exc:
-            self.dead_letters.refuse(message, exc.message)
+            self.dead_letters.refuse(message, exc.message, code=exc.code)
+            return
+        except Exception as exc:  # noqa: BLE001 - RecursionError, MemoryError, ...
+            # Whatever a message does to the decoder is the message's fault: raised from
+            # here it would reach drain_events and look like a broken connection, and the
+            # message would come back after every reconnect.
+            self.dead_letters.refuse(message, f"cannot be decoded: {type(exc).__name__}: {exc}")
             return
         fdef = self.app.functions.get(inv.function_id)
         if fdef is None and inv.function_id in self._dropped:
@@ -349,7 +356,9 @@ class Worker:
         reply_to, correlation_id = props.get("reply_to"), props.get("correlation_id")
         key = message.delivery_tag
         self._in_flight[key] = message
-        span = SpanContext.parse((message.headers or {}).get("traceparent"))
+        headers = message.headers
+        traceparent = headers.get("traceparent") if isinstance(headers, dict) else None
+        span = SpanContext.parse(traceparent) if isinstance(traceparent, str) else None
         span = span.child() if span else SpanContext.new_root()
         job = (fdef, inv, span, reply_to, correlation_id, key)
         if fdef.is_async:
@@ -398,7 +407,7 @@ class Worker:
                   reply_to: str | None, correlation_id: str | None, key: str) -> None:
         try:
             result = self.handlers.invoke(fdef, inv, span)
-            body = ok_reply(inv, result) if reply_to else None
+            body = ok_reply(inv, result, self.limits) if reply_to else None
         except BaseException as exc:  # noqa: BLE001 - every failure becomes a reply
             body = failed_reply(inv, exc, log_it=not reply_to)
         self._finish(body, reply_to, correlation_id, key)
@@ -407,7 +416,7 @@ class Worker:
                          reply_to: str | None, correlation_id: str | None, key: str) -> None:
         try:
             result = await self.handlers.invoke_async(fdef, inv, span)
-            body = ok_reply(inv, result) if reply_to else None
+            body = ok_reply(inv, result, self.limits) if reply_to else None
         except BaseException as exc:  # noqa: BLE001
             body = failed_reply(inv, exc, log_it=not reply_to)
         self._finish(body, reply_to, correlation_id, key)

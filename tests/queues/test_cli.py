@@ -86,4 +86,4 @@ def test_trigger_enqueue_prints_the_receipt_and_an_unknown_queue_exits_1(cluster
     assert len(receipt) == 32
     bad = cli(cluster.env, "trigger", "jobs::record", "{}", "--enqueue", "nope")
     assert bad.returncode == 1
-    assert bad.stderr.startswith("enqueue_error: queue 'nope' does not exist")
+    assert bad.stderr.startswith("iii-broker: enqueue_error: queue 'nope' does not exist")

@@ -18,8 +18,14 @@ import traceback
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from ...errors import IIIError, InvocationFailed, InvocationStopped, PayloadError
-from ...message import now_ms
+from ...errors import (
+    IIIError,
+    InvocationFailed,
+    InvocationStopped,
+    PayloadError,
+    PayloadLimitExceeded,
+)
+from ...message import Limits, now_ms
 from ...queues.config import QueueConfig, topic_queue_name
 from ...queues.store import Candidate, Claim, JobStore, Outcome, Settle, failure_outcome, parse_job
 from ...registry import ENGINE_OWNED, Registry
@@ -48,6 +54,7 @@ class JobRunner:
         self.jobs = JobStore(worker.store, worker.settings.namespace)
         self.registry = Registry(worker.store, worker.settings.namespace)
         self.capacity = worker.concurrency
+        self.limits = Limits.of(worker.settings)
         self._running = 0
         self._room = threading.Condition()
         self._stopping = threading.Event()
@@ -204,12 +211,13 @@ class JobRunner:
         config = self.jobs.configs().get(queue) or QueueConfig(queue)
         started = now_ms()
         try:
-            job = parse_job(tag, queue, raw)
-        except PayloadError as exc:
+            job = parse_job(tag, queue, raw, self.limits)
+        except PayloadError as exc:  # never retried: it would be refused every time
             log.error("job on queue %s is not a message we can run (%s): dead-lettered", queue,
                       exc.message)
-            return failure_outcome(config, tag, raw, None, InvocationFailed(
-                f"message refused: {exc.message}"), started)
+            code = exc.code if isinstance(exc, PayloadLimitExceeded) else InvocationFailed.code
+            return failure_outcome(config, tag, raw, None, IIIError(
+                f"message refused: {exc.message}", code=code), started)
         inv = job.invocation
         if inv.attempt > config.max_attempts:  # redelivered by RabbitMQ after its worker died
             return failure_outcome(config, tag, raw, job, InvocationStopped(
