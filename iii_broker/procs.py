@@ -2,14 +2,17 @@
 
 Starts the embedded Valkey server when no broker is configured and nothing
 answers on 127.0.0.1:6379, then the engine, a worker and the web process (beat
-joins when it arrives), prefixes their output like honcho, and on Ctrl-C or SIGTERM stops
-them all: SIGTERM first (workers drain), SIGKILL for any still running after the
-grace period. If one process exits on its own, the others are stopped too.
+joins when it arrives), prefixes their output like honcho, and on Ctrl-C, SIGTERM or
+SIGHUP (the terminal closed) stops them all: SIGTERM first (workers drain), SIGKILL for
+any still running after the grace period. If one process exits on its own, the others
+are stopped too. If ``up`` is killed outright, every child gets SIGTERM from the kernel
+(:mod:`.lifeline`) and stops the same way.
 """
 
 from __future__ import annotations
 
 import os
+import selectors
 import signal
 import subprocess
 import sys
@@ -18,6 +21,7 @@ import time
 from typing import Any, TextIO
 
 from .embedded import redis_answers, start_embedded
+from .lifeline import die_with_parent
 
 GRACE_S = 20.0
 _COLORS = ("36", "33", "32", "35", "34")
@@ -55,7 +59,8 @@ def run_up(app_spec: str, *, concurrency: int = 8, embedded: bool = True,
         _say(out, "up", "0", f"no Redis on 127.0.0.1:6379: started an embedded Valkey "
              f"server at {server.connection_url}")
         env["III_BROKER_URL"] = env["III_REDIS_URL"] = f"{server.connection_url}/0"
-    procs: dict[str, subprocess.Popen[str]] = {}
+    procs: dict[str, subprocess.Popen[bytes]] = {}
+    output = _Output(out)
     stopping = threading.Event()
 
     def on_signal(_signum: int, _frame: Any) -> None:
@@ -64,15 +69,19 @@ def run_up(app_spec: str, *, concurrency: int = 8, embedded: bool = True,
                 _kill(p, signal.SIGKILL)
         stopping.set()
 
-    old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
     code = 0
     try:
         for i, (name, cmd) in enumerate(process_commands(app_spec, concurrency).items()):
+            # A session of its own: Ctrl-C and a closed terminal reach ``up`` alone, which
+            # stops the children in order. ``up`` has a single thread: the kernel sends a
+            # parent-death signal again each time a thread of the parent exits, and a
+            # second SIGTERM tells a worker to stop draining and exit at once.
             proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                    text=True, bufsize=1, start_new_session=True)
+                                    start_new_session=True, preexec_fn=die_with_parent())
             procs[name] = proc
             color = _COLORS[i % len(_COLORS)]
-            threading.Thread(target=_pump, args=(proc, name, color, out), daemon=True).start()
+            output.add(proc, name, color)
             _say(out, name, color, f"started with pid {proc.pid}")
         while not stopping.is_set():
             for name, proc in procs.items():
@@ -81,27 +90,64 @@ def run_up(app_spec: str, *, concurrency: int = 8, embedded: bool = True,
                     code = proc.returncode or 1
                     stopping.set()
                     break
-            stopping.wait(0.2)
+            output.pump(0.2)
         _say(out, "up", "0", "stopping all processes")
         for proc in procs.values():
             _kill(proc, signal.SIGTERM)
         deadline = time.monotonic() + GRACE_S
+        while any(p.poll() is None for p in procs.values()) and time.monotonic() < deadline:
+            output.pump(0.1)  # their last words while they drain
         for name, proc in procs.items():
-            try:
-                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
+            if proc.poll() is None:
                 _say(out, "up", "0", f"{name} still running after {GRACE_S:.0f}s: killing")
                 _kill(proc, signal.SIGKILL)
                 proc.wait()
+        output.pump(0.1)
     finally:
         for sig, handler in old.items():
             signal.signal(sig, handler)
         if server is not None:
             server.stop()
+        output.close()
     return code
 
 
-def _kill(proc: subprocess.Popen[str], sig: int) -> None:
+class _Output:
+    """The children's output, prefixed line by line like honcho, read in ``up``'s one
+    thread (no pump threads: see the comment where children are started)."""
+
+    def __init__(self, out: TextIO) -> None:
+        self.out = out
+        self.selector = selectors.DefaultSelector()
+
+    def add(self, proc: subprocess.Popen[bytes], name: str, color: str) -> None:
+        assert proc.stdout is not None
+        self.selector.register(proc.stdout, selectors.EVENT_READ, [name, color, b""])
+
+    def pump(self, timeout_s: float) -> None:
+        """Print what the children wrote, waiting up to ``timeout_s`` for something."""
+        if not self.selector.get_map():
+            time.sleep(timeout_s)  # every child closed its output: only time to pass
+            return
+        for key, _ in self.selector.select(timeout_s):
+            name, color, pending = key.data
+            chunk = os.read(key.fd, 65536)
+            lines = (pending + chunk).split(b"\n")
+            key.data[2] = lines.pop() if chunk else b""
+            if not chunk:  # the child is gone
+                self.selector.unregister(key.fileobj)
+                key.fileobj.close()  # type: ignore[union-attr]
+            for line in lines:
+                if line or chunk:
+                    _say(self.out, name, color, line.decode(errors="replace").rstrip("\r"))
+
+    def close(self) -> None:
+        for key in list(self.selector.get_map().values()):
+            key.fileobj.close()  # type: ignore[union-attr]
+        self.selector.close()
+
+
+def _kill(proc: subprocess.Popen[bytes], sig: int) -> None:
     if proc.poll() is None:
         try:
             os.kill(proc.pid, sig)
@@ -111,13 +157,11 @@ def _kill(proc: subprocess.Popen[str], sig: int) -> None:
 
 def _say(out: TextIO, name: str, color: str, line: str) -> None:
     stamp = time.strftime("%H:%M:%S")
-    if out.isatty():
-        print(f"\033[{color}m{stamp} {name:<7}|\033[0m {line}", file=out, flush=True)
-    else:
-        print(f"{stamp} {name:<7}| {line}", file=out, flush=True)
+    try:
+        if out.isatty():
+            print(f"\033[{color}m{stamp} {name:<7}|\033[0m {line}", file=out, flush=True)
+        else:
+            print(f"{stamp} {name:<7}| {line}", file=out, flush=True)
+    except (OSError, ValueError):  # the terminal is gone (SIGHUP): stopping matters more
+        pass
 
-
-def _pump(proc: subprocess.Popen[str], name: str, color: str, out: TextIO) -> None:
-    assert proc.stdout is not None
-    for line in proc.stdout:
-        _say(out, name, color, line.rstrip("\n"))

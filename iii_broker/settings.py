@@ -54,6 +54,10 @@ class Settings:
     """Largest request body an HTTP trigger accepts, in bytes (larger: 413)."""
     http_timeout_ms: int = 30_000
     """How long the web process waits for an HTTP trigger's function (then 504)."""
+    http_header_timeout_s: float = 10.0
+    """How long a client may take to send a request's line and headers (then 408)."""
+    http_body_timeout_s: float = 30.0
+    """How long a client may take to send a request's body once its headers are in (then 408)."""
     http_middleware: str = ""
     """Comma-separated function ids run as middleware before every HTTP trigger, in order."""
     http_cors_origins: str = ""
@@ -146,6 +150,11 @@ class Settings:
             raise ConfigError("III_HTTP_BODY_LIMIT must be a positive number of bytes")
         if self.http_timeout_ms <= 0:
             raise ConfigError("III_HTTP_TIMEOUT_MS must be positive")
+        for name in ("http_header_timeout_s", "http_body_timeout_s"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value > 0):
+                raise ConfigError(f"III_{name.upper()}={value!r}: must be a positive number "
+                                  "of seconds")
         if self.api_token is not None and (not self.api_token
                                            or any(c.isspace() for c in self.api_token)):
             raise ConfigError("III_API_TOKEN must be a non-empty token without whitespace")
@@ -188,6 +197,8 @@ class Settings:
             "III_HTTP_PORT": str(self.http_port),
             "III_HTTP_BODY_LIMIT": str(self.http_body_limit),
             "III_HTTP_TIMEOUT_MS": str(self.http_timeout_ms),
+            "III_HTTP_HEADER_TIMEOUT_S": str(self.http_header_timeout_s),
+            "III_HTTP_BODY_TIMEOUT_S": str(self.http_body_timeout_s),
             "III_HTTP_MIDDLEWARE": self.http_middleware,
             "III_HTTP_CORS_ORIGINS": self.http_cors_origins,
         }

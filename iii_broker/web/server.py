@@ -1,8 +1,11 @@
-"""``iii-broker web``: the web app under gunicorn's threaded (``gthread``) workers.
+"""``iii-broker web``: the web app under gunicorn, with threaded workers that read each
+request whole before a thread serves it.
 
 Gunicorn rather than werkzeug's development server: it is the same server the Procfile
-runs, its ``gthread`` worker serves many requests at once (each one mostly waits on a
+runs, its threaded worker serves many requests at once (each one mostly waits on a
 function's reply), and on SIGTERM it stops accepting and lets running requests finish.
+The worker class is :class:`~iii_broker.web.buffering.BufferingWorker`, gthread reading
+requests in its event loop, so slow clients cost no thread (see that module).
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from ..errors import ConfigError
 from ..modules import EngineConfig, default_modules
 from ..settings import Settings
 from .app import create_app
+from .buffering import BufferingWorker, RequestLimits
 
 
 class WebServer(BaseApplication):  # type: ignore[misc]  # gunicorn has no type hints
@@ -22,9 +26,12 @@ class WebServer(BaseApplication):  # type: ignore[misc]  # gunicorn has no type 
 
     def __init__(self, settings: Settings, *, workers: int = 1, threads: int = 16) -> None:
         self.settings = settings
+        self.request_limits = RequestLimits(header_timeout_s=settings.http_header_timeout_s,
+                                            body_timeout_s=settings.http_body_timeout_s,
+                                            body_limit=settings.http_body_limit)
         self.options: dict[str, Any] = {
             "bind": f"{_host(settings.http_host)}:{settings.http_port}",
-            "worker_class": "gthread",
+            "worker_class": BufferingWorker,
             "workers": workers,
             "threads": threads,
             # a request may wait this long for its function, plus a margin
