@@ -108,6 +108,12 @@ def unaccounted(store: Any, settings: Any, producer: Producer) -> dict[str, Any]
 
 def test_the_engine_sigkilled_during_queue_traffic_loses_no_acknowledged_job(
         cluster, store, settings):
+    engine_killed_during_traffic(cluster, store, settings, "redis")
+
+
+def engine_killed_during_traffic(cluster: Any, store: Any, settings: Any, broker: str) -> None:
+    """SIGKILL the engine while jobs (with retries and dead letters) and durable publishes
+    flow, start another: nothing acknowledged is lost."""
     engine = cluster.engine(config=CONFIG)
     start_workers(cluster, "tests.apps.jobs", n=2, concurrency=4)
     cluster.worker("tests.apps.topics:durable", concurrency=4)
@@ -142,7 +148,7 @@ def test_the_engine_sigkilled_during_queue_traffic_loses_no_acknowledged_job(
     assert letters_now(store, settings) == fails  # one dead letter per failing job, no more
     # Enqueueing never needs the engine: no producer saw an enqueue error.
     assert not [code for code in producer.errors if code.startswith("enqueue:")], producer.errors
-    report("engine SIGKILL during queue traffic", jobs_acknowledged=len(producer.receipts),
+    report(f"engine SIGKILL during queue traffic ({broker})", jobs_acknowledged=len(producer.receipts),
            enqueued_during_outage=receipts_in_outage, durable_publishes=len(producer.published),
            caller_errors=dict(producer.errors), lost=0,
            duplicate_runs=left["duplicate_runs"], dead_letters=len(fails),
@@ -163,6 +169,12 @@ backoff_ms = 50
 
 def test_a_worker_paused_past_its_lease_has_its_jobs_run_elsewhere_and_serves_again(
         cluster, store, settings):
+    worker_paused_past_its_lease(cluster, store, settings, "redis")
+
+
+def worker_paused_past_its_lease(cluster: Any, store: Any, settings: Any, broker: str) -> None:
+    """SIGSTOP a worker running jobs and sync calls until its lease lapses and its jobs
+    ran elsewhere, SIGCONT it: callers answered once, nothing lost, it serves again."""
     cluster.engine(config=PAUSE_CONFIG)
     paused = cluster.worker("tests.apps.jobs", concurrency=8)
     slow = 1.5
@@ -228,7 +240,7 @@ def test_a_worker_paused_past_its_lease_has_its_jobs_run_elsewhere_and_serves_ag
              == [paused.pid], what="a new job to run on the resumed worker")
     by_id = collections.Counter(r["id"] for r in runs(store, settings, "slow")
                                 if r.get("phase") == "end")
-    report("worker SIGSTOP past its lease, then SIGCONT",
+    report(f"worker SIGSTOP past its lease, then SIGCONT ({broker})",
            sync_callers={"invocation_stopped": len(answers)}, callers_answered_s=round(callers_answered_s, 2),
            jobs_acknowledged=len(jobs), lost=0, jobs_rerun_s=round(jobs_rerun_s, 2),
            duplicate_job_runs=sum(by_id[j] - 1 for j in jobs.values()),
