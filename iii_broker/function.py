@@ -20,7 +20,14 @@ MAX_ID_LENGTH = 200
 
 
 def check_function_id(function_id: object, *, builtin: bool = False) -> str:
-    """Return ``function_id`` if valid; raises :class:`InvalidFunctionId` naming it."""
+    """Return ``function_id`` if valid; raises :class:`InvalidFunctionId` naming it.
+
+    An id is ``service::name`` (segments of letters, digits, ``_``, ``-`` and ``.`` joined
+    by ``::``). The built-in prefixes and ids (:data:`RESERVED_PREFIXES`,
+    :data:`RESERVED_IDS`) are allowed only with ``builtin`` (the engine's own functions, and
+    callers, who may call them); in another case (``Engine::x``, ``Publish``) they are
+    refused everywhere, since they would read as built-ins and are none.
+    """
     if not isinstance(function_id, str):
         raise InvalidFunctionId(f"function id must be a string, not {type(function_id).__name__}")
     if not function_id.strip():
@@ -35,10 +42,29 @@ def check_function_id(function_id: object, *, builtin: bool = False) -> str:
             "'_', '-' and '.' joined by '::', e.g. 'orders::validate'",
             function_id=function_id,
         )
-    if not builtin and (function_id.startswith(RESERVED_PREFIXES) or function_id in RESERVED_IDS):
+    if is_reserved(function_id):
+        if builtin:
+            return function_id
         raise InvalidFunctionId(
             f"function id {function_id!r} is reserved for built-ins "
-            f"({', '.join(p + '*' for p in RESERVED_PREFIXES)})",
+            f"({', '.join(p + '*' for p in RESERVED_PREFIXES)}, "
+            f"{', '.join(sorted(RESERVED_IDS))})",
+            function_id=function_id,
+        )
+    folded = function_id.lower()
+    lookalike = next((p for p in RESERVED_PREFIXES if folded.startswith(p)), None)
+    if lookalike is not None or folded in RESERVED_IDS:
+        used = function_id[:len(lookalike)] if lookalike else function_id
+        raise InvalidFunctionId(
+            f"function id {function_id!r} uses the reserved "
+            f"{'prefix' if lookalike else 'id'} {lookalike or folded!r} in another case "
+            f"({used!r}): built-in names are reserved in any case; choose another service name",
+            function_id=function_id,
+        )
+    if "::" not in function_id:
+        raise InvalidFunctionId(
+            f"function id {function_id!r} has no '::': ids are 'service::name', "
+            f"e.g. 'orders::{function_id}'",
             function_id=function_id,
         )
     return function_id

@@ -19,6 +19,7 @@ from iii_broker import (
     TriggerConfigError,
     Void,
 )
+from iii_broker.function import check_function_id
 from iii_broker.modules import all_trigger_types
 
 # Nothing listens on port 1: a call that got as far as the broker would fail with
@@ -82,13 +83,51 @@ def test_the_decorator_refuses_a_reserved_id_at_import_time(app):
 
 
 @pytest.mark.parametrize("function_id", [
-    "engineering::build", "publish::daily", "publisher", "state", "stream_tools::x",
-    "my.app::v1-beta::do_it", "a",
+    "engineering::build", "publish::daily", "publisher::x", "state_of::x", "stream_tools::x",
+    "my.app::v1-beta::do_it", "a::b", "Enginex::y",
 ])
 def test_ids_that_only_resemble_reserved_ones_are_accepted(app, function_id):
     fdef = app.register_function(function_id, handler)
     assert fdef.function_id == function_id
     assert app.functions[function_id] is fdef
+
+
+@pytest.mark.parametrize("function_id", ["a", "publisher", "state", "orders", "x" * 200])
+def test_an_id_without_a_service_is_refused_saying_ids_are_service_name(app, function_id):
+    with pytest.raises(InvalidFunctionId, match="has no '::': ids are 'service::name'") as info:
+        app.register_function(function_id, handler)
+    assert repr(function_id) in info.value.message
+    assert info.value.function_id == function_id
+    assert app.functions == {}
+
+
+@pytest.mark.parametrize(("function_id", "reserved"), [
+    ("Engine::x", "'engine::'"), ("ENGINE::x", "'engine::'"), ("Iii::x", "'iii::'"),
+    ("IIi::queue::redrive", "'iii::'"), ("State::x", "'state::'"), ("Stream::x", "'stream::'"),
+    ("Publish", "'publish'"), ("PUBLISH", "'publish'"),
+])
+def test_a_reserved_prefix_in_another_case_is_refused_as_reserved(app, function_id, reserved):
+    with pytest.raises(InvalidFunctionId, match="in another case") as info:
+        app.register_function(function_id, handler)
+    assert "uses the reserved" in info.value.message and reserved in info.value.message
+    assert repr(function_id) in info.value.message
+    assert app.functions == {}
+
+
+@pytest.mark.parametrize("function_id", ["Engine::x", "nocolons", "Publish"])
+def test_a_caller_gets_invalid_function_id_for_an_id_that_cannot_exist(app, function_id):
+    # Refused before the (unreachable) broker is touched: not BrokerUnavailable.
+    with pytest.raises(InvalidFunctionId) as info:
+        app.trigger(function_id, {})
+    assert info.value.code == "invalid_function_id"
+    assert repr(function_id) in info.value.message
+
+
+def test_builtins_keep_their_ids_without_a_service():
+    assert check_function_id("publish", builtin=True) == "publish"
+    assert check_function_id("engine::workers::list", builtin=True) == "engine::workers::list"
+    with pytest.raises(InvalidFunctionId, match="in another case"):
+        check_function_id("Engine::workers::list", builtin=True)
 
 
 def test_a_function_id_that_is_not_a_string_is_refused(app):
@@ -99,8 +138,8 @@ def test_a_function_id_that_is_not_a_string_is_refused(app):
 
 def test_an_overlong_function_id_is_refused(app):
     with pytest.raises(InvalidFunctionId, match="over 200 characters"):
-        app.register_function("x" * 201, handler)
-    app.register_function("x" * 200, handler)
+        app.register_function("x::" + "x" * 198, handler)
+    app.register_function("x::" + "x" * 197, handler)
 
 
 def test_a_handler_that_is_not_callable_is_refused_naming_the_id(app):

@@ -321,6 +321,10 @@ class JobStore:
         records = self.r.hmget(self.qkey(queue, "dlq"), ids)
         return [json.loads(r) for r in records if r is not None], total
 
+    def holds_dead_letters(self, queue: str) -> bool:
+        """Whether ``queue`` has dead letters (configured still or not)."""
+        return bool(self.r.exists(self.qkey(queue, "dlq:index")))
+
     def dead_letter(self, queue: str, message_id: str) -> dict[str, Any] | None:
         raw = self.r.hget(self.qkey(queue, "dlq"), message_id)
         return None if raw is None else json.loads(raw)
@@ -420,7 +424,9 @@ class JobStore:
             for name, c in sorted(self.configs(fresh=True).items())]
 
     def stats(self, queue: str) -> dict[str, Any]:
-        """Depth (waiting to run), in flight, delayed and dead counts, and counters."""
+        """Depth (waiting to run), in flight, delayed and dead letters (``dead``), as they
+        are now, and the running totals ``enqueued``, ``completed``, ``retried`` and
+        ``dead_total`` (jobs that ever died here, redriven or discarded since or not)."""
         functions = sorted(self.r.smembers(self.qkey(queue, "functions")))
         active = list(self.r.smembers(self.qkey(queue, "active")))
         pipe = self.r.pipeline(transaction=False)
@@ -443,9 +449,13 @@ class JobStore:
         depth = sum(lists) + (max(fifo_jobs - running - delayed, 0) if fifo_jobs else 0)
         if self.broker is not None and functions:
             depth += self.broker.depth(queue, functions)
-        return {"queue": queue, "depth": depth, "in_flight": running, "delayed": delayed,
-                "dead": int(dead), "groups": len(active),
-                **{k: int(v) for k, v in sorted(counters.items())}}
+        # The counters are running totals since the queue was first used; ``dead`` is the
+        # dead letters there are now (redrive and discard take them away), so the total
+        # of jobs that died is ``dead_total``.
+        totals = {k if k != "dead" else "dead_total": int(v) for k, v in counters.items()}
+        return {**dict(sorted(totals.items())), "queue": queue, "depth": depth,
+                "in_flight": running, "delayed": delayed, "dead": int(dead),
+                "groups": len(active)}
 
 
 # -- the message ----------------------------------------------------------------------

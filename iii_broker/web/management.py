@@ -25,7 +25,7 @@ from urllib.parse import urlsplit
 from flask import Blueprint, Response, current_app, request
 from werkzeug.exceptions import HTTPException
 
-from ..errors import FunctionNotFound, IIIError
+from ..errors import FunctionNotFound, IIIError, InvalidFunctionId
 from ..httpapi import MANAGEMENT_PREFIX, status_of
 from ..httpapi import is_management_path as is_reserved  # the name the access policy uses
 from ..httpapi.responses import error_response, json_response, method_not_allowed
@@ -39,9 +39,10 @@ MAX_TIMEOUT_MS = 600_000
 METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS")
 """The methods tried when telling a client which ones a management route accepts."""
 
-INVOKE_STATUS: Mapping[type[IIIError], int] = {FunctionNotFound: 404}
+INVOKE_STATUS: Mapping[type[IIIError], int] = {FunctionNotFound: 404, InvalidFunctionId: 400}
 """``POST /_iii/invoke/<id>`` names the function, so nobody serving it is a 404 there (a
-route or a listing answers 503: the route exists, the function is not running)."""
+route or a listing answers 503: the route exists, the function is not running), and an
+id that cannot be one (``foo``, ``Engine::x``) is the request's fault: 400."""
 _LISTINGS = {"functions": "engine::functions::list", "workers": "engine::workers::list",
              "triggers": "engine::triggers::list"}
 

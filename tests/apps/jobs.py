@@ -82,3 +82,10 @@ def die(payload, ctx):
 async def async_record(payload, ctx):
     await asyncio.sleep(0)
     _record("async_record", payload, ctx)
+
+
+@app.function("jobs::echo")
+def echo(payload, ctx):
+    """Returns its payload, recording the run: a caller can tell its own reply from another's."""
+    _record("echo", payload, ctx)
+    return payload

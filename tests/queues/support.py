@@ -76,9 +76,10 @@ def queue_stats(cluster: Any, queue: str) -> dict[str, Any]:
 
 
 def is_settled(stats: dict[str, Any], done: int, dead: int = 0) -> bool:
-    """Nothing waits, runs or is delayed, ``done`` jobs completed and ``dead`` died."""
+    """Nothing waits, runs or is delayed, ``done`` jobs completed and ``dead`` died (in
+    all: redriven or discarded dead letters count too)."""
     return (stats["depth"] == 0 and stats["in_flight"] == 0 and stats["delayed"] == 0
-            and stats.get("completed", 0) == done and stats.get("dead", 0) == dead)
+            and stats.get("completed", 0) == done and stats.get("dead_total", 0) == dead)
 
 
 def settled(cluster: Any, queue: str, done: int, dead: int = 0) -> dict[str, Any] | None:

@@ -34,7 +34,7 @@ def job_queues(settings, store, broker_url) -> Iterator[set[str]]:  # noqa: F811
     functions: set[str] = set()
     yield functions
     functions |= {"jobs::record", "jobs::flaky", "jobs::fail", "jobs::slow", "jobs::peak",
-                  "jobs::die", "jobs::async_record"}
+                  "jobs::die", "jobs::async_record", "jobs::echo"}
     with Connection(AMQP_URL, connect_timeout=3) as conn:
         channel = conn.channel()
         for queue in ("fast", "default"):

@@ -73,7 +73,7 @@ def test_queues_purge_needs_yes_and_then_drops_exactly_the_orphaned_jobs(cluster
 
     done = cli(cluster.env, "queues", "purge", STRANDED, "--yes")
     assert done.returncode == 0, done.stderr
-    assert done.stdout.strip() == f"purged {JOBS} job(s) from {STRANDED}"
+    assert done.stdout.strip() == f"purged {JOBS} job(s) from {STRANDED!r}"
     left = _queues(cluster).get(STRANDED)
     assert left is None or left["depth"] == 0
 

@@ -135,6 +135,15 @@ def test_invoke_with_malformed_json_or_a_bad_timeout_is_400(web):
     assert bad_timeout.status == 400 and envelope(bad_timeout)["code"] == "INVALID_TIMEOUT"
 
 
+@pytest.mark.parametrize("function_id", ["noservice", "Engine::workers::list"])
+def test_invoke_of_an_id_that_cannot_be_a_function_is_400_naming_it(web, function_id):
+    reply = invoke(web, function_id, {})
+    assert reply.status == 400, reply.body
+    error = envelope(reply)
+    assert error["code"] == "invalid_function_id"
+    assert repr(function_id) in error["message"]
+
+
 # -- the reserved prefix ----------------------------------------------------------
 
 def test_http_triggers_under_the_reserved_prefix_are_refused_at_registration():

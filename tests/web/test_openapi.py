@@ -141,8 +141,8 @@ def test_a_typed_dict_annotation_gives_a_request_schema_and_explicit_schemas_win
                        "author": {"anyOf": [{"type": "string"}, {"type": "null"}]}}}
     info = app.functions["comments::edit"].info()
     assert info["request_schema"] == {"type": "string"} and info["response_schema"] == {}
-    with pytest.raises(TypeError, match="request_schema of 'x' must be a JSON Schema dict"):
-        app.register_function("x", len, request_schema="not a schema")  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="request_schema of 'x::y' must be a JSON Schema dict"):
+        app.register_function("x::y", len, request_schema="not a schema")  # type: ignore[arg-type]
 
 
 # -- the live document -------------------------------------------------------------------
