@@ -127,8 +127,14 @@ class BufferingWorker(ThreadWorker):  # type: ignore[misc]  # gunicorn has no ty
             return
         except OSError:
             data = b""
-        if not data:  # the client went away
-            self._drop(arrival)
+        if not data:  # the client is done sending
+            if arrival.head_end >= 0:
+                # A whole head and a body cut short (a half-closed socket): the app reads
+                # what came and says what is wrong with it (400), as an unbuffered server would.
+                self.poller.unregister(client)
+                self._dispatch(arrival)
+            else:
+                self._drop(arrival)
             return
         arrival.buf += data
         if self._complete(arrival):
