@@ -371,11 +371,13 @@ class _RedisReplies:
     def reconnect(self) -> None:
         """A fresh connection; raises :class:`BrokerUnavailable` when Redis does not answer."""
         self.release()
-        client = resp.client(self.settings.broker_url)
+        client = None
         try:
+            client = resp.client(self.settings.broker_url)  # connects (a single-connection client)
             client.ping()
         except redis.RedisError as exc:
-            client.close()
+            if client is not None:
+                client.close()
             raise BrokerUnavailable(
                 f"cannot reach the broker at {mask_url(self.settings.broker_url)}: {exc}") from exc
         self.client = client
