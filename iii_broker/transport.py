@@ -60,7 +60,7 @@ def broker_errors(conn: Connection) -> tuple[type[BaseException], ...]:
 def ensure_connected(conn: Connection, settings: Settings) -> None:
     """Connect now; raises :class:`BrokerUnavailable` naming the (masked) URL."""
     try:
-        conn.ensure_connection(max_retries=2, interval_start=0.2, interval_step=0.3)
+        conn.ensure_connection(max_retries=1, interval_start=0.2, interval_step=0.3)
     except Exception as exc:  # kombu wraps errors of whichever client library
         raise BrokerUnavailable(
             f"cannot reach the broker at {mask_url(settings.broker_url)}: {exc}"
