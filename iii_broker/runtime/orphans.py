@@ -3,10 +3,10 @@
 When a function's last worker drains (or the sweeper removes a dead one), nothing will
 consume its queue: a sync call still on it would wait its whole timeout. Whoever removed
 that worker pops the queue and answers each sync call ``function_not_found`` (503 over
-HTTP); a ``Void`` call has nobody to answer and is dropped with a log line, as iii drops a
-call to a function that has no worker. A worker of the function registering meanwhile wins:
-the queue is re-checked against the registry before each answer, and what is left stays
-for the new worker.
+HTTP); a ``Void`` call has nobody to answer and stays queued for the function's next
+worker, as it would have had it been published a moment before. A worker of the function
+registering meanwhile wins: the registry is asked again before each answer, and what is
+left stays for the new worker.
 """
 
 from __future__ import annotations
@@ -57,11 +57,12 @@ def answer_orphaned_calls(settings: Settings, registry: Registry, publisher: Pub
 
 def _answer(settings: Settings, registry: Registry, publisher: Publisher, function_id: str,
             lost_by: str) -> int:
-    answered = dropped = 0
+    answered = kept = 0
     with connection(settings) as conn:
         queue = function_queue(settings, function_id).bind(conn.default_channel)
-        # Messages not answered (unreadable ones) stay unacked: they go back to the queue when
-        # the connection is released, for a worker to dead-letter.
+        # Messages not answered (Void calls, unreadable ones) stay unacked: they go back to
+        # the queue when the connection is released, for the next worker (which dead-letters
+        # the unreadable ones).
         for _ in range(MAX_ANSWERED):
             message = queue.get(no_ack=False, accept=["application/json"])
             if message is None:
@@ -73,17 +74,19 @@ def _answer(settings: Settings, registry: Registry, publisher: Publisher, functi
             except PayloadError:
                 continue
             reply_to = message.properties.get("reply_to")
-            if reply_to and (inv.deadline is None or inv.deadline > now_ms()):
+            if not reply_to:
+                kept += 1
+                continue  # a Void call: it waits (unacked, handed back) for the next worker
+            if inv.deadline is None or inv.deadline > now_ms():
                 error = FunctionNotFound(
                     f"function {function_id!r} lost its last worker ({lost_by}) before this "
                     "call was taken", function_id=function_id, invocation_id=inv.invocation_id)
                 publisher.publish(reply_body(inv.invocation_id, error=error), routing_key=reply_to,
                                   correlation_id=message.properties.get("correlation_id"))
                 answered += 1
-            else:
-                dropped += 1
-            message.ack()
-    if answered or dropped:
+            message.ack()  # answered, or expired (a worker would drop it unrun)
+    if answered or kept:
         log.warning("%r lost its last worker (%s): answered %d queued call(s) function_not_found"
-                    ", dropped %d void or expired one(s)", function_id, lost_by, answered, dropped)
+                    "; %d Void call(s) stay queued for its next worker", function_id, lost_by,
+                    answered, kept)
     return answered
