@@ -320,5 +320,26 @@ class Registry:
             t["active"] = t["function_id"] in live and (t["owner"] == ENGINE_OWNED or count > 0)
         return sorted(entries, key=lambda t: (t["function_id"], t["type"], t["id"]))
 
+    def function_live(self, function_id: str) -> bool:
+        """True while at least one worker serves ``function_id``."""
+        return bool(self.r.sismember(self.keys.functions, function_id))
+
+    def note_orphaned(self, function_ids: list[str], for_ms: int) -> None:
+        """Remember functions that just lost their last worker for ``for_ms``: the elected
+        engine answers calls still queued for them meanwhile (a caller may have published
+        one on the strength of its cached "alive")."""
+        if function_ids:
+            until = _ms() + for_ms
+            self.r.zadd(self.keys.orphaned, dict.fromkeys(function_ids, until))
+
+    def orphaned(self) -> list[str]:
+        """The functions noted by :meth:`note_orphaned` whose window is still open (the
+        closed ones are forgotten)."""
+        now = _ms()
+        pipe = self.r.pipeline(transaction=False)
+        pipe.zremrangebyscore(self.keys.orphaned, "-inf", now)
+        pipe.zrange(self.keys.orphaned, 0, -1)
+        return list(pipe.execute()[1])
+
     def worker_exists(self, worker_id: str) -> bool:
         return bool(self.r.exists(self.keys.worker(worker_id)))

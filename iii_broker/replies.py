@@ -32,6 +32,7 @@ from kombu.transport import redis as kombu_redis
 from . import envelope, resp
 from .errors import BrokerUnavailable, PayloadError
 from .message import now_ms, parse_reply
+from .outage import broker_outage
 from .settings import BrokerKind, Settings, mask_url
 from .store import Keys, RedisError
 from .transport import connect, ensure_connected
@@ -154,13 +155,14 @@ class ReplyConsumer:
                 raise FutureTimeout()
             try:
                 body = slot.pop(min(remaining, _DRAIN_S))
-            except Exception as exc:  # noqa: BLE001 - reconnect whatever broke; or time out
-                log.warning("reply list %s lost its connection (%s); reconnecting", slot.name, exc)
-                self._stop.wait(min(_RECONNECT_S, max(deadline - time.monotonic(), 0)))
+            except Exception as exc:  # noqa: BLE001 - reconnect whatever broke, or give up
+                broker_outage(self.settings).failed(exc)
                 try:
                     slot.reconnect()
-                except BrokerUnavailable:
-                    pass  # the next pop tries again, until the deadline
+                except BrokerUnavailable as down:  # the reply cannot come: say so now
+                    raise BrokerUnavailable(
+                        f"lost the broker while waiting for the reply: {down.message}",
+                        invocation_id=invocation_id) from exc
                 continue
             if body is None:
                 continue
@@ -272,12 +274,28 @@ class ReplyConsumer:
             self._conn.drain_events(timeout=max(timeout, 0.001))
         except TimeoutError:
             pass
-        except Exception as exc:  # noqa: BLE001 - reconnect whatever broke, waiters time out
+        except Exception as exc:  # noqa: BLE001 - reconnect whatever broke
             if isinstance(exc, OSError) and "timed out" in str(exc):
                 return
-            log.warning("reply consumer lost its connection (%s); reconnecting", exc)
+            broker_outage(self.settings).failed(exc)
             self._disconnect()
-            self._stop.wait(_RECONNECT_S)
+            try:
+                self._connect()
+            except BrokerUnavailable as down:  # no reply can come: every waiter hears it now
+                self._fail_pending(down)
+                self._stop.wait(_RECONNECT_S)
+
+    def _fail_pending(self, down: BrokerUnavailable) -> None:
+        """Answer every call waiting on this queue with ``broker_unavailable``."""
+        while True:
+            try:
+                invocation_id, fut = self._pending.popitem()
+            except KeyError:
+                return
+            if not fut.done():
+                fut.set_exception(BrokerUnavailable(
+                    f"lost the broker while waiting for the reply: {down.message}",
+                    invocation_id=invocation_id))
 
     def _on_reply(self, message: Any) -> None:
         self._on_body(message.body)
@@ -353,11 +371,13 @@ class _RedisReplies:
     def reconnect(self) -> None:
         """A fresh connection; raises :class:`BrokerUnavailable` when Redis does not answer."""
         self.release()
-        client = resp.client(self.settings.broker_url)
+        client = None
         try:
+            client = resp.client(self.settings.broker_url)  # connects (a single-connection client)
             client.ping()
         except redis.RedisError as exc:
-            client.close()
+            if client is not None:
+                client.close()
             raise BrokerUnavailable(
                 f"cannot reach the broker at {mask_url(self.settings.broker_url)}: {exc}") from exc
         self.client = client

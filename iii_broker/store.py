@@ -46,6 +46,9 @@ class Keys:
         self.clients = f"{ns}:clients"                  # ZSET caller id -> expiry (ms)
         self.routes_lock = f"{ns}:lock:routes"          # STRING held while http routes register
         self.functions_seen = f"{ns}:functions:seen"    # STRING the function set last announced
+        self.orphaned = f"{ns}:functions:orphaned"      # ZSET function id -> until (ms): lost its
+                                                        # last worker, queued calls get answered
+        self.seeded = f"{ns}:seeded"                    # STRING engine id: the modules' seed is in
         self.queues = f"{ns}:queues"                    # HASH queue name -> settings JSON
         self.job_holders = f"{ns}:jobholders"           # SET workers that may hold claimed jobs
         self.kombu_unacked = f"{ns}:kombu:unacked"      # Kombu's Redis ack emulation (unused)

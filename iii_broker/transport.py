@@ -19,9 +19,10 @@ from .errors import BrokerUnavailable
 from .message import CONTENT_TYPE
 from .redis_transport import RedisQoS, RedisTransport
 from .settings import BrokerKind, Settings, mask_url
-from .store import Keys
+from .store import Keys, check_store, connect_store
 
-__all__ = ["Publisher", "RedisQoS", "broker_errors", "connect", "connection", "ensure_connected",
+__all__ = ["Publisher", "RedisQoS", "broker_errors", "check_servers", "connect", "connection",
+           "ensure_connected",
            "function_exchange", "function_queue", "reply_queue"]
 
 # How long a message Kombu's Redis ack emulation has persisted as unacked may stay so
@@ -59,11 +60,29 @@ def broker_errors(conn: Connection) -> tuple[type[BaseException], ...]:
 def ensure_connected(conn: Connection, settings: Settings) -> None:
     """Connect now; raises :class:`BrokerUnavailable` naming the (masked) URL."""
     try:
-        conn.ensure_connection(max_retries=2, interval_start=0.2, interval_step=0.3)
+        conn.ensure_connection(max_retries=1, interval_start=0.2, interval_step=0.3)
     except Exception as exc:  # kombu wraps errors of whichever client library
         raise BrokerUnavailable(
             f"cannot reach the broker at {mask_url(settings.broker_url)}: {exc}"
         ) from exc
+
+
+def check_servers(settings: Settings, store: redis.Redis | None = None) -> None:
+    """Reach the Redis store and the broker once; raises :class:`BrokerUnavailable` naming
+    the (masked) URL of the one that does not answer. Every process calls it at start and
+    fails fast (a wrong URL is the usual cause, and a supervisor restarts it); once running,
+    a process rides out outages of any length instead."""
+    client = store if store is not None else connect_store(settings)
+    try:
+        check_store(client, settings)
+    finally:
+        if store is None:
+            client.close()
+    probe = connect(settings)
+    try:
+        ensure_connected(probe, settings)
+    finally:
+        probe.release()
 
 
 def function_exchange(settings: Settings, function_id: str) -> Exchange:

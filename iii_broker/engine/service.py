@@ -23,8 +23,10 @@ from ..client import Caller
 from ..errors import InvocationStopped, TriggerConfigError
 from ..message import now_ms, reply_body
 from ..modules import Duty, EngineConfig, Module, module_of
+from ..outage import Backoff, is_outage, store_outage
 from ..registry import Registry
 from ..runtime import Worker
+from ..runtime.orphans import answer_orphaned_calls
 from ..settings import Settings
 from ..trigger import TriggerDef
 
@@ -49,6 +51,7 @@ class Engine:
         self._stop = threading.Event()
         self._leading = False
         self._lapsed: dict[str, float] = {}  # worker id -> when this engine first saw it lapsed
+        self._sweep_after = 0.0  # monotonic: no worker is removed before (after an outage)
         self.app.register_function("engine::workers::register", self.register_worker,
                                    description="Called by a starting worker (internal)")
         for module in self.modules:
@@ -87,7 +90,11 @@ class Engine:
 
     def run(self, *, install_signals: bool = True) -> int:
         """Serve until SIGTERM/SIGINT (or :meth:`stop`); returns the exit code. Without
-        ``install_signals`` (another thread than the main one) only :meth:`stop` ends it."""
+        ``install_signals`` (another thread than the main one) only :meth:`stop` ends it.
+        Raises :class:`BrokerUnavailable` when Redis or the broker cannot be reached at start;
+        once running, the engine rides out outages of any length."""
+        self.worker.check_servers()
+        self.seed()
         for module in self.modules:
             module.engine_started(self)
         threads = [threading.Thread(target=self._sweep_loop, name="iii-sweeper", daemon=True)]
@@ -96,18 +103,34 @@ class Engine:
         for thread in threads:
             thread.start()
         try:
-            return self.worker.run(install_signals=install_signals)
+            return self.worker.run(install_signals=install_signals, checked=True)
         finally:
             self._stop.set()
             for thread in threads:  # a round under way finishes before the lock is given back
                 thread.join(5)
-            self.registry.release(self.registry.keys.sweeper_lock, self.engine_id)
+            try:
+                self.registry.release(self.registry.keys.sweeper_lock, self.engine_id)
+            except Exception as exc:  # noqa: BLE001 - Redis is down: the lock's lease runs out
+                log.info("could not give the sweeper lock back (%s): it expires on its own", exc)
 
     def stop(self) -> None:
         """Stop serving (as SIGTERM does); :meth:`run` returns."""
         self.worker.stop()
 
+    def seed(self) -> None:
+        """Have every module write what the cluster reads from Redis (``Module.seed``), then
+        mark it done (``NS:seeded``): an engine that finds the mark gone (Redis restarted
+        empty) seeds again. Raises ``RedisError``."""
+        for module in self.modules:
+            module.seed(self)
+        self.registry.r.set(self.registry.keys.seeded, self.engine_id)
+
     def _duty_loop(self, duty: Duty) -> None:
+        """Run ``duty`` every interval; through an outage, back off (capped) and leave the
+        logging to the outage's one line; log any other failure once until it changes."""
+        backoff = Backoff()
+        outage = store_outage(self.settings)
+        last_error = ""
         while not self._stop.is_set():
             wait = duty.interval_s
             if self._leading or not duty.elected:
@@ -115,8 +138,15 @@ class Engine:
                     asked = duty.run()
                     if asked is not None:
                         wait = asked
+                    backoff.reset()
+                    last_error = ""
                 except Exception as exc:  # noqa: BLE001 - the next round retries
-                    log.warning("%s failed: %s", duty.name, exc)
+                    if is_outage(exc):
+                        outage.failed(exc)
+                        wait = max(wait, backoff.next())
+                    elif str(exc) != last_error:
+                        last_error = str(exc)
+                        log.warning("%s failed: %s", duty.name, exc)
             self._stop.wait(wait)
 
     # -- registration ---------------------------------------------------------------
@@ -183,10 +213,21 @@ class Engine:
     # -- sweeping -------------------------------------------------------------------
 
     def _sweep_loop(self) -> None:
+        """Every half interval: seed again if Redis lost the seed, take or renew the sweeper
+        lock, and sweep while holding it. Through a store outage of any length it keeps
+        trying (the outage is logged once) and, once back, gives every worker a lease's
+        length to beat again before any is removed."""
         interval = self.settings.heartbeat_interval_s
         lock_ttl_ms = int(self.settings.heartbeat_ttl_s * 1000)
+        outage = store_outage(self.settings)
+        last_error = ""
         while not self._stop.wait(interval / 2):
             try:
+                if not self.registry.r.exists(self.registry.keys.seeded):
+                    log.warning("Redis lost what the engine seeds (restarted empty?): "
+                                "writing it again")
+                    self.seed()
+                outage.recovered()
                 leading = self.registry.acquire(self.registry.keys.sweeper_lock,
                                                 self.engine_id, lock_ttl_ms)
                 if leading != self._leading:
@@ -195,19 +236,30 @@ class Engine:
                     self._leading = leading
                 if leading:
                     self.sweep()
+                last_error = ""
             except Exception as exc:  # noqa: BLE001 - the next round retries
-                log.warning("sweep failed: %s", exc)
+                if is_outage(exc):
+                    outage.failed(exc)
+                    self._lapsed.clear()  # leases lapse during an outage: count afresh after
+                    self._sweep_after = time.monotonic() + self.settings.heartbeat_ttl_s
+                elif str(exc) != last_error:
+                    last_error = str(exc)
+                    log.warning("sweep failed: %s", exc)
 
     def sweep(self) -> None:
-        """Remove workers whose heartbeat lapsed and stop their in-flight calls.
+        """Remove workers whose heartbeat lapsed and stop their in-flight calls; answer calls
+        still queued for functions that lost their last worker.
 
         A worker must stay lapsed for one more heartbeat interval, as this engine sees it:
         a stall (a slow Redis, a paused VM) lapses every lease at once, and the live
-        workers beat again within an interval of it ending."""
+        workers beat again within an interval of it ending. After an outage of the store
+        (seen by this engine) no worker is removed for a whole lease."""
         now = time.monotonic()
         lapsed = self.registry.expired_workers()
         self._lapsed = {w: self._lapsed.get(w, now) for w in lapsed}
         for worker_id in lapsed:
+            if now < self._sweep_after:
+                break
             if now - self._lapsed[worker_id] < self.settings.heartbeat_interval_s:
                 continue
             inflight, removed = self.registry.remove_worker(worker_id)
@@ -224,6 +276,13 @@ class Engine:
                         routing_key=route["reply_to"], correlation_id=route["correlation_id"])
                 except Exception as exc:  # noqa: BLE001
                     log.warning("could not tell %s its call stopped: %s", route["reply_to"], exc)
+            if removed:
+                answer_orphaned_calls(self.settings, self.registry, self.publisher, removed,
+                                      lost_by=worker_id)
+        late = [fid for fid in self.registry.orphaned() if not self.registry.function_live(fid)]
+        if late:
+            answer_orphaned_calls(self.settings, self.registry, self.publisher, late,
+                                  lost_by="gone", note=False)
         self._reap_reply_queues()
 
     def _reap_reply_queues(self) -> None:

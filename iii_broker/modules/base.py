@@ -156,6 +156,11 @@ class Module:
     def engine_started(self, engine: EngineHost) -> None:
         """Called once when an engine starts, before it serves calls."""
 
+    def seed(self, engine: EngineHost) -> None:
+        """Write what the cluster reads from Redis and only an engine writes (e.g. the queue
+        settings). Called by every engine at start, before :meth:`engine_started`, and again
+        whenever an engine finds Redis lost it (restarted empty): it must be idempotent."""
+
     def duties(self, engine: EngineHost) -> list[Duty]:
         """Periodic work of this module in the engine."""
         return []

@@ -27,19 +27,21 @@ from kombu import Consumer
 
 from .. import context as _context
 from ..app import App
-from ..errors import IIIError, PayloadError
+from ..errors import BrokerUnavailable, IIIError, PayloadError
 from ..function import FunctionDef
 from ..message import Invocation, Limits, dumps, now_ms
 from ..modules import Module, Service, default_modules
+from ..outage import Backoff, broker_outage, is_outage, store_outage
 from ..redis_transport import RedisFetcher
 from ..registry import Registry
 from ..settings import BrokerKind, Settings
-from ..store import Keys, check_store, connect_store
+from ..store import Keys, RedisError, connect_store
 from ..tracing import SpanContext
 from ..transport import (
     Publisher,
     RedisQoS,
     broker_errors,
+    check_servers,
     connect,
     ensure_connected,
     function_queue,
@@ -47,6 +49,7 @@ from ..transport import (
 from ..trigger import TriggerDef
 from .deadletters import DeadLetters
 from .handlers import Handlers, failed_reply, ok_reply
+from .orphans import answer_orphaned_calls
 from .pool import HandlerPool
 from .registration import register_with_engine
 
@@ -122,14 +125,18 @@ class Worker:
             "runtime": "python",
         }
 
-    def run(self, *, install_signals: bool = True) -> int:
-        """Serve until SIGTERM/SIGINT (or :meth:`stop`); returns the exit code."""
-        check_store(self.store, self.settings)
-        probe = connect(self.settings)
-        try:
-            ensure_connected(probe, self.settings)  # fail fast, naming the URL
-        finally:
-            probe.release()
+    def check_servers(self) -> None:
+        """Reach the store and the broker once; raises :class:`BrokerUnavailable` naming the
+        (masked) URL. At start a process fails fast (a wrong URL is the usual cause, and a
+        supervisor restarts it); once running it rides out any outage."""
+        check_servers(self.settings, self.store)
+
+    def run(self, *, install_signals: bool = True, checked: bool = False) -> int:
+        """Serve until SIGTERM/SIGINT (or :meth:`stop`); returns the exit code. Raises
+        :class:`BrokerUnavailable` when the store or the broker cannot be reached at start
+        (``checked``: the caller already made sure they could)."""
+        if not checked:
+            self.check_servers()
         if install_signals:
             self._install_signals()
         self.app.caller.on_block = self._on_block
@@ -229,7 +236,11 @@ class Worker:
         self._consuming = wanted
 
     def _consume(self) -> None:
-        backoff = 0.2
+        """Consume until stopped, reconnecting (capped backoff) through broker outages of any
+        length: one log line when the broker goes away, one when it is back."""
+        backoff = Backoff()
+        outage = broker_outage(self.settings)
+        announced = False
         while not self._stopping.is_set():
             conn = connect(self.settings)
             try:
@@ -255,21 +266,26 @@ class Worker:
                         self.dead_letters.undecodable)
                 else:
                     self._consumer.consume()
-                log.info("%s %s consuming %d function(s) at concurrency %d",
-                         self.kind, self.worker_id, len(self.app.functions), self.concurrency)
-                backoff = 0.2
+                outage.recovered()
+                if not announced:
+                    log.info("%s %s consuming %d function(s) at concurrency %d",
+                             self.kind, self.worker_id, len(self.app.functions), self.concurrency)
+                    announced = True
+                backoff.reset()
                 self._loop_until_stop(conn)
                 self._drain(conn)
                 return
-            except IIIError:
-                raise
             except Exception as exc:  # noqa: BLE001 - reconnect on any broker failure
                 if self._stopping.is_set():
                     return
-                log.warning("broker connection lost (%s); reconnecting in %.1fs", exc, backoff)
+                if isinstance(exc, IIIError) and not isinstance(exc, BrokerUnavailable):
+                    raise
+                if is_outage(exc):
+                    outage.failed(exc)
+                else:
+                    log.warning("consumer failed (%s: %s); reconnecting", type(exc).__name__, exc)
                 self._in_flight.clear()  # unacked messages return to their queues
-                time.sleep(backoff)
-                backoff = min(backoff * 2, 5)
+                self._stopping.wait(backoff.next())
             finally:
                 if self._fetcher is not None:
                     self._fetcher.close()
@@ -395,7 +411,10 @@ class Worker:
         else:
             for tag in finished:
                 self._consumer.channel.basic_ack(tag)  # type: ignore[union-attr]
-            self.store.hdel(self.keys.inflight(self.worker_id), *finished)
+            try:
+                self.store.hdel(self.keys.inflight(self.worker_id), *finished)
+            except RedisError as exc:  # the store is down; the broker (AMQP) is not
+                store_outage(self.settings).failed(exc)
 
     # -- running handlers -----------------------------------------------------------
 
@@ -427,7 +446,10 @@ class Worker:
             try:
                 self.publisher.publish(body, routing_key=reply_to, correlation_id=correlation_id)
             except IIIError as exc:
-                log.error("could not publish a reply to %s: %s", reply_to, exc)
+                if is_outage(exc):  # its caller hears broker_unavailable from its own side
+                    broker_outage(self.settings).failed(exc)
+                else:
+                    log.error("could not publish a reply to %s: %s", reply_to, exc)
         self._done.put(("done", key))
 
     def _on_block(self, delta: int) -> None:
@@ -437,22 +459,44 @@ class Worker:
     # -- registry -------------------------------------------------------------------
 
     def _heartbeat_loop(self) -> None:
+        """Renew the lease every interval, through store outages of any length; register
+        again when the registry lost this worker (swept after a pause, or Redis restarted
+        empty)."""
         interval = self.settings.heartbeat_interval_s
         ttl_ms = int(self.settings.heartbeat_ttl_s * 1000)
+        outage = store_outage(self.settings)
         while not self._stopped.wait(interval):
             try:
-                if not self.registry.heartbeat(self.worker_id, ttl_ms) and not self._stopping.is_set():
-                    log.warning("worker %s was dropped from the registry (missed heartbeats); "
-                                "registering again", self.worker_id)
-                    self._registrar(self)
-            except Exception as exc:  # noqa: BLE001 - keep beating through blips
-                log.warning("heartbeat failed: %s", exc)
+                alive = self.registry.heartbeat(self.worker_id, ttl_ms)
+            except RedisError as exc:
+                outage.failed(exc)
+                continue
+            outage.recovered()
+            if alive or self._stopping.is_set():
+                continue
+            log.warning("%s %s is no longer in the registry (swept after missed heartbeats, "
+                        "or Redis lost its data); registering again", self.kind, self.worker_id)
+            try:
+                self._registrar(self)
+            except IIIError as exc:
+                if is_outage(exc):
+                    outage.failed(exc)
+                else:
+                    log.error("could not register again: %s", exc)
+            except RedisError as exc:
+                outage.failed(exc)
 
     def _unregister(self) -> None:
+        """Leave the registry; calls still queued for a function this worker was the last to
+        serve are answered ``function_not_found`` at once instead of timing out."""
         try:
-            self.registry.remove_worker(self.worker_id)
+            _inflight, died = self.registry.remove_worker(self.worker_id)
         except Exception as exc:  # noqa: BLE001
             log.warning("could not unregister %s: %s", self.worker_id, exc)
+            return
+        if died:
+            answer_orphaned_calls(self.settings, self.registry, self.publisher, died,
+                                  lost_by=self.worker_id)
 
     def _install_signals(self) -> None:
         def on_signal(signum: int, _frame: Any) -> None:

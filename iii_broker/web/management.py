@@ -123,12 +123,15 @@ def guard() -> Response | None:
 
 @blueprint.get("/health", provide_automatic_options=False)
 def health() -> Response:
-    """Broker, store and engine liveness: 200 ``ok`` or 503 ``degraded``."""
+    """Broker, store and engine liveness, and whether Redis holds what the engine seeds
+    (queue settings; gone after Redis restarted empty, until an engine writes them again):
+    200 ``ok`` or 503 ``degraded``."""
     settings = _settings()
     store = current_app.extensions[NAME]["store"]
     checks = {"broker": _check(lambda: _broker_check(settings)),
               "store": _check(lambda: _store_check(store)),
-              "engine": _check(lambda: _engine_check(store, settings))}
+              "engine": _check(lambda: _engine_check(store, settings)),
+              "seeded": _check(lambda: _seeded_check(store, settings))}
     ok = all(c["ok"] for c in checks.values())
     return json_response({"status": "ok" if ok else "degraded", "checks": checks},
                          200 if ok else 503)
@@ -234,3 +237,13 @@ def _engine_check(store: Any, settings: Settings) -> dict[str, Any]:
         raise IIIError(f"no engine is running: the lease of every worker serving "
                        f"{ENGINE_FUNCTION!r} has run out ({', '.join(engines)})")
     return {"engines": len(live)}
+
+
+def _seeded_check(store: Any, settings: Settings) -> dict[str, Any]:
+    """``NS:seeded``: the engine has written what it seeds (Module.seed) since Redis last
+    lost its data."""
+    if not store.exists(Keys(settings.namespace).seeded):
+        raise IIIError("Redis does not hold what the engine seeds (queue settings): it "
+                       "restarted empty, or no engine has started; an engine writes it again "
+                       "within a heartbeat")
+    return {}

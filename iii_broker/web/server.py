@@ -17,6 +17,7 @@ from gunicorn.app.base import BaseApplication
 from ..errors import ConfigError
 from ..modules import EngineConfig, default_modules
 from ..settings import Settings
+from ..transport import check_servers
 from .app import create_app
 from .buffering import BufferingWorker, RequestLimits
 
@@ -53,7 +54,10 @@ class WebServer(BaseApplication):  # type: ignore[misc]  # gunicorn has no type 
 
 def serve(settings: Settings, *, workers: int = 1, threads: int = 16) -> int:
     """Serve the web process until SIGTERM or Ctrl-C; raises ConfigError when the http module
-    (whose ``[modules.http]`` table says where to listen) is disabled."""
+    (whose ``[modules.http]`` table says where to listen) is disabled, and
+    :class:`BrokerUnavailable` when Redis or the broker does not answer at start (once
+    serving, requests get ``broker_unavailable`` while either is down)."""
+    check_servers(settings)
     WebServer(web_settings(settings), workers=workers, threads=threads).run()
     return 0
 

@@ -145,8 +145,14 @@ class CutProxy:
             conns, self._conns = self._conns, []
         for conn in conns:
             try:
+                # shutdown() first: a close() alone does not reach the peer while a pipe
+                # thread is blocked in recv() on the socket (the kernel keeps it open).
+                conn.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            try:
                 conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
-                conn.close()  # RST
+                conn.close()
             except OSError:
                 pass
 

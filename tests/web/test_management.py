@@ -44,7 +44,7 @@ def test_health_is_200_ok_while_broker_store_and_engine_are_up(web):
     assert reply.status == 200, reply.body
     body = reply.json()
     assert body["status"] == "ok"
-    assert set(body["checks"]) == {"broker", "store", "engine"}
+    assert set(body["checks"]) == {"broker", "store", "engine", "seeded"}
     assert all(check["ok"] for check in body["checks"].values())
     assert reply.headers["Content-Type"] == "application/json"
 

@@ -17,6 +17,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from ...function import is_reserved
+from ...outage import store_outage
 from ...registry import Registry
 from ...settings import Settings
 from ...store import RedisError, connect_store
@@ -200,6 +201,7 @@ class RouteTable:
             try:
                 pubsub.subscribe(channel)
                 self.reload()  # changes made before the subscription took effect
+                store_outage(self.settings).recovered()
                 while not self._stop.is_set():
                     wait = max(0.0, self.loaded_at + RELOAD_INTERVAL_S - time.monotonic())
                     message = pubsub.get_message(timeout=wait)
@@ -209,8 +211,8 @@ class RouteTable:
                         self.reload()
                     elif time.monotonic() - self.loaded_at >= RELOAD_INTERVAL_S:
                         self.reload()
-            except RedisError as exc:
-                log.warning("lost the registry (%s); retrying", exc)
+            except RedisError as exc:  # one line for the whole outage (the routes stay)
+                store_outage(self.settings).failed(exc)
                 self._stop.wait(RELOAD_INTERVAL_S)
             finally:
                 try:

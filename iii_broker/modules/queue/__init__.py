@@ -83,7 +83,7 @@ class QueueModule(Module):
     def builtins(self, engine: EngineHost) -> list[Builtin]:
         return self._engine_duties(engine).builtins()
 
-    def engine_started(self, engine: EngineHost) -> None:
+    def seed(self, engine: EngineHost) -> None:
         self._engine_duties(engine).publish_settings()
 
     def duties(self, engine: EngineHost) -> list[Duty]:

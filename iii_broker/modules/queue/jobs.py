@@ -26,6 +26,7 @@ from ...errors import (
     PayloadLimitExceeded,
 )
 from ...message import Limits, now_ms
+from ...outage import Backoff, is_outage, store_outage
 from ...queues.config import QueueConfig, topic_queue_name
 from ...queues.store import Candidate, Claim, JobStore, Outcome, Settle, failure_outcome, parse_job
 from ...registry import ENGINE_OWNED, Registry
@@ -151,6 +152,8 @@ class JobRunner:
         self.worker.submit(job)
 
     def _fetch_loop(self) -> None:
+        backoff = Backoff()
+        outage = store_outage(self.worker.settings)
         while not self._stopping.is_set():
             with self._room:
                 while self._running >= self.capacity and not self._stopping.is_set():
@@ -168,9 +171,13 @@ class JobRunner:
                     self.jobs.wait_for_work(functions, _CAPPED_POLL_S if capped else _IDLE_WAIT_S)
                 elif not claims:
                     self._stopping.wait(_IDLE_WAIT_S)
-            except Exception as exc:  # noqa: BLE001 - Redis blips: try again shortly
-                log.warning("claiming jobs failed: %s", exc)
-                self._stopping.wait(0.5)
+                backoff.reset()
+            except Exception as exc:  # noqa: BLE001 - Redis blips and outages: try again
+                if is_outage(exc):
+                    outage.failed(exc)  # one line for the whole outage, not one per retry
+                else:
+                    log.warning("claiming jobs failed: %s", exc)
+                self._stopping.wait(max(0.5, backoff.next()))
 
     def _start(self, claim: Claim) -> None:
         with self._room:
@@ -200,9 +207,13 @@ class JobRunner:
                 if self.worker.hard_stopping:
                     log.error("could not settle job %s (%s); it will be run again", outcome.tag, exc)
                     return None
-                log.warning("settling job %s failed (%s); retrying in %.1fs", outcome.tag, exc, delay)
+                if is_outage(exc):
+                    store_outage(self.worker.settings).failed(exc)
+                else:
+                    log.warning("settling job %s failed (%s); retrying in %.1fs", outcome.tag,
+                                exc, delay)
                 time.sleep(delay)
-                delay = min(delay * 2, 5.0)
+                delay = min(delay * 2, 2.0)
 
     # -- running --------------------------------------------------------------------
 

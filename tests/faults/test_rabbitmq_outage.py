@@ -1,0 +1,70 @@
+"""RabbitMQ as the broker cut and restored (and Redis, the store, killed while RabbitMQ stays
+up): the engine and the worker reconnect their consumers, reply queues are declared again,
+callers get ``broker_unavailable`` quickly meanwhile, and calls work again once it is back."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+
+import pytest
+from kombu import Connection
+
+from tests.conftest import AMQP_URL
+from tests.faults.support import assert_rode_it_out, recovery_s, report, timed
+from tests.helpers import in_thread, wait_for
+
+
+@pytest.fixture
+def broker_url(amqp_fault_url: str, namespace: str) -> Iterator[str]:
+    """Overrides conftest's: invocations go through RabbitMQ, by way of the cut-able proxy."""
+    yield amqp_fault_url
+    with Connection(AMQP_URL, connect_timeout=3) as conn:  # the test's queues, not the proxy's
+        channel = conn.channel()
+        for name in [f"{namespace}.fn.test::add", f"{namespace}.fn.test::slow"]:
+            channel.queue_delete(name)
+            channel.exchange_delete(name)
+
+
+def test_engine_and_worker_ride_out_rabbitmq_cut_and_restored(cluster, rabbit_proxy, store,
+                                                              settings):
+    engine = cluster.engine()
+    worker = cluster.worker()
+    assert cluster.trigger("test::add", {"a": 1, "b": 2}) == {"sum": 3}
+    inflight = in_thread(timed, cluster.trigger, "test::slow", {"seconds": 0.5, "id": "x"},
+                         timeout_ms=5_000)
+    wait_for(lambda: store.lrange(f"{settings.namespace}:test:started", 0, -1), timeout=5,
+             what="the slow call to start")
+
+    rabbit_proxy.cut()
+    during = timed(cluster.trigger, "test::add", {"a": 1, "b": 2}, timeout_ms=10_000)
+    stopped = inflight.result(timeout=6)
+    time.sleep(2)  # the outage itself
+    rabbit_proxy.restore()
+    recover = recovery_s(lambda: cluster.trigger("test::add", {"a": 2, "b": 3},
+                                                 timeout_ms=1_000) == {"sum": 5})
+
+    assert during.code == "broker_unavailable" and during.seconds < 2, during
+    assert stopped.code in ("broker_unavailable", "timeout") or stopped.result["slept"] == 0.5
+    assert stopped.seconds < 5.5, stopped
+    assert_rode_it_out(engine, worker)
+    report("RabbitMQ (broker) cut for 2 s", f"trigger: {during.code} in {during.seconds:.2f} s; "
+           f"in-flight call: {stopped.code or 'its result'} after {stopped.seconds:.2f} s",
+           "nothing acknowledged (calls are at most once)", recover)
+
+
+def test_redis_as_the_store_going_away_while_rabbitmq_is_up(cluster, fault_redis):
+    engine = cluster.engine()
+    worker = cluster.worker()
+    assert cluster.trigger("test::add", {"a": 1, "b": 2}) == {"sum": 3}
+    fault_redis.kill()
+    time.sleep(1.1)  # past the caller's one-second trust in a function it saw alive
+    during = timed(cluster.trigger, "test::add", {"a": 1, "b": 2}, timeout_ms=10_000)
+    time.sleep(1)  # the outage itself
+    fault_redis.start()
+    recover = recovery_s(lambda: cluster.trigger("test::add", {"a": 2, "b": 3},
+                                                 timeout_ms=1_000) == {"sum": 5})
+    assert during.code == "broker_unavailable" and during.seconds < 2, during
+    assert_rode_it_out(engine, worker)
+    report("Redis (store) killed for 2 s, RabbitMQ up",
+           f"trigger: {during.code} in {during.seconds:.2f} s", "nothing", recover)

@@ -1,0 +1,42 @@
+"""The outage log and backoff every reconnecting loop shares."""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+import redis
+
+from iii_broker.outage import BACKOFF_CAP_S, Backoff, Outage, outage_of
+
+
+def test_an_outage_is_logged_once_however_many_threads_retry_and_once_when_it_ends(caplog):
+    outage = Outage("Redis at redis://127.0.0.1:1/0")
+    caplog.set_level(logging.INFO, logger="iii.outage")
+    threads = [threading.Thread(target=lambda: [outage.failed(redis.ConnectionError("refused"))
+                                                for _ in range(50)]) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert outage.down
+    assert outage.recovered() is not None
+    assert outage.recovered() is None  # already back: nothing more to say
+    lines = [r.getMessage() for r in caplog.records]
+    assert len(lines) == 2, lines
+    assert lines[0].startswith("lost the connection to Redis at") and "refused" in lines[0]
+    assert " is back after " in lines[1]
+
+
+def test_one_server_is_one_outage_per_process_whoever_asks():
+    url = "redis://:secret@127.0.0.1:1/0"
+    assert outage_of(url) is outage_of(url)
+    assert "secret" not in outage_of(url).name
+
+
+def test_backoff_doubles_up_to_its_cap_and_starts_over_after_a_success():
+    backoff = Backoff()
+    delays = [backoff.next() for _ in range(10)]
+    assert delays[0] < delays[1] < delays[2] and max(delays) == BACKOFF_CAP_S
+    backoff.reset()
+    assert backoff.next() == delays[0]
