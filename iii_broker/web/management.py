@@ -16,18 +16,18 @@ from __future__ import annotations
 
 import hmac
 import ipaddress
-import json
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
 from flask import Blueprint, Response, current_app, request
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from ..errors import FunctionNotFound, IIIError, InvalidFunctionId
 from ..httpapi import MANAGEMENT_PREFIX, status_of
 from ..httpapi import is_management_path as is_reserved  # the name the access policy uses
+from ..httpapi.bodies import BadRequestBody, BodyTooLarge, parse_json, read_body
 from ..httpapi.responses import error_response, json_response, method_not_allowed
 from ..settings import Settings
 from ..store import Keys, RedisError, connect_store
@@ -157,11 +157,14 @@ def invoke(function_id: str) -> Response:
             return error_response(400, "INVALID_TIMEOUT", f"timeout_ms must be an integer from "
                                   f"1 to {MAX_TIMEOUT_MS}, not {raw!r}")
         timeout_ms = int(raw)
-    body = request.get_data(cache=True)
+    settings = _settings()
     try:
-        payload = json.loads(body) if body.strip() else None
-    except ValueError as exc:
-        return error_response(400, "INVALID_JSON", f"the request body is not valid JSON: {exc}")
+        body = read_body(request.environ, settings.http_body_limit)
+        payload = parse_json(body, settings.payload_max_depth) if body.strip() else None
+    except BodyTooLarge:
+        raise RequestEntityTooLarge() from None  # answered like every 413 of the web process
+    except BadRequestBody as exc:
+        return error_response(exc.status, exc.code, str(exc))
     return _call(function_id, payload, timeout_ms, INVOKE_STATUS)
 
 

@@ -14,6 +14,7 @@ from iii_broker.registry import Registry
 from iii_broker.web.management import access_denied, client_allowed, is_loopback, is_reserved
 from tests.helpers import wait_for
 from tests.web.conftest import Web, start_web
+from tests.web.raw_http import post_chunked
 
 TOKEN = "s3cret-token"
 
@@ -133,6 +134,20 @@ def test_invoke_with_malformed_json_or_a_bad_timeout_is_400(web):
     assert bad_json.status == 400 and envelope(bad_json)["code"] == "INVALID_JSON"
     bad_timeout = invoke(web, "web::plain", {}, query="?timeout_ms=soon")
     assert bad_timeout.status == 400 and envelope(bad_timeout)["code"] == "INVALID_TIMEOUT"
+
+
+def test_invoke_refuses_json_no_payload_may_carry_and_bodies_over_the_limit(web):
+    for body, what in ((b"[" * 100 + b"]" * 100, "nested 100 levels"),
+                       (b'{"a": NaN}', "NaN is not a JSON number")):
+        reply = post_chunked(web.port, "/_iii/invoke/web::show_payload", body)
+        assert reply.status == 400 and reply.error["code"] == "INVALID_JSON", reply.body
+        assert what in reply.error["message"]
+    # A chunked body one byte over the limit used to reach the function cut to the limit.
+    limit = 1024  # the shared web process's III_HTTP_BODY_LIMIT
+    under = post_chunked(web.port, "/_iii/invoke/web::show_payload", b'"' + b"a" * (limit - 2) + b'"')
+    assert under.status == 200 and len(under.json()["body"]) == limit - 2, under.body
+    over = post_chunked(web.port, "/_iii/invoke/web::show_payload", b'"' + b"a" * (limit - 1) + b'"')
+    assert over.status == 413 and over.error["code"] == "PAYLOAD_TOO_LARGE", over.body
 
 
 @pytest.mark.parametrize("function_id", ["noservice", "Engine::workers::list"])

@@ -9,7 +9,7 @@ import json
 
 import pytest
 
-from iii_broker.modules.http.payloads import (
+from iii_broker.httpapi.bodies import (
     BadRequestBody,
     BodyTooLarge,
     InvalidJson,

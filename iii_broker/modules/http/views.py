@@ -22,12 +22,13 @@ from werkzeug.exceptions import RequestEntityTooLarge
 from ... import context as _context
 from ...errors import FunctionNotFound, IIIError, InvocationFailed
 from ...httpapi import envelope, status_of
+from ...httpapi.bodies import BadRequestBody, BodyTooLarge
 from ...httpapi.responses import error_response, json_response, method_not_allowed
 from ...store import RedisError
 from ..hosts import WebHost
 from .middleware import Answered, BadAnswer, Cors, middleware_payload, read_answer, stand_in_context
 from .openapi import build_document
-from .payloads import BadRequestBody, BadResponse, BodyTooLarge, make_response, request_payload
+from .payloads import BadResponse, make_response, request_payload
 from .routes import Route, RouteTable
 from .schemas import BodyViolation
 from .trigger import HTTP_METHODS
