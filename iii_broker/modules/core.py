@@ -166,6 +166,8 @@ def _triggers(settings: Settings, args: argparse.Namespace) -> int:
     if args.triggers_command == "add":
         try:
             config = json.loads(args.config)
+        except RecursionError:
+            return fail("CONFIG is nested too deeply to be decoded as JSON", 2)
         except ValueError as exc:
             return fail(f"CONFIG is not valid JSON: {exc}", 2)
         if not isinstance(config, dict):

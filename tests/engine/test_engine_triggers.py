@@ -160,3 +160,11 @@ def test_triggers_add_with_a_bad_config_exits_1_with_invalid_trigger(running):
     assert "invalid_trigger" in bad.stderr and "api_path" in bad.stderr, bad.stderr
     assert "Traceback" not in bad.stderr
     assert triggers(running) == before
+
+
+def test_triggers_add_with_a_config_too_deep_to_decode_exits_2_naming_it(running):
+    deep = "[" * 5_000 + "]" * 5_000  # past the recursion limit of json.loads
+    bad = cli(running.env, "triggers", "add", "http", "test::echo", deep)
+    assert bad.returncode == 2, bad.stdout
+    assert bad.stderr.startswith("iii-broker: CONFIG is nested too deeply"), bad.stderr
+    assert "Traceback" not in bad.stderr
