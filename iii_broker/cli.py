@@ -23,7 +23,7 @@ from typing import Any
 
 from .app import App
 from .client import Enqueue, Void
-from .console import fail, setup_logging
+from .console import ArgumentParser, fail, setup_logging
 from .engine import Engine
 from .errors import IIIError
 from .modules import default_modules
@@ -45,7 +45,7 @@ def _positive_int(text: str) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="iii-broker", description=__doc__,
+    parser = ArgumentParser(prog="iii-broker", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 

@@ -262,3 +262,15 @@ def test_deadletters_lists_what_workers_refused_and_drops_by_id_or_all(running, 
     assert refused.returncode == 2 and "--yes" in refused.stderr
     assert cli(running.env, "deadletters", "drop", "--all", "--yes").returncode == 0
     assert store.llen(key) == 0
+
+
+@pytest.mark.parametrize("args, says", [
+    (["trigger", "x::y", "--timeout-ms", "0"], "argument --timeout-ms: must be positive, not 0"),
+    (["nosuch"], "argument COMMAND: invalid choice: 'nosuch'"),
+    (["queues", "purge"], "the following arguments are required: QUEUE"),
+])
+def test_usage_errors_of_subcommands_carry_the_same_prefix_as_every_other_error(args, says):
+    done = subprocess.run(bin_cmd("iii-broker", *args), capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 2
+    assert done.stderr.splitlines()[-1].startswith(f"iii-broker: {says}"), done.stderr

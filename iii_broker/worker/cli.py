@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import argparse
 import sys
 from collections.abc import Sequence
 
-from ..console import fail, setup_logging
+from ..console import ArgumentParser, fail, setup_logging
 from ..errors import IIIError
 from ..runtime import Worker
 from ..settings import Settings
@@ -16,7 +15,7 @@ PROG = "iii-worker"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog=PROG,
         description="Serve the functions of an iii_broker.App. SIGTERM drains: running "
                     "calls finish, prefetched ones go back to their queues. A second "
