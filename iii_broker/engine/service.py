@@ -20,7 +20,8 @@ from typing import Any
 
 from ..app import App
 from ..client import Caller
-from ..errors import InvocationStopped, TriggerConfigError
+from ..errors import InvocationStopped, PayloadError, TriggerConfigError
+from ..function import check_function_id
 from ..message import now_ms, reply_body
 from ..modules import Duty, EngineConfig, Module, module_of
 from ..outage import Backoff, is_outage, store_outage
@@ -154,16 +155,15 @@ class Engine:
     def register_worker(self, payload: dict[str, Any]) -> dict[str, Any]:
         """Check a worker's triggers against the enabled modules and record it (again, after
         a change: what it no longer has is let go)."""
-        worker = payload["worker"]
+        worker, functions = _checked_registration(payload)
         triggers = self._check_triggers(payload.get("triggers", []), owner="worker")
         ttl_ms = int(self.settings.heartbeat_ttl_s * 1000)
         with self._registering(triggers):
-            live = self.registry.register_worker(worker, payload.get("functions", []), triggers,
-                                                 ttl_ms)
+            live = self.registry.register_worker(worker, functions, triggers, ttl_ms)
         self._registered(triggers)
         log.info("registered %s %s (%s) with %d function(s), %d trigger(s)",
                  worker.get("kind", "worker"), worker["id"], worker.get("name"),
-                 len(payload.get("functions", [])), len(triggers))
+                 len(functions), len(triggers))
         return {"worker_id": worker["id"], "triggers": [t["id"] for t in triggers],
                 "functions_now_live": live}
 
@@ -294,3 +294,18 @@ class Engine:
         if not self.settings.uses_amqp:
             r.delete(*stale)  # a dead caller's reply list (late replies nobody reads)
         r.zrem(keys.clients, *stale)
+
+
+def _checked_registration(payload: Any) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """The worker and its functions from an ``engine::workers::register`` payload; raises
+    :class:`PayloadError` for a malformed one and :class:`InvalidFunctionId` for an id no
+    app may register (apps check their ids, a hand-built registration may not have)."""
+    worker = payload.get("worker") if isinstance(payload, dict) else None
+    if not isinstance(worker, dict) or not isinstance(worker.get("id"), str) or not worker["id"]:
+        raise PayloadError("a registration needs {\"worker\": {\"id\": ...}, \"functions\": [...]}")
+    functions = payload.get("functions", [])
+    if not isinstance(functions, list) or not all(isinstance(f, dict) for f in functions):
+        raise PayloadError("a registration's functions must be a list of objects")
+    for function in functions:
+        check_function_id(function.get("function_id"))
+    return worker, functions

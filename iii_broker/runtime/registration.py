@@ -7,7 +7,13 @@ import time
 from typing import Any, Protocol
 
 from ..app import App
-from ..errors import FunctionNotFound, InvocationFailed, InvocationTimeout, TriggerConfigError
+from ..errors import (
+    BrokerUnavailable,
+    FunctionNotFound,
+    IIIError,
+    InvocationTimeout,
+    TriggerConfigError,
+)
 from ..settings import Settings
 
 log = logging.getLogger("iii.worker")
@@ -40,10 +46,6 @@ def register_with_engine(worker: Registrant) -> None:
             for fid in worker.app.functions:
                 worker.app.caller.forget_function(fid)
             return
-        except InvocationFailed as exc:
-            raise TriggerConfigError(
-                f"the engine refused to register app {worker.app.name!r}: {exc.message}"
-            ) from None
         except (FunctionNotFound, InvocationTimeout):
             if worker.stopping:
                 return  # stopped before any engine answered: nothing to serve
@@ -53,3 +55,9 @@ def register_with_engine(worker: Registrant) -> None:
             time.sleep(delay)
             waited += delay
             delay = min(delay * 2, 1.0)
+        except BrokerUnavailable:
+            raise
+        except IIIError as exc:  # the engine's answer: the app cannot be registered as it is
+            raise TriggerConfigError(
+                f"the engine refused to register app {worker.app.name!r}: "
+                f"{exc.code}: {exc.message}") from None

@@ -168,3 +168,18 @@ def test_triggers_add_with_a_config_too_deep_to_decode_exits_2_naming_it(running
     assert bad.returncode == 2, bad.stdout
     assert bad.stderr.startswith("iii-broker: CONFIG is nested too deeply"), bad.stderr
     assert "Traceback" not in bad.stderr
+
+
+@pytest.mark.parametrize("payload, code, says", [
+    ({"worker": {"id": "w1"}, "functions": [{"function_id": "Engine::x"}]},
+     "invalid_function_id", "reserved"),
+    ({"worker": {"id": "w1"}, "functions": [{"function_id": "noservice"}]},
+     "invalid_function_id", "service::name"),
+    ({"functions": []}, "invalid_payload", "worker"),
+])
+def test_a_hand_built_registration_is_checked_like_an_app(running, payload, code, says):
+    with pytest.raises(IIIError) as refused:
+        running.client.trigger("engine::workers::register", payload, timeout_ms=5000)
+    assert refused.value.code == code and says in refused.value.message, refused.value
+    functions = running.client.trigger("engine::functions::list", {})["functions"]
+    assert all(f["function_id"] not in ("Engine::x", "noservice") for f in functions)
