@@ -386,7 +386,13 @@ class Worker:
         if reply_to and self._qos is None:  # on Redis the QoS writes it with its own record
             route = {"invocation_id": inv.invocation_id, "function_id": inv.function_id,
                      "reply_to": reply_to, "correlation_id": correlation_id}
-            self.store.hset(self.keys.inflight(self.worker_id), key, dumps(route))
+            try:
+                self.store.hset(self.keys.inflight(self.worker_id), key, dumps(route))
+            except RedisError as exc:
+                # The store is down, the broker (AMQP) is not: the call runs without its
+                # record (its caller waits for its timeout if this worker dies). Raised from
+                # here it would look like a lost broker, and the call would run twice.
+                store_outage(self.settings).failed(exc)
 
     def _process_done(self, *, block: bool, timeout: float = 0.0) -> None:
         finished: list[str] = []
