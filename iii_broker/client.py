@@ -271,11 +271,11 @@ class Caller:
             stored, message_id = self.jobs.enqueue(
                 [(config, function_id, inv, headers)], message_id=inv.invocation_id,
                 idempotency_key=action.idempotency_key)
-        except EnqueueError as exc:
+        except (EnqueueError, BrokerUnavailable) as exc:
             exc.function_id, exc.invocation_id = function_id, inv.invocation_id
             raise
         except RedisError as exc:
-            raise EnqueueError(
+            raise BrokerUnavailable(
                 f"cannot reach Redis at {mask_url(self.settings.redis_url)}: {exc}",
                 function_id=function_id, invocation_id=inv.invocation_id) from exc
         return {"messageReceiptId": message_id} if stored else \

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 import redis
 
 from .. import envelope
-from ..errors import EnqueueError, IIIError, PayloadError
+from ..errors import BrokerUnavailable, EnqueueError, IIIError, PayloadError
 from ..message import Invocation, Limits, now_ms
 from ..store import Keys
 from . import lua
@@ -210,6 +210,8 @@ class JobStore:
         ttl_ms = int((ttl_s or jobs[0][0].idempotency_ttl_s) * 1000)
         try:
             stored, mid = self._enqueue(args=[self.ns, key, ttl_ms, message_id, len(jobs), *args])
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            raise BrokerUnavailable(f"cannot reach Redis to store the job: {exc}") from exc
         except redis.RedisError as exc:
             raise EnqueueError(f"the store refused the job: {exc}") from exc
         if stored and to_broker:
