@@ -6,6 +6,7 @@ Kombu and py-amqp/redis-py exceptions stop here and become
 
 from __future__ import annotations
 
+import math
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -22,7 +23,7 @@ from .settings import BrokerKind, Settings, mask_url
 from .store import Keys, check_store, connect_store
 
 __all__ = ["Publisher", "RedisQoS", "broker_errors", "check_servers", "connect", "connection",
-           "ensure_connected",
+           "consumer_heartbeat_s", "ensure_connected",
            "function_exchange", "function_queue", "reply_queue"]
 
 # How long a message Kombu's Redis ack emulation has persisted as unacked may stay so
@@ -30,9 +31,28 @@ __all__ = ["Publisher", "RedisQoS", "broker_errors", "check_servers", "connect",
 VISIBILITY_TIMEOUT_S = 24 * 3600
 
 
-def connect(settings: Settings, *, confirm: bool = False) -> Connection:
+# The shortest AMQP heartbeat a consuming connection asks for; RabbitMQ advises against
+# less (false alarms on a busy host).
+CONSUMER_HEARTBEAT_MIN_S = 5
+
+
+def consumer_heartbeat_s(settings: Settings) -> int:
+    """The AMQP heartbeat of a connection that consumes (a worker's, the job consumer's).
+
+    RabbitMQ closes a connection that missed about two beats and requeues what it held
+    unacked: without heartbeats a worker paused (SIGSTOP, a frozen VM) or cut off by a
+    network partition would keep its jobs for as long as that lasts. Twice the worker
+    lease, at least :data:`CONSUMER_HEARTBEAT_MIN_S`; the consumer loop sends the beats
+    (:meth:`kombu.Connection.heartbeat_check`). Publishing connections have none: they
+    are idle between publishes, and a broken one is replaced on the next publish."""
+    return max(CONSUMER_HEARTBEAT_MIN_S, math.ceil(2 * settings.heartbeat_ttl_s))
+
+
+def connect(settings: Settings, *, confirm: bool = False, heartbeat_s: int = 0) -> Connection:
     """A new (lazy) Kombu connection to the broker. ``confirm``: on AMQP, each publish
-    waits for the broker's confirm (RabbitMQ holds the message when it returns)."""
+    waits for the broker's confirm (RabbitMQ holds the message when it returns).
+    ``heartbeat_s``: on AMQP, the heartbeat to negotiate (0: none); whoever asks for one
+    calls ``heartbeat_check()`` at least every ``heartbeat_s / 2`` seconds."""
     keys = Keys(settings.namespace)
     options: dict[str, Any] = {"max_retries": 1, "interval_start": 0, "interval_step": 0.5}
     if settings.broker_kind.is_redis:
@@ -50,7 +70,7 @@ def connect(settings: Settings, *, confirm: bool = False) -> Connection:
     if confirm:
         options["confirm_publish"] = True
     return Connection(settings.broker_url, transport_options=options, connect_timeout=5,
-                      heartbeat=0)
+                      heartbeat=heartbeat_s)
 
 
 def broker_errors(conn: Connection) -> tuple[type[BaseException], ...]:

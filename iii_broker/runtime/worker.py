@@ -43,6 +43,7 @@ from ..transport import (
     broker_errors,
     check_servers,
     connect,
+    consumer_heartbeat_s,
     ensure_connected,
     function_queue,
 )
@@ -241,8 +242,9 @@ class Worker:
         backoff = Backoff()
         outage = broker_outage(self.settings)
         announced = False
+        heartbeat_s = consumer_heartbeat_s(self.settings) if self.settings.uses_amqp else 0
         while not self._stopping.is_set():
-            conn = connect(self.settings)
+            conn = connect(self.settings, heartbeat_s=heartbeat_s)
             try:
                 ensure_connected(conn, self.settings)
                 channel = conn.channel()
@@ -297,7 +299,10 @@ class Worker:
 
     def _loop_until_stop(self, conn: Any) -> None:
         errors = broker_errors(conn)
+        beating = bool(conn.heartbeat)  # AMQP: RabbitMQ hears from this loop or drops it
         while not self._stopping.is_set():
+            if beating:
+                conn.heartbeat_check()
             if self._changed.is_set():
                 self._follow_app()
             self._process_done(block=False)
@@ -341,6 +346,8 @@ class Worker:
                 pass
         while self._in_flight and not self._hard_stop.is_set():
             self._process_done(block=True, timeout=0.2)
+            if conn.heartbeat:
+                conn.heartbeat_check()  # acks of what is still running need the connection
         self._process_done(block=False)
 
     def _on_message(self, message: Any) -> None:

@@ -36,12 +36,6 @@ def test_the_engine_sigkilled_during_amqp_queue_traffic_loses_no_acknowledged_jo
     engine_killed_during_traffic(amqp_cluster, store, settings, "amqp")
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "bug outside the queue module: AMQP connections are opened with heartbeat=0 "
-    "(iii_broker/transport.py connect), so RabbitMQ never closes a paused worker's "
-    "connection and never redelivers the jobs it holds unacked; the engine's queue-orphans "
-    "duty only releases their cap slots (Outcome.release), so the jobs wait for the paused "
-    "worker to resume, however long that is. Sync callers are answered (invocation_stopped)."))
 def test_a_worker_paused_past_its_lease_on_amqp_has_its_jobs_run_elsewhere(
         amqp_cluster, store, settings):
     worker_paused_past_its_lease(amqp_cluster, store, settings, "amqp")

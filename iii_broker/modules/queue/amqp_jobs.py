@@ -23,7 +23,7 @@ from kombu import Consumer
 from ... import envelope
 from ...queues.amqp import job_queue, queue_of
 from ...queues.store import Candidate, Claim, JobStore, with_attempt
-from ...transport import broker_errors, connect, ensure_connected
+from ...transport import broker_errors, connect, consumer_heartbeat_s, ensure_connected
 from ..hosts import WorkerHost
 
 
@@ -64,7 +64,7 @@ class AmqpJobConsumer:
         """The consumer thread: reconnects until the runner stops and its jobs are acked."""
         backoff = 0.2
         while not self._finished():
-            conn = connect(self.settings)
+            conn = connect(self.settings, heartbeat_s=consumer_heartbeat_s(self.settings))
             try:
                 ensure_connected(conn, self.settings)
                 consumer = Consumer(conn.channel(), [], on_message=self._on_message,
@@ -110,6 +110,7 @@ class AmqpJobConsumer:
                 self._sync(consumer)
                 synced = time.monotonic()
             try:
+                conn.heartbeat_check()  # RabbitMQ requeues what a silent consumer holds
                 conn.drain_events(timeout=_POLL_S)
             except TimeoutError:
                 pass
