@@ -10,11 +10,8 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
-import redis
-
-from tests.conftest import Cluster
 from tests.helpers import in_thread
-from tests.web.conftest import start_web
+from tests.web.conftest import recorded_calls, start_web
 from tests.web.raw_http import RawReply, chunked, send
 
 LIMIT = 4096  # III_HTTP_BODY_LIMIT of the web process under test
@@ -79,12 +76,7 @@ POISONS = [
 ]
 
 
-def calls(cluster: Cluster) -> list[dict]:
-    r = redis.Redis.from_url(cluster.settings.redis_url)
-    try:
-        return [json.loads(c) for c in r.lrange(f"{cluster.settings.namespace}:test:calls", 0, -1)]
-    finally:
-        r.close()
+calls = recorded_calls
 
 
 def test_poison_over_http_gets_a_clear_4xx_and_never_reaches_the_function(cluster):

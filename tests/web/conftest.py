@@ -6,10 +6,13 @@ import http.client
 import json
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
+import redis
 
 from iii_broker import Settings
 from tests.conftest import Cluster
@@ -72,23 +75,42 @@ def start_web(cluster: Cluster, **extra_env: str) -> Web:
     return web
 
 
-@pytest.fixture(scope="module")
-def shared(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Cluster, Web]]:
-    """One engine, one worker of tests.apps.http_app and one web process for a module's
-    read-only tests (a 1 s function timeout and a 1 KiB body limit keep them quick)."""
+@contextmanager
+def serving(redis_url: str, log_dir: Path, app: str, ready_path: str,
+            **web_env: str) -> Iterator[tuple[Cluster, Web]]:
+    """An engine, a worker of ``app`` and a web process in a namespace of their own, for a
+    module's tests; ready once ``GET ready_path`` answers 200. Cleaned up afterwards."""
     settings = Settings(broker_url=redis_url, redis_url=redis_url,
                         namespace=f"t{uuid.uuid4().hex[:10]}", heartbeat_interval_s=0.3,
                         default_timeout_ms=10_000)
-    cluster = Cluster(settings, tmp_path_factory.mktemp("web"))
+    cluster = Cluster(settings, log_dir)
     try:
         cluster.engine()
-        cluster.worker("tests.apps.http_app")
-        web = start_web(cluster, III_HTTP_TIMEOUT_MS="1000", III_HTTP_BODY_LIMIT="1024")
-        web.wait_status("/plain", 200)
+        cluster.worker(app)
+        web = start_web(cluster, **web_env)
+        web.wait_status(ready_path, 200)
         yield cluster, web
     finally:
         cluster.close()
         delete_namespace(redis_url, settings.namespace)
+
+
+def recorded_calls(cluster: Cluster) -> list[dict[str, Any]]:
+    """The payloads a test app's recording functions received (``NS:test:calls``)."""
+    r = redis.Redis.from_url(cluster.settings.redis_url)
+    try:
+        return [json.loads(c) for c in r.lrange(f"{cluster.settings.namespace}:test:calls", 0, -1)]
+    finally:
+        r.close()
+
+
+@pytest.fixture(scope="module")
+def shared(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Cluster, Web]]:
+    """One engine, one worker of tests.apps.http_app and one web process for a module's
+    read-only tests (a 1 s function timeout and a 1 KiB body limit keep them quick)."""
+    with serving(redis_url, tmp_path_factory.mktemp("web"), "tests.apps.http_app", "/plain",
+                 III_HTTP_TIMEOUT_MS="1000", III_HTTP_BODY_LIMIT="1024") as running:
+        yield running
 
 
 @pytest.fixture

@@ -6,7 +6,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import NotRequired, TypedDict
@@ -14,11 +13,11 @@ from typing import NotRequired, TypedDict
 import pytest
 from openapi_spec_validator import OpenAPIV31SpecValidator, validate
 
-from iii_broker import App, Settings
+from iii_broker import App
 from iii_broker.modules.http.openapi import build_document
 from tests.conftest import Cluster
-from tests.helpers import delete_namespace, wait_for
-from tests.web.conftest import Web, start_web
+from tests.helpers import wait_for
+from tests.web.conftest import Web, serving, start_web
 
 pydantic = pytest.importorskip("pydantic")
 
@@ -147,25 +146,12 @@ def test_a_typed_dict_annotation_gives_a_request_schema_and_explicit_schemas_win
 
 # -- the live document -------------------------------------------------------------------
 
-def _clean(redis_url: str, namespace: str) -> None:
-    delete_namespace(redis_url, namespace)
-
-
 @pytest.fixture(scope="module")
 def api(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Cluster, Web]]:
     """An engine, a worker of tests.apps.openapi_app and a web process."""
-    settings = Settings(broker_url=redis_url, redis_url=redis_url,
-                        namespace=f"t{uuid.uuid4().hex[:10]}", heartbeat_interval_s=0.3)
-    cluster = Cluster(settings, tmp_path_factory.mktemp("openapi"))
-    try:
-        cluster.engine()
-        cluster.worker("tests.apps.openapi_app")
-        web = start_web(cluster)
-        web.wait_status("/users/1", 200)
-        yield cluster, web
-    finally:
-        cluster.close()
-        _clean(redis_url, settings.namespace)
+    with serving(redis_url, tmp_path_factory.mktemp("openapi"), "tests.apps.openapi_app",
+                 "/users/1") as running:
+        yield running
 
 
 def test_the_live_document_is_valid_openapi_3_1_with_the_workers_routes_and_schemas(api):

@@ -5,18 +5,15 @@ invalid schema is refused when the function registers."""
 from __future__ import annotations
 
 import json
-import uuid
 from collections.abc import Iterator
 
 import pytest
-import redis
 
-from iii_broker import App, Settings
+from iii_broker import App
 from iii_broker.modules.http.schemas import BodyViolation, SchemaCache
 from tests.apps.http_poison import NEW_USER
 from tests.conftest import Cluster
-from tests.helpers import delete_namespace
-from tests.web.conftest import Web, start_web
+from tests.web.conftest import Web, recorded_calls, serving
 
 
 def test_an_invalid_request_schema_is_refused_when_the_function_registers():
@@ -65,26 +62,12 @@ def test_a_violation_names_the_path_and_the_rule(body, path, rule):
 @pytest.fixture(scope="module")
 def api(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Cluster, Web]]:
     """An engine, a worker of tests.apps.http_poison (which records its calls) and a web."""
-    settings = Settings(broker_url=redis_url, redis_url=redis_url,
-                        namespace=f"t{uuid.uuid4().hex[:10]}", heartbeat_interval_s=0.3)
-    cluster = Cluster(settings, tmp_path_factory.mktemp("schema"))
-    try:
-        cluster.engine()
-        cluster.worker("tests.apps.http_poison")
-        web = start_web(cluster)
-        web.wait_status("/ping", 200)
-        yield cluster, web
-    finally:
-        cluster.close()
-        delete_namespace(redis_url, settings.namespace)
+    with serving(redis_url, tmp_path_factory.mktemp("schema"), "tests.apps.http_poison",
+                 "/ping") as running:
+        yield running
 
 
-def calls(cluster: Cluster) -> list[dict]:
-    r = redis.Redis.from_url(cluster.settings.redis_url)
-    try:
-        return [json.loads(c) for c in r.lrange(f"{cluster.settings.namespace}:test:calls", 0, -1)]
-    finally:
-        r.close()
+calls = recorded_calls
 
 
 def post(web: Web, path: str, body: object):
