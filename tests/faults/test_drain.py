@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import signal
 
-from tests.faults.support import timed
+from tests.faults.support import report, timed
 from tests.helpers import in_thread, wait_for
 from tests.web.conftest import start_web
 
@@ -32,6 +32,9 @@ def test_a_call_queued_behind_the_last_worker_as_it_drains_is_answered_at_once(
     assert answer.seconds < 4, answer  # not its 10 s timeout
     assert worker.wait(10) == 0
     assert "answered 1 queued call(s) function_not_found" in worker.output()
+    report("the last worker of a function drains with a call queued",
+           f"function_not_found after {answer.seconds:.2f} s (timeout 10 s)",
+           "nothing (the running call finished)", 0.0)
 
 
 def test_calls_queued_for_a_dead_last_worker_are_answered_when_the_sweeper_removes_it(
@@ -49,6 +52,9 @@ def test_calls_queued_for_a_dead_last_worker_are_answered_when_the_sweeper_remov
     answers = [q.result(timeout=12) for q in queued]
     assert [a.code for a in answers] == ["function_not_found"] * 3, answers
     assert max(a.seconds for a in answers) < 6, answers  # lease + grace, not 10 s
+    report("the last worker of a function SIGKILLed with 3 calls queued",
+           f"function_not_found after at most {max(a.seconds for a in answers):.2f} s "
+           "(timeout 10 s)", "nothing acknowledged (sync calls are at most once)", 0.0)
 
 
 def test_a_new_worker_of_the_function_keeps_the_calls_queued_for_it(cluster, store, settings):
