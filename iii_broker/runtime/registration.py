@@ -1,9 +1,13 @@
-"""How a worker joins: ``engine::workers::register``, waiting for an engine to answer."""
+"""A worker's place in the registry: it joins through ``engine::workers::register``
+(waiting for an engine to answer), keeps its lease with a heartbeat thread through store
+outages of any length (joining again when the registry lost it), and leaves on stop."""
 
 from __future__ import annotations
 
 import logging
+import threading
 import time
+from collections.abc import Callable
 from typing import Any, Protocol
 
 from ..app import App
@@ -14,7 +18,12 @@ from ..errors import (
     InvocationTimeout,
     TriggerConfigError,
 )
+from ..outage import is_outage, store_outage
+from ..registry import Registry
 from ..settings import Settings
+from ..store import RedisError
+from ..transport import Publisher
+from .orphans import answer_orphaned_calls
 
 log = logging.getLogger("iii.worker")
 
@@ -29,6 +38,15 @@ class Registrant(Protocol):
     def stopping(self) -> bool: ...
 
     def info(self) -> dict[str, Any]: ...
+
+
+class Member(Registrant, Protocol):
+    """What keeping and leaving a place in the registry needs of a worker."""
+
+    worker_id: str
+    kind: str
+    registry: Registry
+    publisher: Publisher
 
 
 def register_with_engine(worker: Registrant) -> None:
@@ -61,3 +79,46 @@ def register_with_engine(worker: Registrant) -> None:
             raise TriggerConfigError(
                 f"the engine refused to register app {worker.app.name!r}: "
                 f"{exc.code}: {exc.message}") from None
+
+
+def keep_registered(worker: Member, register: Callable[[Any], None],
+                    stopped: threading.Event) -> None:
+    """The heartbeat thread: renew the lease every interval until ``stopped``, through store
+    outages of any length; ``register`` again when the registry lost this worker (swept
+    after a pause, or Redis restarted empty)."""
+    interval = worker.settings.heartbeat_interval_s
+    ttl_ms = int(worker.settings.heartbeat_ttl_s * 1000)
+    outage = store_outage(worker.settings)
+    while not stopped.wait(interval):
+        try:
+            alive = worker.registry.heartbeat(worker.worker_id, ttl_ms)
+        except RedisError as exc:
+            outage.failed(exc)
+            continue
+        outage.recovered()
+        if alive or worker.stopping:
+            continue
+        log.warning("%s %s is no longer in the registry (swept after missed heartbeats, "
+                    "or Redis lost its data); registering again", worker.kind, worker.worker_id)
+        try:
+            register(worker)
+        except IIIError as exc:
+            if is_outage(exc):
+                outage.failed(exc)
+            else:
+                log.error("could not register again: %s", exc)
+        except RedisError as exc:
+            outage.failed(exc)
+
+
+def leave_registry(worker: Member) -> None:
+    """Leave the registry; calls still queued for a function this worker was the last to
+    serve are answered ``function_not_found`` at once instead of timing out."""
+    try:
+        _inflight, died = worker.registry.remove_worker(worker.worker_id)
+    except Exception as exc:  # noqa: BLE001
+        log.warning("could not unregister %s: %s", worker.worker_id, exc)
+        return
+    if died:
+        answer_orphaned_calls(worker.settings, worker.registry, worker.publisher, died,
+                              lost_by=worker.worker_id)

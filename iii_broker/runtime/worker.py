@@ -50,9 +50,8 @@ from ..transport import (
 from ..trigger import TriggerDef
 from .deadletters import DeadLetters
 from .handlers import Handlers, failed_reply, ok_reply
-from .orphans import answer_orphaned_calls
 from .pool import HandlerPool
-from .registration import register_with_engine
+from .registration import keep_registered, leave_registry, register_with_engine
 
 log = logging.getLogger("iii.worker")
 
@@ -143,7 +142,8 @@ class Worker:
         self.app.caller.on_block = self._on_block
         self.app.on_change(self._changed.set)
         self._registrar(self)
-        beat = threading.Thread(target=self._heartbeat_loop, name="iii-heartbeat", daemon=True)
+        beat = threading.Thread(target=keep_registered, args=(self, self._registrar, self._stopped),
+                                name="iii-heartbeat", daemon=True)
         beat.start()
         if not self.app._builtin:
             self.services = [s for m in self.modules for s in m.worker_services(self)]
@@ -159,7 +159,7 @@ class Worker:
                 log.warning("stopped with %d job(s) running: they go back to their queues", left)
             self.app.on_change(self._changed.set, remove=True)
             self._stopped.set()
-            self._unregister()
+            leave_registry(self)
             self._pool.shutdown(wait=not self._hard_stop.is_set(), cancel_futures=True)
             self.handlers.close()
             self.publisher.close()
@@ -468,48 +468,6 @@ class Worker:
     def _on_block(self, delta: int) -> None:
         if _context._peek() is not None:
             self._done.put(("qos", delta))
-
-    # -- registry -------------------------------------------------------------------
-
-    def _heartbeat_loop(self) -> None:
-        """Renew the lease every interval, through store outages of any length; register
-        again when the registry lost this worker (swept after a pause, or Redis restarted
-        empty)."""
-        interval = self.settings.heartbeat_interval_s
-        ttl_ms = int(self.settings.heartbeat_ttl_s * 1000)
-        outage = store_outage(self.settings)
-        while not self._stopped.wait(interval):
-            try:
-                alive = self.registry.heartbeat(self.worker_id, ttl_ms)
-            except RedisError as exc:
-                outage.failed(exc)
-                continue
-            outage.recovered()
-            if alive or self._stopping.is_set():
-                continue
-            log.warning("%s %s is no longer in the registry (swept after missed heartbeats, "
-                        "or Redis lost its data); registering again", self.kind, self.worker_id)
-            try:
-                self._registrar(self)
-            except IIIError as exc:
-                if is_outage(exc):
-                    outage.failed(exc)
-                else:
-                    log.error("could not register again: %s", exc)
-            except RedisError as exc:
-                outage.failed(exc)
-
-    def _unregister(self) -> None:
-        """Leave the registry; calls still queued for a function this worker was the last to
-        serve are answered ``function_not_found`` at once instead of timing out."""
-        try:
-            _inflight, died = self.registry.remove_worker(self.worker_id)
-        except Exception as exc:  # noqa: BLE001
-            log.warning("could not unregister %s: %s", self.worker_id, exc)
-            return
-        if died:
-            answer_orphaned_calls(self.settings, self.registry, self.publisher, died,
-                                  lost_by=self.worker_id)
 
     def _install_signals(self) -> None:
         def on_signal(signum: int, _frame: Any) -> None:
