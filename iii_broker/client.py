@@ -49,6 +49,8 @@ log = logging.getLogger("iii.client")
 _KNOWN_TTL_S = 1.0
 # The first wait for a reply, sent with the call (replies.ReplyConsumer.wait_slot's step).
 _SLOT_WAIT_S = 0.25
+# How often a sync call waiting for its reply checks that its function still has a worker.
+_SERVED_CHECK_S = 1.0
 
 
 def check_timeout(timeout_ms: Any, function_id: str | None = None) -> int:
@@ -160,14 +162,52 @@ class Caller:
         if hook:
             hook(+1)
         try:
-            if pending.slot is not None:
-                return self.replies.wait_slot(pending.slot, pending.invocation_id,
-                                              pending.wait_s)
-            return self.replies.wait(pending.future, pending.wait_s)
+            return self._wait_reply(pending)
         except FutureTimeout:
             raise pending.timeout_error() from None
         finally:
             self._done_waiting(pending, hook)
+
+    def _wait_reply(self, pending: _Pending) -> Any:
+        """The reply of a sync call; FutureTimeout at its deadline. A call still unanswered
+        after :data:`_SERVED_CHECK_S` asks the registry, every as long, whether its function
+        still has a worker (:meth:`_still_served`)."""
+        deadline = time.monotonic() + pending.wait_s
+        gone_since: float | None = None
+        while True:
+            step = min(deadline - time.monotonic(), _SERVED_CHECK_S)
+            try:
+                if step <= 0:
+                    raise FutureTimeout()
+                if pending.slot is not None:
+                    return self.replies.wait_slot(pending.slot, pending.invocation_id, step)
+                return self.replies.wait(pending.future, step)
+            except FutureTimeout:
+                if time.monotonic() >= deadline:
+                    raise
+                gone_since = self._still_served(pending, gone_since)
+
+    def _still_served(self, pending: _Pending, gone_since: float | None) -> float | None:
+        """Raise :class:`FunctionNotFound` when the call's function has had no live worker
+        for :data:`_SERVED_CHECK_S` (seen twice in a row), so a call left on the queue of a
+        function that lost its last worker fails in seconds, not at its timeout — also when
+        no engine is left to answer it (its last worker was the engine). Seen gone once,
+        returns when; the second look leaves time for an ``invocation_stopped`` the sweeper
+        publishes as it removes a dead worker to arrive first."""
+        try:
+            served = bool(self.store.sismember(self.keys.functions, pending.function_id))
+        except RedisError:
+            return gone_since  # an outage: the reply wait reports it
+        if served:
+            self._known[pending.function_id] = time.monotonic()
+            return None
+        self._known.pop(pending.function_id, None)
+        now = time.monotonic()
+        if gone_since is None:
+            return now
+        raise FunctionNotFound(
+            f"function {pending.function_id!r} lost its last worker while this call waited "
+            "for it", function_id=pending.function_id, invocation_id=pending.invocation_id)
 
     async def acall(
         self,
@@ -186,9 +226,15 @@ class Caller:
         pending = self._start_call(function_id, payload, action, timeout_ms, metadata)
         if pending is None:
             return None
+        gone_since: list[float | None] = [None]
+
+        def still_served() -> None:
+            gone_since[0] = self._still_served(pending, gone_since[0])
         with self._waiting(pending):
             try:
-                return await self.replies.await_reply(pending.future, pending.wait_s)
+                return await self.replies.await_reply(pending.future, pending.wait_s,
+                                                      every=still_served,
+                                                      every_s=_SERVED_CHECK_S)
             except TimeoutError:
                 raise pending.timeout_error() from None
 

@@ -21,6 +21,7 @@ import logging
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any
@@ -210,15 +211,30 @@ class ReplyConsumer:
                 self._release_role()
         return fut.result(timeout=0)
 
-    async def await_reply(self, fut: Future[Any], timeout_s: float) -> Any:
-        """:meth:`wait` for async code: the background thread drains meanwhile."""
+    async def await_reply(self, fut: Future[Any], timeout_s: float, *,
+                          every: Callable[[], None] | None = None, every_s: float = 1.0) -> Any:
+        """:meth:`wait` for async code: the background thread drains meanwhile. TimeoutError
+        after ``timeout_s``; ``every`` (which may raise) is called each ``every_s`` of waiting."""
 
         with self._cv:
             self._async_waiters += 1
         self._wake.set()
+        waiting = asyncio.wrap_future(fut)
+        deadline = time.monotonic() + timeout_s
         try:
-            return await asyncio.wait_for(asyncio.wrap_future(fut), timeout_s)
+            while True:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise TimeoutError()
+                step = min(remaining, every_s) if every is not None else remaining
+                done, _ = await asyncio.wait({waiting}, timeout=step)
+                if done:
+                    return waiting.result()
+                if every is not None and time.monotonic() < deadline:
+                    every()
         finally:
+            if not waiting.done():
+                waiting.cancel()  # nobody reads it now: no "exception never retrieved"
             with self._cv:
                 self._async_waiters -= 1
 

@@ -86,3 +86,18 @@ def test_http_gets_503_for_a_call_queued_behind_the_draining_last_worker(cluster
     assert answer.seconds < 4, answer
 
 
+
+
+def test_a_call_sent_just_after_the_last_worker_left_fails_in_seconds_without_an_engine(
+        cluster, store, settings):
+    """The caller trusts a function it saw alive for a second, so it may publish after the
+    last worker left and answered what was queued; with that worker the engine itself,
+    nobody is left to answer late calls: the waiting caller finds the function gone."""
+    engine = cluster.engine()
+    assert cluster.trigger("engine::functions::list", {})["functions"]  # now trusted
+    engine.signal(signal.SIGTERM)
+    assert engine.wait(10) == 0
+    late = timed(cluster.trigger, "engine::functions::list", {}, timeout_ms=10_000)
+    assert late.code == "function_not_found", late
+    assert late.seconds < 4, late  # not its 10 s timeout
+    assert "lost its last worker" in late.message or "not registered" in late.message
