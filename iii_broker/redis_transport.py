@@ -284,13 +284,18 @@ class RedisFetcher:
 
     def __init__(self, channel: Any, queues: list[str], url: str,
                  on_message: Callable[[Any], None],
-                 on_undecodable: Callable[[str, bytes, Exception], None]) -> None:
+                 on_undecodable: Callable[[str, bytes, Exception], None],
+                 wake_key: str | None = None) -> None:
 
         self.channel = channel
         self.queues = list(queues)
         self.on_message = on_message
         self.on_undecodable = on_undecodable
+        self.url = url
         self.client = resp.client(url)
+        self.wake_key = wake_key
+        """A list read last by every blocking pop: :meth:`wake` pushes to it, so a worker told
+        to stop does not wait out the pop's timeout."""
         self._blmpop = True
         self._keys: list[str] = []
         self._reset_keys()
@@ -303,6 +308,20 @@ class RedisFetcher:
     def _reset_keys(self) -> None:
         ch = self.channel
         self._keys = [ch._q_for_pri(q, pri) for pri in ch.priority_steps for q in self.queues]
+        if self.wake_key is not None:
+            self._keys.append(self.wake_key)
+
+    def wake(self) -> None:
+        """End the blocking pop under way now (from another thread, or a signal handler):
+        no message is taken, the fetch returns 0. Best effort; raises nothing."""
+        if self.wake_key is None:
+            return
+        try:
+            with redis.Redis.from_url(self.url, socket_timeout=1, socket_connect_timeout=1) as waker:
+                waker.pipeline(transaction=False).lpush(self.wake_key, 1) \
+                    .pexpire(self.wake_key, 60_000).execute()
+        except Exception:  # noqa: BLE001 - the pop then just times out as before
+            pass
 
     def fetch(self, timeout: float, count: int) -> int:
         """Wait up to ``timeout`` seconds for messages; hand over at most ``count``."""
@@ -327,6 +346,8 @@ class RedisFetcher:
             if not res:
                 return 0
             dest_key, items = res[0], [res[1]]
+        if self.wake_key is not None and bytes_to_str(dest_key) == self.wake_key:
+            return 0  # woken (a stop): nothing to hand over
         dest = bytes_to_str(dest_key).rsplit(self.channel.sep, 1)[0]
         if len(self.queues) > 1 and dest in self.queues:  # round robin, as Kombu's cycle
             self.queues.remove(dest)
@@ -345,6 +366,11 @@ class RedisFetcher:
         return len(items)
 
     def close(self) -> None:
+        try:
+            if self.wake_key is not None:
+                resp.call(self.client, resp.pack("DEL", self.wake_key))
+        except Exception:  # noqa: BLE001 - already broken; the key expires
+            pass
         try:
             self.client.close()
         except Exception:  # noqa: BLE001 - already broken

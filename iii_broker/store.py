@@ -62,6 +62,9 @@ class Keys:
     def inflight(self, worker_id: str) -> str:
         return f"{self._ns}:worker:{worker_id}:inflight"  # HASH invocation id -> reply route
 
+    def worker_wake(self, worker_id: str, part: str) -> str:
+        return f"{self._ns}:worker:{worker_id}:wake:{part}"  # LIST ends a stopping worker's pop
+
     def function(self, function_id: str) -> str:
         return f"{self._ns}:function:{function_id}"       # HASH function info
 

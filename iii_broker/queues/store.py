@@ -253,10 +253,23 @@ class JobStore:
                                                       single_connection_client=True)
         return client
 
-    def wait_for_work(self, function_ids: list[str], timeout_s: float) -> bool:
-        """Block until a wake token for one of ``function_ids`` arrives (True) or timeout."""
+    def wait_for_work(self, function_ids: list[str], timeout_s: float,
+                      stop_key: str | None = None) -> bool:
+        """Block until a wake token for one of ``function_ids`` arrives (True), a token on
+        ``stop_key`` (see :meth:`end_wait`) or the timeout (False)."""
         keys = [self.wake_key(f) for f in function_ids]
-        return self.r.blpop(keys, timeout=timeout_s) is not None
+        if stop_key is not None:
+            keys.append(stop_key)
+        popped = self.r.blpop(keys, timeout=timeout_s)
+        return popped is not None and popped[0] != stop_key
+
+    def end_wait(self, stop_key: str) -> None:
+        """End a :meth:`wait_for_work` on ``stop_key`` now (a stopping worker). Best effort."""
+        try:
+            self.r.pipeline(transaction=False).lpush(stop_key, 1).pexpire(stop_key, 60_000) \
+                .execute()
+        except redis.RedisError:
+            pass  # the wait then ends at its timeout
 
     def held(self, worker_id: str) -> dict[str, tuple[dict[str, Any], str]]:
         """Jobs a worker holds: tag -> (claim header, message)."""

@@ -201,6 +201,9 @@ class Worker:
         if hard:
             self._hard_stop.set()
         self._stopping.set()
+        fetcher = self._fetcher
+        if fetcher is not None:
+            fetcher.wake()  # its blocking pop returns now, not at its timeout
 
     # -- consuming ------------------------------------------------------------------
 
@@ -265,7 +268,8 @@ class Worker:
                     self._fetcher = RedisFetcher(
                         channel, [q.name for q in queues],
                         self.settings.broker_url, self._on_message,
-                        self.dead_letters.undecodable)
+                        self.dead_letters.undecodable,
+                        self.keys.worker_wake(self.worker_id, "calls"))
                 else:
                     self._consumer.consume()
                 outage.recovered()

@@ -30,6 +30,7 @@ from ...outage import Backoff, is_outage, store_outage
 from ...queues.config import QueueConfig, topic_queue_name
 from ...queues.store import Candidate, Claim, JobStore, Outcome, Settle, failure_outcome, parse_job
 from ...registry import ENGINE_OWNED, Registry
+from ...store import RedisError
 from ...tracing import SpanContext
 from .amqp_jobs import AmqpJobConsumer
 from .topics import SUBSCRIBER, subscriber_queue
@@ -56,6 +57,7 @@ class JobRunner:
         self.registry = Registry(worker.store, worker.settings.namespace)
         self.capacity = worker.concurrency
         self.limits = Limits.of(worker.settings)
+        self._stop_key = self.jobs.keys.worker_wake(worker.worker_id, "jobs")
         self._running = 0
         self._room = threading.Condition()
         self._stopping = threading.Event()
@@ -82,6 +84,7 @@ class JobRunner:
         self._stopping.set()
         with self._room:
             self._room.notify_all()
+        self.jobs.end_wait(self._stop_key)  # the fetcher's wait for work ends now
 
     def drain(self, hard: threading.Event, timeout_s: float | None = None) -> int:
         """Wait for running jobs to settle; returns how many still run (0 after a clean drain)."""
@@ -95,7 +98,11 @@ class JobRunner:
         if self._amqp_thread is not None and not left:
             self._amqp_thread.join(5)  # it acks the last jobs to RabbitMQ, then closes
         if self._thread is not None and not left:
-            self._thread.join(_IDLE_WAIT_S + 1)  # it may be in one wait for work
+            self._thread.join(_IDLE_WAIT_S + 1)  # woken by stop(); else one wait for work
+            try:
+                self.jobs.r.delete(self._stop_key)
+            except RedisError:
+                pass  # it expires
         return left
 
     @property
@@ -168,7 +175,8 @@ class JobRunner:
                     self._start(claim)
                 functions = list(self.worker.functions)  # what it serves now (unregister())
                 if not claims and functions:
-                    self.jobs.wait_for_work(functions, _CAPPED_POLL_S if capped else _IDLE_WAIT_S)
+                    self.jobs.wait_for_work(functions, _CAPPED_POLL_S if capped else _IDLE_WAIT_S,
+                                            self._stop_key)
                 elif not claims:
                     self._stopping.wait(_IDLE_WAIT_S)
                 backoff.reset()
