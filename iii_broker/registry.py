@@ -141,6 +141,9 @@ return 0
 
 WORKER_OWNED = "worker"
 ENGINE_OWNED = "engine"
+STOPPED_MEMORY_MS = 3_600_000
+"""How long a call answered ``invocation_stopped`` is remembered (see
+:meth:`Registry.note_stopped`); a copy redelivered later is past its deadline anyway."""
 
 
 def _ms() -> int:
@@ -340,6 +343,18 @@ class Registry:
         pipe.zremrangebyscore(self.keys.orphaned, "-inf", now)
         pipe.zrange(self.keys.orphaned, 0, -1)
         return list(pipe.execute()[1])
+
+    def note_stopped(self, invocation_ids: list[str], for_ms: int = STOPPED_MEMORY_MS) -> None:
+        """Remember calls whose callers were answered ``invocation_stopped`` (their worker
+        lapsed), so that a copy the broker redelivers later is not run again."""
+        if invocation_ids:
+            pipe = self.r.pipeline(transaction=False)
+            for invocation_id in invocation_ids:
+                pipe.set(self.keys.stopped(invocation_id), 1, px=for_ms)
+            pipe.execute()
+
+    def was_stopped(self, invocation_id: str) -> bool:
+        return bool(self.r.exists(self.keys.stopped(invocation_id)))
 
     def worker_exists(self, worker_id: str) -> bool:
         return bool(self.r.exists(self.keys.worker(worker_id)))

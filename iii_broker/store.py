@@ -59,6 +59,9 @@ class Keys:
     def worker(self, worker_id: str) -> str:
         return f"{self._ns}:worker:{worker_id}"           # HASH worker info
 
+    def stopped(self, invocation_id: str) -> str:
+        return f"{self._ns}:stopped:{invocation_id}"      # STRING: answered invocation_stopped
+
     def inflight(self, worker_id: str) -> str:
         return f"{self._ns}:worker:{worker_id}:inflight"  # HASH invocation id -> reply route
 

@@ -276,6 +276,7 @@ class Engine:
                         routing_key=route["reply_to"], correlation_id=route["correlation_id"])
                 except Exception as exc:  # noqa: BLE001
                     log.warning("could not tell %s its call stopped: %s", route["reply_to"], exc)
+            self.registry.note_stopped([route["invocation_id"] for route in inflight])
             if removed:
                 answer_orphaned_calls(self.settings, self.registry, self.publisher, removed,
                                       lost_by=worker_id)

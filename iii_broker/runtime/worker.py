@@ -381,6 +381,9 @@ class Worker:
             return
         props = message.properties
         reply_to, correlation_id = props.get("reply_to"), props.get("correlation_id")
+        if reply_to and self._qos is None and self._answered_stopped(message, inv):
+            message.ack()
+            return
         key = message.delivery_tag
         self._in_flight[key] = message
         headers = message.headers
@@ -404,6 +407,23 @@ class Worker:
                 # record (its caller waits for its timeout if this worker dies). Raised from
                 # here it would look like a lost broker, and the call would run twice.
                 store_outage(self.settings).failed(exc)
+
+    def _answered_stopped(self, message: Any, inv: Invocation) -> bool:
+        """A sync call RabbitMQ redelivers (its worker's connection died: killed, or paused
+        past its heartbeats) whose caller the sweeper already answered ``invocation_stopped``:
+        running it again would run it twice for one answer. Only redelivered messages pay
+        the lookup; with the store down the call runs."""
+        if not (message.delivery_info or {}).get("redelivered"):
+            return False
+        try:
+            stopped = self.registry.was_stopped(inv.invocation_id)
+        except RedisError as exc:
+            store_outage(self.settings).failed(exc)
+            return False
+        if stopped:
+            log.info("dropped redelivered call %s of %s: its caller was answered "
+                     "invocation_stopped", inv.invocation_id, inv.function_id)
+        return stopped
 
     def _process_done(self, *, block: bool, timeout: float = 0.0) -> None:
         finished: list[str] = []

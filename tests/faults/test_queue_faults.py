@@ -240,6 +240,11 @@ def worker_paused_past_its_lease(cluster: Any, store: Any, settings: Any, broker
              == [paused.pid], what="a new job to run on the resumed worker")
     by_id = collections.Counter(r["id"] for r in runs(store, settings, "slow")
                                 if r.get("phase") == "end")
+    starts = collections.Counter(r["id"] for r in runs(store, settings, "slow")
+                                 if r.get("phase") != "end")
+    # A call answered invocation_stopped ran once, on the worker that was paused (which
+    # finished it late): never again elsewhere, whatever the broker redelivered.
+    assert all(starts[c] == 1 for c in calls), starts
     report(f"worker SIGSTOP past its lease, then SIGCONT ({broker})",
            sync_callers={"invocation_stopped": len(answers)}, callers_answered_s=round(callers_answered_s, 2),
            jobs_acknowledged=len(jobs), lost=0, jobs_rerun_s=round(jobs_rerun_s, 2),
