@@ -323,7 +323,8 @@ class Caller:
         except RedisError as exc:
             raise BrokerUnavailable(
                 f"cannot reach Redis at {mask_url(self.settings.redis_url)}: {exc}",
-                function_id=function_id, invocation_id=inv.invocation_id) from exc
+                server=self.settings.redis_url, function_id=function_id,
+                invocation_id=inv.invocation_id) from exc
         return {"messageReceiptId": message_id} if stored else \
             {"messageReceiptId": message_id, "duplicate": True}
 
@@ -342,8 +343,8 @@ class Caller:
             alive = self.store.sismember(self.keys.functions, function_id)
         except RedisError as exc:
             raise BrokerUnavailable(
-                f"cannot reach Redis at {mask_url(self.settings.redis_url)}: {exc}"
-            ) from exc
+                f"cannot reach Redis at {mask_url(self.settings.redis_url)}: {exc}",
+                server=self.settings.redis_url) from exc
         if not alive:
             self._known.pop(function_id, None)
             raise FunctionNotFound(

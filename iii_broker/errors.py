@@ -140,6 +140,11 @@ class BrokerUnavailable(IIIError):
 
     code = "broker_unavailable"
 
+    def __init__(self, message: str, *, server: str | None = None, **fields: Any) -> None:
+        super().__init__(message, **fields)
+        self.server = server
+        """The URL of the server that did not answer, where known (never sent in replies)."""
+
 
 _BY_CODE: dict[str, type[IIIError]] = {
     cls.code: cls

@@ -108,6 +108,17 @@ def broker_outage(settings: Settings) -> Outage:
     return outage_of(settings.broker_url)
 
 
+def outage_for(settings: Settings, exc: BaseException) -> Outage:
+    """The outage ``exc`` tells of: the server a :class:`BrokerUnavailable` names, the store
+    for redis-py's errors, else the broker (Kombu's and py-amqp's)."""
+    server = getattr(exc, "server", None)
+    if isinstance(server, str) and server:
+        return outage_of(server)
+    if isinstance(exc, redis.RedisError):
+        return store_outage(settings)
+    return broker_outage(settings)
+
+
 def is_outage(exc: BaseException) -> bool:
     """True for the failures a server going away causes (not for a bad command or script)."""
     return isinstance(exc, (BrokerUnavailable, redis.ConnectionError, redis.TimeoutError,

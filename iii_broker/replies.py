@@ -395,7 +395,8 @@ class _RedisReplies:
             if client is not None:
                 client.close()
             raise BrokerUnavailable(
-                f"cannot reach the broker at {mask_url(self.settings.broker_url)}: {exc}") from exc
+                f"cannot reach the broker at {mask_url(self.settings.broker_url)}: {exc}",
+                server=self.settings.broker_url) from exc
         self.client = client
 
     def push_then_pop(self, packed: bytes, timeout: float) -> Any:

@@ -28,8 +28,8 @@ def check_store(client: redis.Redis, settings: Settings) -> None:
         client.ping()
     except redis.RedisError as exc:
         raise BrokerUnavailable(
-            f"cannot reach Redis at {mask_url(settings.redis_url)}: {exc}"
-        ) from exc
+            f"cannot reach Redis at {mask_url(settings.redis_url)}: {exc}",
+            server=settings.redis_url) from exc
 
 
 class Keys:

@@ -83,8 +83,8 @@ def ensure_connected(conn: Connection, settings: Settings) -> None:
         conn.ensure_connection(max_retries=1, interval_start=0.2, interval_step=0.3)
     except Exception as exc:  # kombu wraps errors of whichever client library
         raise BrokerUnavailable(
-            f"cannot reach the broker at {mask_url(settings.broker_url)}: {exc}"
-        ) from exc
+            f"cannot reach the broker at {mask_url(settings.broker_url)}: {exc}",
+            server=settings.broker_url) from exc
 
 
 def check_servers(settings: Settings, store: redis.Redis | None = None) -> None:
@@ -206,8 +206,8 @@ class Publisher:
                     if isinstance(exc, BrokerUnavailable):
                         raise
                     raise BrokerUnavailable(
-                        f"publishing to {mask_url(self.settings.broker_url)} failed: {exc}"
-                    ) from exc
+                        f"publishing to {mask_url(self.settings.broker_url)} failed: {exc}",
+                        server=self.settings.broker_url) from exc
 
     def _direct_queue(self, exchange: Exchange | str, routing_key: str,
                       declare: Queue | None) -> str | None:

@@ -6,8 +6,19 @@ import logging
 import threading
 
 import redis
+from amqp.exceptions import ConnectionForced
 
-from iii_broker.outage import BACKOFF_CAP_S, Backoff, Outage, outage_of
+from iii_broker import Settings
+from iii_broker.errors import BrokerUnavailable
+from iii_broker.outage import (
+    BACKOFF_CAP_S,
+    Backoff,
+    Outage,
+    broker_outage,
+    outage_for,
+    outage_of,
+    store_outage,
+)
 
 
 def test_an_outage_is_logged_once_however_many_threads_retry_and_once_when_it_ends(caplog):
@@ -40,3 +51,15 @@ def test_backoff_doubles_up_to_its_cap_and_starts_over_after_a_success():
     assert delays[0] < delays[1] < delays[2] and max(delays) == BACKOFF_CAP_S
     backoff.reset()
     assert backoff.next() == delays[0]
+
+
+def test_each_failure_is_put_down_to_the_server_that_did_not_answer():
+    settings = Settings(broker_url="amqp://guest:guest@127.0.0.1:5/", redis_url="redis://127.0.0.1:6/0")
+    broker, store = broker_outage(settings), store_outage(settings)
+    assert broker is not store
+    # A broker outage reported by a loop that mostly talks to Redis (the engine's duties)
+    # used to be logged as Redis lost and back, over and over.
+    assert outage_for(settings, BrokerUnavailable("x", server=settings.broker_url)) is broker
+    assert outage_for(settings, BrokerUnavailable("x", server=settings.redis_url)) is store
+    assert outage_for(settings, redis.ConnectionError("refused")) is store
+    assert outage_for(settings, ConnectionForced("heartbeats missed")) is broker

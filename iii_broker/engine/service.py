@@ -24,7 +24,7 @@ from ..errors import InvocationStopped, PayloadError, TriggerConfigError
 from ..function import check_function_id
 from ..message import now_ms, reply_body
 from ..modules import Duty, EngineConfig, Module, module_of
-from ..outage import Backoff, is_outage, store_outage
+from ..outage import Backoff, is_outage, outage_for, store_outage
 from ..registry import Registry
 from ..runtime import Worker
 from ..runtime.orphans import answer_orphaned_calls
@@ -130,7 +130,6 @@ class Engine:
         """Run ``duty`` every interval; through an outage, back off (capped) and leave the
         logging to the outage's one line; log any other failure once until it changes."""
         backoff = Backoff()
-        outage = store_outage(self.settings)
         last_error = ""
         while not self._stop.is_set():
             wait = duty.interval_s
@@ -143,7 +142,7 @@ class Engine:
                     last_error = ""
                 except Exception as exc:  # noqa: BLE001 - the next round retries
                     if is_outage(exc):
-                        outage.failed(exc)
+                        outage_for(self.settings, exc).failed(exc)
                         wait = max(wait, backoff.next())
                     elif str(exc) != last_error:
                         last_error = str(exc)
@@ -239,7 +238,7 @@ class Engine:
                 last_error = ""
             except Exception as exc:  # noqa: BLE001 - the next round retries
                 if is_outage(exc):
-                    outage.failed(exc)
+                    outage_for(self.settings, exc).failed(exc)
                     self._lapsed.clear()  # leases lapse during an outage: count afresh after
                     self._sweep_after = time.monotonic() + self.settings.heartbeat_ttl_s
                 elif str(exc) != last_error:

@@ -16,7 +16,7 @@ from collections.abc import Iterable
 
 from ..errors import FunctionNotFound, PayloadError
 from ..message import Invocation, now_ms, reply_body
-from ..outage import is_outage, store_outage
+from ..outage import is_outage, outage_for, store_outage
 from ..registry import Registry
 from ..settings import Settings
 from ..transport import Publisher, connection, function_queue
@@ -49,7 +49,7 @@ def answer_orphaned_calls(settings: Settings, registry: Registry, publisher: Pub
             answered += _answer(settings, registry, publisher, function_id, lost_by)
         except Exception as exc:  # noqa: BLE001 - best effort: callers still time out
             if is_outage(exc):
-                store_outage(settings).failed(exc)
+                outage_for(settings, exc).failed(exc)
             else:
                 log.warning("could not answer the calls queued for %r: %s", function_id, exc)
     return answered

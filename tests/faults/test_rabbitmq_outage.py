@@ -8,11 +8,14 @@ import time
 from collections.abc import Iterator
 
 import pytest
+import redis
 from kombu import Connection
 
-from tests.conftest import AMQP_URL
+from iii_broker import Enqueue, Settings
+from tests.conftest import AMQP_URL, Cluster
 from tests.faults.support import assert_rode_it_out, recovery_s, report, timed
 from tests.helpers import in_thread, wait_for
+from tests.queues.support import runs
 
 
 @pytest.fixture
@@ -73,3 +76,48 @@ def test_redis_as_the_store_going_away_while_rabbitmq_is_up(cluster, fault_redis
     assert_rode_it_out(engine, worker)
     report("Redis (store) killed for 2 s, RabbitMQ up",
            f"trigger: {during.code} in {during.seconds:.2f} s", "nothing", recover)
+
+
+def test_every_process_rides_out_rabbitmq_stopped_and_started_and_its_jobs_survive(
+        tmp_path, rabbit_server, fault_redis, namespace):
+    """A real broker restart: a RabbitMQ node of the test's own is stopped (SIGTERM, as a
+    service manager does) with durable jobs waiting in it, and started again."""
+    settings = Settings(broker_url=rabbit_server.url, redis_url=fault_redis.url,
+                        namespace=namespace, heartbeat_interval_s=0.3,
+                        default_timeout_ms=10_000)
+    store = redis.Redis.from_url(fault_redis.url, decode_responses=True)
+    cluster = Cluster(settings, tmp_path)
+    try:
+        engine = cluster.engine(config=WORK_QUEUE)
+        staying = cluster.worker()  # tests.apps.basic: runs through the restart
+        worker = cluster.worker("tests.apps.jobs")
+        assert cluster.trigger("jobs::echo", {"id": "before"}) == {"id": "before"}
+        worker.stop()  # the jobs wait in RabbitMQ while it goes down and comes back
+        for i in range(10):
+            cluster.trigger("jobs::record", {"id": f"j{i}"}, action=Enqueue(queue="work"))
+
+        rabbit_server.stop()
+        during = timed(cluster.trigger, "engine::functions::list", {}, timeout_ms=10_000)
+        rabbit_server.start()
+        cluster.worker("tests.apps.jobs")
+        recover = recovery_s(lambda: cluster.trigger("jobs::echo", {"id": "after"},
+                                                     timeout_ms=1_000) == {"id": "after"})
+
+        assert during.code == "broker_unavailable" and during.seconds < 2, during
+        wait_for(lambda: {r["id"] for r in runs(store, settings, "record")}
+                 >= {f"j{i}" for i in range(10)}, timeout=20,
+                 what="every job enqueued before the restart to run")
+        assert cluster.trigger("test::add", {"a": 2, "b": 3}, timeout_ms=5_000) == {"sum": 5}
+        assert_rode_it_out(engine, staying)
+        report("RabbitMQ (broker) stopped with 10 durable jobs in it, then started",
+               f"trigger: {during.code} in {during.seconds:.2f} s", "nothing (10/10 jobs ran)",
+               recover)
+    finally:
+        cluster.close()
+        store.close()
+
+
+WORK_QUEUE = """
+[modules.queue.queues.work]
+max_retries = 2
+"""
