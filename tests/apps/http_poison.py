@@ -7,6 +7,7 @@ import json
 import redis
 
 from iii_broker import App
+from tests.apps import http_route
 
 app = App("http-poison")
 
@@ -17,12 +18,7 @@ NEW_USER = {"type": "object", "required": ["name"], "additionalProperties": Fals
 
 
 def route(function_id: str, path: str, method: str = "POST", **schemas):
-    def decorate(handler):
-        app.register_function(function_id, handler, **schemas)
-        app.register_trigger(type="http", function_id=function_id,
-                             config={"api_path": path, "http_method": method})
-        return handler
-    return decorate
+    return http_route(app, function_id, path, method, **schemas)
 
 
 @functools.cache

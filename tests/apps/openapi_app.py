@@ -11,6 +11,7 @@ from typing import Any, NotRequired, TypedDict
 from pydantic import BaseModel
 
 from iii_broker import App
+from tests.apps import http_route
 
 app = App("openapi-app")
 
@@ -23,12 +24,7 @@ NEW_USER = {"type": "object", "required": ["name"], "additionalProperties": Fals
 
 
 def http(function_id: str, path: str, method: str = "GET", **schemas: Any):
-    def decorate(handler):
-        app.register_function(function_id, handler, **schemas)
-        app.register_trigger(type="http", function_id=function_id,
-                             config={"api_path": path, "http_method": method})
-        return handler
-    return decorate
+    return http_route(app, function_id, path, method, **schemas)
 
 
 def bad_request(message: str) -> dict[str, Any]:
