@@ -16,6 +16,7 @@ from tests.conftest import AMQP_URL, Cluster
 from tests.faults.support import assert_rode_it_out, recovery_s, report, timed
 from tests.helpers import in_thread, wait_for
 from tests.queues.support import runs
+from tests.web.conftest import start_web
 
 
 @pytest.fixture
@@ -91,6 +92,7 @@ def test_every_process_rides_out_rabbitmq_stopped_and_started_and_its_jobs_survi
         engine = cluster.engine(config=WORK_QUEUE)
         staying = cluster.worker()  # tests.apps.basic: runs through the restart
         worker = cluster.worker("tests.apps.jobs")
+        web = start_web(cluster)
         assert cluster.trigger("jobs::echo", {"id": "before"}) == {"id": "before"}
         worker.stop()  # the jobs wait in RabbitMQ while it goes down and comes back
         for i in range(10):
@@ -98,20 +100,26 @@ def test_every_process_rides_out_rabbitmq_stopped_and_started_and_its_jobs_survi
 
         rabbit_server.stop()
         during = timed(cluster.trigger, "engine::functions::list", {}, timeout_ms=10_000)
+        http = web.request("POST", "/_iii/invoke/test::add", body='{"a": 1, "b": 2}')
         rabbit_server.start()
         cluster.worker("tests.apps.jobs")
         recover = recovery_s(lambda: cluster.trigger("jobs::echo", {"id": "after"},
                                                      timeout_ms=1_000) == {"id": "after"})
 
         assert during.code == "broker_unavailable" and during.seconds < 2, during
+        assert http.status == 503 and http.json()["error"]["code"] == "broker_unavailable"
+        wait_for(lambda: web.request("POST", "/_iii/invoke/test::add",
+                                     body='{"a": 1, "b": 2}').status == 200, timeout=10,
+                 what="the web process to call through RabbitMQ again")
         wait_for(lambda: {r["id"] for r in runs(store, settings, "record")}
                  >= {f"j{i}" for i in range(10)}, timeout=20,
                  what="every job enqueued before the restart to run")
         assert cluster.trigger("test::add", {"a": 2, "b": 3}, timeout_ms=5_000) == {"sum": 5}
         assert_rode_it_out(engine, staying)
+        assert web.proc.popen.poll() is None and "Traceback" not in web.proc.output()
         report("RabbitMQ (broker) stopped with 10 durable jobs in it, then started",
-               f"trigger: {during.code} in {during.seconds:.2f} s", "nothing (10/10 jobs ran)",
-               recover)
+               f"trigger: {during.code} in {during.seconds:.2f} s; HTTP 503 {during.code}",
+               "nothing (10/10 jobs ran)", recover)
     finally:
         cluster.close()
         store.close()
