@@ -28,7 +28,8 @@ from .engine import Engine
 from .errors import IIIError
 from .modules import default_modules
 from .procs import run_up
-from .settings import Settings
+from .settings import Settings, mask_url
+from .store import RedisError
 from .web.server import serve
 
 log = logging.getLogger("iii.cli")
@@ -97,6 +98,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return run_up(args.app, concurrency=args.concurrency, embedded=not args.no_embedded)
     except IIIError as exc:
         return fail(str(exc))
+    except RedisError as exc:  # Redis went away in the middle of a command
+        return fail(f"broker_unavailable: Redis at {mask_url(settings.redis_url)} failed: {exc}")
     except KeyboardInterrupt:
         return 130
     return 2

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from tests.helpers import ROOT, bin_cmd, wait_for
+from tests.helpers import ROOT, bin_cmd, free_port, wait_for
 
 
 def cli(env: dict[str, str], *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
@@ -274,3 +274,17 @@ def test_usage_errors_of_subcommands_carry_the_same_prefix_as_every_other_error(
                           timeout=60)
     assert done.returncode == 2
     assert done.stderr.splitlines()[-1].startswith(f"iii-broker: {says}"), done.stderr
+
+
+@pytest.mark.parametrize("args", [
+    ["functions"], ["workers"], ["triggers"], ["queues"], ["dlq", "list", "default"],
+    ["queues", "purge", "default", "--yes"], ["deadletters"], ["trigger", "math::add", "{}"],
+])
+def test_every_command_says_in_one_line_that_redis_cannot_be_reached(args):
+    url = f"redis://127.0.0.1:{free_port()}/0"  # nothing listens there
+    env = {k: v for k, v in os.environ.items() if not k.startswith("III_")}
+    done = subprocess.run(bin_cmd("iii-broker", *args), capture_output=True, text=True,
+                          timeout=60, env={**env, "III_BROKER_URL": url})
+    assert done.returncode == 1, done
+    assert done.stderr.startswith(f"iii-broker: broker_unavailable: cannot reach Redis at {url}")
+    assert "Traceback" not in done.stderr and len(done.stderr.strip().splitlines()) == 1

@@ -31,7 +31,7 @@ from ...queues.config import topic_queue_name
 from ...queues.store import JobStore
 from ...registry import Registry
 from ...settings import Settings
-from ...store import connect_store
+from ...store import check_store, connect_store
 from .topics import with_orphans
 
 _NAME_HELP = ("a queue, or a durable topic (then --subscriber picks one subscribing function; "
@@ -115,6 +115,7 @@ def resolve(jobs: JobStore, name: str, subscriber: str | None) -> Target:
 def run(settings: Settings, args: argparse.Namespace) -> int:
     store = connect_store(settings)
     try:
+        check_store(store, settings)  # one line naming the URL, not a traceback
         jobs = JobStore(store, settings.namespace,
                         AmqpJobs(settings) if settings.uses_amqp else None)
         registry = Registry(store, settings.namespace)
