@@ -18,6 +18,7 @@ from kombu.utils.encoding import bytes_to_str
 from kombu.utils.json import dumps as kombu_dumps
 
 from . import envelope, resp
+from .store import push_wake
 
 log = logging.getLogger("iii.transport")
 
@@ -316,12 +317,9 @@ class RedisFetcher:
         no message is taken, the fetch returns 0. Best effort; raises nothing."""
         if self.wake_key is None:
             return
-        try:
-            with redis.Redis.from_url(self.url, socket_timeout=1, socket_connect_timeout=1) as waker:
-                waker.pipeline(transaction=False).lpush(self.wake_key, 1) \
-                    .pexpire(self.wake_key, 60_000).execute()
-        except Exception:  # noqa: BLE001 - the pop then just times out as before
-            pass
+        # A client of its own: the fetcher's is blocked in the pop.
+        with redis.Redis.from_url(self.url, socket_timeout=1, socket_connect_timeout=1) as waker:
+            push_wake(waker, self.wake_key)
 
     def fetch(self, timeout: float, count: int) -> int:
         """Wait up to ``timeout`` seconds for messages; hand over at most ``count``."""

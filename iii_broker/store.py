@@ -32,6 +32,23 @@ def check_store(client: redis.Redis, settings: Settings) -> None:
             server=settings.redis_url) from exc
 
 
+WAKE_TTL_MS = 60_000
+"""How long a wake token nobody popped stays (its worker died before leaving)."""
+
+
+def push_wake(client: redis.Redis, key: str) -> None:
+    """Push a token onto the wake list ``key``: a blocking pop that also reads it (a stopping
+    worker's fetchers) returns now instead of at its timeout. Best effort: raises nothing,
+    the pop then just times out."""
+    try:
+        pipe = client.pipeline(transaction=False)
+        pipe.lpush(key, 1)
+        pipe.pexpire(key, WAKE_TTL_MS)
+        pipe.execute()
+    except redis.RedisError:
+        pass
+
+
 class Keys:
     """Names of the Redis keys of one namespace."""
 

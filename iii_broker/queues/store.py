@@ -29,7 +29,7 @@ import redis
 from .. import envelope
 from ..errors import BrokerUnavailable, EnqueueError, IIIError, PayloadError
 from ..message import Invocation, Limits, now_ms
-from ..store import Keys
+from ..store import Keys, push_wake
 from . import lua
 from .config import DEFAULT_QUEUE, QueueConfig
 
@@ -265,11 +265,7 @@ class JobStore:
 
     def end_wait(self, stop_key: str) -> None:
         """End a :meth:`wait_for_work` on ``stop_key`` now (a stopping worker). Best effort."""
-        try:
-            self.r.pipeline(transaction=False).lpush(stop_key, 1).pexpire(stop_key, 60_000) \
-                .execute()
-        except redis.RedisError:
-            pass  # the wait then ends at its timeout
+        push_wake(self.r, stop_key)
 
     def held(self, worker_id: str) -> dict[str, tuple[dict[str, Any], str]]:
         """Jobs a worker holds: tag -> (claim header, message)."""
