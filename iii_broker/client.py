@@ -95,6 +95,8 @@ class _Pending:
     """The timeout the caller gave, for the error message."""
     slot: Any = None
     """The reply list of its own the reply comes to (sync calls on redis://), else None."""
+    seen_gone: bool = False
+    """Its function had no live worker at the last look (:meth:`Caller._still_served`)."""
 
     def timeout_error(self) -> InvocationTimeout:
         return InvocationTimeout(
@@ -173,7 +175,6 @@ class Caller:
         after :data:`_SERVED_CHECK_S` asks the registry, every as long, whether its function
         still has a worker (:meth:`_still_served`)."""
         deadline = time.monotonic() + pending.wait_s
-        gone_since: float | None = None
         while True:
             step = min(deadline - time.monotonic(), _SERVED_CHECK_S)
             try:
@@ -185,26 +186,27 @@ class Caller:
             except FutureTimeout:
                 if time.monotonic() >= deadline:
                     raise
-                gone_since = self._still_served(pending, gone_since)
+                self._still_served(pending)
 
-    def _still_served(self, pending: _Pending, gone_since: float | None) -> float | None:
+    def _still_served(self, pending: _Pending) -> None:
         """Raise :class:`FunctionNotFound` when the call's function has had no live worker
         for :data:`_SERVED_CHECK_S` (seen twice in a row), so a call left on the queue of a
         function that lost its last worker fails in seconds, not at its timeout — also when
-        no engine is left to answer it (its last worker was the engine). Seen gone once,
-        returns when; the second look leaves time for an ``invocation_stopped`` the sweeper
-        publishes as it removes a dead worker to arrive first."""
+        no engine is left to answer it (its last worker was the engine). The second look
+        leaves time for an ``invocation_stopped`` the sweeper publishes as it removes a dead
+        worker to arrive first."""
         try:
             served = bool(self.store.sismember(self.keys.functions, pending.function_id))
         except RedisError:
-            return gone_since  # an outage: the reply wait reports it
+            return  # an outage: the reply wait reports it
         if served:
             self._known[pending.function_id] = time.monotonic()
-            return None
+            pending.seen_gone = False
+            return
         self._known.pop(pending.function_id, None)
-        now = time.monotonic()
-        if gone_since is None:
-            return now
+        if not pending.seen_gone:
+            pending.seen_gone = True
+            return
         raise FunctionNotFound(
             f"function {pending.function_id!r} lost its last worker while this call waited "
             "for it", function_id=pending.function_id, invocation_id=pending.invocation_id)
@@ -226,14 +228,10 @@ class Caller:
         pending = self._start_call(function_id, payload, action, timeout_ms, metadata)
         if pending is None:
             return None
-        gone_since: list[float | None] = [None]
-
-        def still_served() -> None:
-            gone_since[0] = self._still_served(pending, gone_since[0])
         with self._waiting(pending):
             try:
                 return await self.replies.await_reply(pending.future, pending.wait_s,
-                                                      every=still_served,
+                                                      every=lambda: self._still_served(pending),
                                                       every_s=_SERVED_CHECK_S)
             except TimeoutError:
                 raise pending.timeout_error() from None
