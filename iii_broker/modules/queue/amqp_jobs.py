@@ -21,6 +21,7 @@ from typing import Any, Protocol
 from kombu import Consumer
 
 from ... import envelope
+from ...outage import Backoff, broker_outage, is_outage, outage_for
 from ...queues.amqp import job_queue, queue_of
 from ...queues.store import Candidate, Claim, JobStore, with_attempt
 from ...transport import broker_errors, connect, consumer_heartbeat_s, ensure_connected
@@ -59,10 +60,12 @@ class AmqpJobConsumer:
         self._acks: queue.Queue[Any] = queue.Queue()
         self._waiting: list[tuple[str, str, str, str, int, Any]] = []
         self._consuming: set[str] = set()
+        self._channel: Any = None  # the channel of the connection consuming now
 
     def run(self) -> None:
         """The consumer thread: reconnects until the runner stops and its jobs are acked."""
-        backoff = 0.2
+        backoff = Backoff()
+        outage = broker_outage(self.settings)
         while not self._finished():
             conn = connect(self.settings, heartbeat_s=consumer_heartbeat_s(self.settings))
             try:
@@ -70,18 +73,23 @@ class AmqpJobConsumer:
                 consumer = Consumer(conn.channel(), [], on_message=self._on_message,
                                     accept=["application/json"], auto_declare=True)
                 consumer.qos(prefetch_count=self.runner.capacity)
+                self._channel = consumer.channel
                 self._consuming = set()
                 self._sync(consumer)
-                backoff = 0.2
+                outage.recovered()
+                backoff.reset()
                 self._loop(conn, consumer)
                 return
             except Exception as exc:  # noqa: BLE001 - reconnect on any broker failure
                 if self._finished():
                     return
-                log.warning("job consumer lost RabbitMQ (%s); reconnecting in %.1fs", exc, backoff)
+                if is_outage(exc):  # one line for the whole outage, not one per retry
+                    outage_for(self.settings, exc).failed(exc)
+                else:
+                    log.warning("job consumer failed (%s: %s); reconnecting",
+                                type(exc).__name__, exc)
                 self._waiting.clear()  # unacked: RabbitMQ redelivers them
-                time.sleep(backoff)
-                backoff = min(backoff * 2, 5)
+                time.sleep(backoff.next())
             finally:
                 try:
                     conn.release()
@@ -173,4 +181,11 @@ class AmqpJobConsumer:
                 message = self._acks.get_nowait()
             except queue.Empty:
                 return
+            if message.channel is not self._channel:
+                # Delivered on a connection that has since died (a broker restart, or this
+                # worker paused past its heartbeats): RabbitMQ requeued it then, so it runs
+                # again (at least once). Acking on the dead channel would fail every round.
+                log.info("job %s was requeued by RabbitMQ when its connection closed",
+                         message.delivery_tag)
+                continue
             message.ack()
