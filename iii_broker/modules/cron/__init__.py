@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any, ClassVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from .base import CONDITION, Field, Module, TriggerType
+from ..base import CONDITION, Field, Module, TriggerType
 
 
 def _expression(value: str) -> str | None:
