@@ -1,12 +1,12 @@
 """``iii-broker up``: run every process an app needs in the foreground.
 
 Starts the embedded Valkey server when no broker is configured and nothing
-answers on 127.0.0.1:6379, then the engine, a worker and the web process (beat
-joins when it arrives), prefixes their output like honcho, and on Ctrl-C, SIGTERM or
-SIGHUP (the terminal closed) stops them all: SIGTERM first (workers drain), SIGKILL for
-any still running after the grace period. If one process exits on its own, the others
-are stopped too. If ``up`` is killed outright, every child gets SIGTERM from the kernel
-(:mod:`.lifeline`) and stops the same way.
+answers on 127.0.0.1:6379, then the engine, a worker, the web process and the process
+types of the enabled modules (the cron module's ``beat``), prefixes their output like
+honcho, and on Ctrl-C, SIGTERM or SIGHUP (the terminal closed) stops them all: SIGTERM
+first (workers drain), SIGKILL for any still running after the grace period. If one
+process exits on its own, the others are stopped too. If ``up`` is killed outright, every
+child gets SIGTERM from the kernel (:mod:`.lifeline`) and stops the same way.
 """
 
 from __future__ import annotations
@@ -21,26 +21,39 @@ import time
 from typing import Any, TextIO
 
 from .embedded import redis_answers, start_embedded
+from .errors import ConfigError
 from .lifeline import die_with_parent
+from .modules import EngineConfig, Module, default_modules
 
 GRACE_S = 20.0
 _COLORS = ("36", "33", "32", "35", "34")
 
 
-def process_commands(app_spec: str, concurrency: int) -> dict[str, list[str]]:
-    """The process types of an app and the command of each."""
+def process_commands(app_spec: str, concurrency: int,
+                     modules: list[Module] | None = None) -> dict[str, list[str]]:
+    """The process types of an app and the command of each: engine, worker and web, then
+    those of the enabled modules (the cron module's ``beat``)."""
     py = sys.executable
-    return {
+    commands = {
         "engine": [py, "-m", "iii_broker", "engine"],
         "worker": [py, "-m", "iii_broker.worker", "-A", app_spec, "--concurrency",
                    str(concurrency)],
         "web": [py, "-m", "iii_broker", "web"],
     }
+    for module in default_modules() if modules is None else modules:
+        for name, args in module.processes().items():
+            commands[name] = [py, "-m", "iii_broker", *args]
+    return commands
 
 
 def run_up(app_spec: str, *, concurrency: int = 8, embedded: bool = True,
            out: TextIO | None = None) -> int:
     out = out or sys.stdout
+    try:
+        modules = EngineConfig.load(os.environ.get("III_CONFIG_PATH")).modules
+    except ConfigError as exc:
+        print(f"up: {exc.message}", file=out)
+        return 1
     env = dict(os.environ)
     env.setdefault("PYTHONUNBUFFERED", "1")
     if os.getcwd() not in env.get("PYTHONPATH", "").split(os.pathsep):
@@ -72,7 +85,7 @@ def run_up(app_spec: str, *, concurrency: int = 8, embedded: bool = True,
     old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
     code = 0
     try:
-        for i, (name, cmd) in enumerate(process_commands(app_spec, concurrency).items()):
+        for i, (name, cmd) in enumerate(process_commands(app_spec, concurrency, modules).items()):
             # A session of its own: Ctrl-C and a closed terminal reach ``up`` alone, which
             # stops the children in order. ``up`` has a single thread: the kernel sends a
             # parent-death signal again each time a thread of the parent exits, and a

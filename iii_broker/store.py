@@ -68,6 +68,11 @@ class Keys:
         self.seeded = f"{ns}:seeded"                    # STRING engine id: the modules' seed is in
         self.queues = f"{ns}:queues"                    # HASH queue name -> settings JSON
         self.job_holders = f"{ns}:jobholders"           # SET workers that may hold claimed jobs
+        self.redbeat_prefix = f"{ns}:redbeat:"          # RedBeat's key prefix: entries are
+                                                        # <prefix><trigger id>, then ``:schedule``
+        self.beat_lock = f"{ns}:redbeat::lock"          # STRING id of the leading beat (PX lease)
+        self.beat_schedule = f"{ns}:redbeat::schedule"  # ZSET entry key -> next slot (Unix s)
+        self.cron_known = f"{ns}:cron:known"            # SET trigger ids that have a RedBeat entry
         self.kombu_unacked = f"{ns}:kombu:unacked"      # Kombu's Redis ack emulation (unused)
         self.kombu_unacked_index = f"{ns}:kombu:unacked_index"
         self.kombu_unacked_mutex = f"{ns}:kombu:unacked_mutex"
@@ -84,6 +89,18 @@ class Keys:
 
     def worker_wake(self, worker_id: str, part: str) -> str:
         return f"{self._ns}:worker:{worker_id}:wake:{part}"  # LIST ends a stopping worker's pop
+
+    def beat_entry(self, trigger_id: str) -> str:
+        return f"{self.redbeat_prefix}{trigger_id}"      # HASH RedBeat entry: definition, meta
+
+    def cron_claim(self, trigger_id: str, slot_ms: int) -> str:
+        return f"{self._ns}:cron:claim:{trigger_id}:{slot_ms}"  # STRING: this slot was fired
+
+    def cron_status(self, trigger_id: str) -> str:
+        return f"{self._ns}:cron:status:{trigger_id}"     # HASH last fire, outcome, counts
+
+    def cron_running(self, trigger_id: str) -> str:
+        return f"{self._ns}:cron:running:{trigger_id}"    # STRING run in progress (overlap skip)
 
     def function(self, function_id: str) -> str:
         return f"{self._ns}:function:{function_id}"       # HASH function info

@@ -49,7 +49,8 @@ enabled = true
     assert config.path == path
     assert config.module("http").config == {"enabled": True, "port": 9000, "host": "0.0.0.0"}
     assert config.module("stream").config == {"enabled": True}
-    assert config.module("cron").config == {"enabled": True}
+    assert config.module("cron").config == {"enabled": True, "lock_timeout_s": 10,
+                                            "misfire_threshold_ms": 2000}
 
 
 def test_an_empty_file_means_the_defaults(tmp_path):

@@ -22,6 +22,7 @@ hook                      where                    for
 ``web_address``           ``iii-broker web``       where the web process listens
 ``web_setup``             every web process        views, blueprints and hooks on the Flask app
 ``cli_commands``          ``iii-broker``           subcommands
+``processes``             ``iii-broker up``        process types of the module's own (``beat``)
 ========================  =======================  ===========================================
 """
 
@@ -191,6 +192,12 @@ class Module:
         """Add this module's views and hooks to the web process's Flask app."""
 
     # -- CLI ------------------------------------------------------------------------
+
+    def processes(self) -> dict[str, list[str]]:
+        """Process types this module runs of its own (``{"beat": ["beat"]}``): the name and
+        the ``iii-broker`` arguments that start one. ``iii-broker up`` starts one of each
+        for every enabled module, after the engine, worker and web."""
+        return {}
 
     def cli_commands(self, sub: argparse._SubParsersAction[Any]
                      ) -> dict[str, Callable[[Settings, argparse.Namespace], int]]:

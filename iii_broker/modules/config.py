@@ -15,16 +15,14 @@ an unknown table or key is an error that names it.
 
 from __future__ import annotations
 
-import tomllib
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError
 from .base import Module, TriggerType
 from .catalog import BUILTIN_MODULES, trigger_types
+from .settings_file import module_table, read_settings_file
 
-DEFAULT_PATH = "iii.toml"
 _TOP_LEVEL = ("modules",)
 
 
@@ -58,9 +56,7 @@ class EngineConfig:
                               f"known: {', '.join(BUILTIN_MODULES)}")
         modules = []
         for name, module_cls in BUILTIN_MODULES.items():
-            table = tables.get(name, {})
-            if not isinstance(table, dict):
-                raise ConfigError(f"{where}: [modules.{name}] must be a table")
+            table = module_table(data, name, where)
             try:
                 module = module_cls.from_config(table)
             except ConfigError as exc:
@@ -76,15 +72,5 @@ class EngineConfig:
     @classmethod
     def load(cls, path: str | None = None) -> EngineConfig:
         """Read the settings file (or the defaults); raises :class:`ConfigError`."""
-        if path is None:
-            if not Path(DEFAULT_PATH).exists():
-                return cls.from_dict({})
-            path = DEFAULT_PATH
-        try:
-            with open(path, "rb") as fh:
-                data = tomllib.load(fh)
-        except FileNotFoundError:
-            raise ConfigError(f"engine settings file {path} does not exist") from None
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(f"engine settings file {path} is not valid TOML: {exc}") from None
-        return cls.from_dict(data, path)
+        data, found = read_settings_file(path)
+        return cls.from_dict(data, found)

@@ -1,19 +1,42 @@
-"""Cron triggers (driven by the beat process): ``cron`` with an expression."""
+"""Cron triggers, fired by the ``beat`` process (Celery beat with a RedBeat scheduler).
+
+=================  ===========================================================================
+``expression``     cron expressions: 5, 6 (seconds first) and 7 (year) fields, IANA zones, DST
+``schedule``       the Celery/RedBeat schedule class and its JSON form in RedBeat's store
+``entries``        the RedBeat entry of each trigger, kept in step with the registry
+``slots``          which slot fires now, which are misfires
+``scheduler``      the RedBeat scheduler: a lock that fails over in seconds, one fire per slot
+``fire``           a fire's payload, condition, overlap rule, call and recorded outcome
+``beat``           ``iii-broker beat``
+``cli``            ``iii-broker cron list`` and ``cron run``
+=================  ===========================================================================
+
+    [modules.cron]
+    lock_timeout_s = 10          # a standby beat takes over this long after the leader died
+    misfire_threshold_ms = 2000  # a slot later than this is a misfire (skipped)
+"""
 
 from __future__ import annotations
 
+import argparse
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any, ClassVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from ..base import CONDITION, Field, Module, TriggerType
+from ...errors import ConfigError, TriggerConfigError
+from ...settings import Settings
+from ..base import CONDITION, Field, Module, TriggerType, nonempty
+from ..hosts import EngineHost
+from ..settings_file import module_table, read_settings_file
+from . import cli
+from .beat import run_beat
+from .entries import CRON, Entries, Job
+from .expression import problem
+from .scheduler import BeatOptions
 
-
-def _expression(value: str) -> str | None:
-    n = len(value.split())
-    if n not in (5, 6, 7):
-        return (f"has {n} fields; use 6 (sec min hour dom month dow), 7 (with year) "
-                "or classic 5-field crontab")
-    return None
+MISFIRE_POLICIES = ("skip", "catch_up_once")
+OVERLAP_POLICIES = ("allow", "skip")
 
 
 def _timezone(value: Any) -> str | None:
@@ -24,13 +47,111 @@ def _timezone(value: Any) -> str | None:
     return None
 
 
+def _expression(value: str) -> str | None:
+    return problem(value)
+
+
+def _positive(value: Any) -> str | None:
+    return None if value > 0 else f"is {value}; use a positive number"
+
+
+def _check_binding(function_id: str, config: dict[str, Any]) -> str | None:
+    found = problem(config["expression"], config.get("timezone"))
+    if found:
+        return f"cron trigger of {function_id!r}: {found}"
+    if config.get("misfire_grace_s") is not None and config.get("misfire") != "catch_up_once":
+        return (f"cron trigger of {function_id!r}: misfire_grace_s applies only with "
+                "misfire 'catch_up_once'")
+    if config.get("overlap") == "skip" and config.get("queue"):
+        return (f"cron trigger of {function_id!r}: overlap 'skip' cannot be combined with a "
+                "queue (the beat does not see when a queued run ends); drop one of them")
+    return None
+
+
+CRON_TRIGGER = TriggerType(CRON, {
+    "expression": Field(str, required=True, check=_expression),
+    "timezone": Field(str, check=_timezone),
+    "condition_function_id": CONDITION,
+    "queue": Field(str, check=nonempty),
+    "misfire": Field(str, choices=MISFIRE_POLICIES),
+    "misfire_grace_s": Field((int, float), check=_positive),
+    "overlap": Field(str, choices=OVERLAP_POLICIES),
+    "timeout_ms": Field(int, check=_positive),
+}, "fires on a schedule (6 fields with seconds, 7 with a year, or classic 5-field crontab)",
+    check_binding=_check_binding)
+
+
 class CronModule(Module):
     name = "cron"
-    trigger_types: ClassVar[tuple[TriggerType, ...]] = (
-        TriggerType("cron", {
-            "expression": Field(str, required=True, check=_expression),
-            "timezone": Field(str, check=_timezone),
-            "condition_function_id": CONDITION,
-        }, "fires on a schedule"),
-    )
-    options: ClassVar[dict[str, Field]] = {"enabled": Field(bool, default=True)}
+    trigger_types: ClassVar[tuple[TriggerType, ...]] = (CRON_TRIGGER,)
+    options: ClassVar[dict[str, Field]] = {
+        "enabled": Field(bool, default=True),
+        "lock_timeout_s": Field((int, float), default=10, check=_positive),
+        "misfire_threshold_ms": Field(int, default=2000, check=_positive),
+    }
+
+    def beat_options(self) -> BeatOptions:
+        return BeatOptions(lock_timeout_s=float(self.config.get("lock_timeout_s", 10)),
+                           misfire_threshold_ms=int(self.config.get("misfire_threshold_ms", 2000)))
+
+    # -- engine ---------------------------------------------------------------------
+
+    @contextmanager
+    def registering(self, engine: EngineHost, triggers: list[dict[str, Any]]) -> Iterator[None]:
+        """A cron trigger naming a queue needs that queue configured."""
+        queue_module = engine.module("queue")
+        configured = {"default", *((queue_module.config.get("queues") or {})
+                                   if queue_module is not None else {})}
+        for t in triggers:
+            queue = t["config"].get("queue") if t["type"] == CRON else None
+            if queue is None:
+                continue
+            if queue_module is None:
+                raise TriggerConfigError(
+                    f"cron trigger of {t['function_id']!r} names queue {queue!r}, but the queue "
+                    "module is disabled", function_id=t["function_id"])
+            if queue not in configured:
+                raise TriggerConfigError(
+                    f"cron trigger of {t['function_id']!r} names queue {queue!r}, which is not "
+                    f"configured; configured queues: {', '.join(sorted(configured))}",
+                    function_id=t["function_id"])
+        yield
+
+    def triggers_registered(self, engine: EngineHost, triggers: list[dict[str, Any]]) -> None:
+        """Create or update the RedBeat entry of each cron trigger being registered (the beat
+        also reconciles within a second, and disables or removes entries)."""
+        jobs = [(Job.of(t), True) for t in triggers if t["type"] == CRON]
+        if jobs:
+            Entries(engine.registry.r, engine.registry.keys).sync(jobs)
+
+    # -- processes and CLI -------------------------------------------------------------
+
+    def processes(self) -> dict[str, list[str]]:
+        return {"beat": ["beat"]}
+
+    def cli_commands(self, sub: argparse._SubParsersAction[Any]
+                     ) -> dict[str, Callable[[Settings, argparse.Namespace], int]]:
+        sub.add_parser("beat", help="run a cron scheduler (Celery beat with RedBeat); run "
+                       "several: one leads, the others stand by")
+        cli.add_parsers(sub)
+        return {"beat": _beat, "cron": cli.run}
+
+
+def configured(settings: Settings) -> CronModule | None:
+    """The cron module as the settings file configures it; None when it is disabled."""
+    data, path = read_settings_file(settings.config_path)
+    table = module_table(data, CronModule.name, path or "engine settings")
+    module = CronModule.from_config(table)
+    assert isinstance(module, CronModule)
+    return module if module.config.get("enabled", True) else None
+
+
+def _beat(settings: Settings, args: argparse.Namespace) -> int:
+    module = configured(settings)
+    if module is None:
+        raise ConfigError("the cron module is disabled ([modules.cron] enabled = false): "
+                          "beat has nothing to schedule")
+    return run_beat(settings, module.beat_options())
+
+
+__all__ = ["CRON", "CRON_TRIGGER", "CronModule"]

@@ -1,0 +1,282 @@
+"""The beat's scheduler: RedBeat's, with a lock that fails over in seconds and slots that
+fire once.
+
+Celery beat calls :meth:`CronScheduler.tick` in a loop and sleeps for what it returns.
+Each tick:
+
+1. **Leadership.** The beat takes or renews ``NS:redbeat::lock`` (PX ``lock_timeout_s``,
+   default 10 s). A beat without it stands by and tries again every
+   ``standby_interval_s``; one that finds the lock gone or taken stands by too (RedBeat
+   exits instead, and waits on a supervisor). Only the leader goes on.
+2. **Reconcile** the entries with the registry when it announced a change (the beat
+   listens on ``NS:events``), when leadership was just taken, and every
+   ``RECONCILE_S`` regardless (which also finds entries Redis lost).
+3. **Due entries**: the schedule's members scored up to now, read in batches of
+   :data:`~.entries.BATCH`; each gets a :func:`~.slots.plan`.
+4. **Claims**: each slot to fire is claimed with ``SET NX`` on
+   ``NS:cron:claim:<job id>:<slot ms>``, so not even two leaders (a handover, a paused
+   beat waking up) fire a slot twice. Only claimed slots are handed to the
+   :class:`~.fire.Dispatcher`.
+5. **Advance** every planned entry's ``last_run_at`` to the slot it handled and its score
+   to its next slot, counting skipped slots in its status.
+
+It returns the time until the next scored entry, at most ``max_interval``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from celery.beat import Scheduler
+from redbeat.schedulers import RedBeatScheduler
+
+from ...outage import Backoff, store_outage
+from ...registry import Registry
+from ...settings import Settings
+from ...store import Keys, RedisError
+from .entries import CronEntry, Entries, Loaded, cron_jobs, meta_json
+from .fire import Dispatcher, Fire, rfc3339
+from .schedule import utcnow
+from .slots import plan
+
+log = logging.getLogger("iii.beat")
+
+RECONCILE_S = 5.0
+"""The longest the entries go without a full comparison with the registry."""
+RECONCILE_MIN_S = 0.25
+"""Registry changes are taken in at most this often (a burst of registrations is one pass)."""
+CLAIM_EXTRA_MS = 600_000
+"""A slot's claim outlives the latest a beat would still fire it by this much."""
+
+
+@dataclass(frozen=True)
+class BeatOptions:
+    """The cron module's settings, as the beat uses them (``[modules.cron]``)."""
+
+    lock_timeout_s: float = 10.0
+    misfire_threshold_ms: int = 2_000
+    max_interval_s: float = 0.5
+
+    @property
+    def standby_interval_s(self) -> float:
+        return min(self.max_interval_s, self.lock_timeout_s / 4)
+
+
+@dataclass
+class BeatRuntime:
+    """What the scheduler needs that Celery does not give it (set on the Celery app as
+    ``app.iii_beat`` before beat starts)."""
+
+    settings: Settings
+    options: BeatOptions
+    store: Any
+    dispatcher: Dispatcher
+    beat_id: str = ""
+
+    def __post_init__(self) -> None:
+        self.beat_id = self.beat_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+
+
+class CronScheduler(RedBeatScheduler):  # type: ignore[misc]
+    """RedBeat's scheduler for ``cron`` triggers (see the module docstring)."""
+
+    Entry = CronEntry
+
+    def __init__(self, app: Any, **kwargs: Any) -> None:
+        self.rt: BeatRuntime = app.iii_beat
+        self.keys = Keys(self.rt.settings.namespace)
+        self.r = self.rt.store
+        self.registry = Registry(self.r, self.rt.settings.namespace)
+        self.entries = Entries(self.r, self.keys)
+        self.leading = False
+        self._remembered: set[str] = set()
+        self._next_reconcile = self._last_reconcile = 0.0
+        self._dirty = threading.Event()
+        self._backoff = Backoff()
+        self.fired = 0
+        self.skipped = 0
+        super().__init__(app, **kwargs)
+        self.lock_key = None  # our own lock (below): RedBeat's blocks at start and exits on loss
+        self.lock_timeout = self.rt.options.lock_timeout_s
+        self._listener = threading.Thread(target=self._listen, name="iii-beat-events", daemon=True)
+        self._listener.start()
+
+    # -- Celery's scheduler interface --------------------------------------------------
+
+    def setup_schedule(self) -> None:
+        """No static schedule: every entry comes from the registry."""
+
+    def tick(self, *args: Any, **kwargs: Any) -> float:
+        try:
+            interval = self._tick()
+        except RedisError as exc:
+            store_outage(self.rt.settings).failed(exc)
+            if self.leading:
+                log.warning("beat %s: Redis failed while leading; standing by until it is back",
+                            self.rt.beat_id)
+            self.leading = False
+            return self._backoff.next()
+        self._backoff.reset()
+        store_outage(self.rt.settings).recovered()
+        return interval
+
+    def close(self) -> None:
+        self._stopping = True
+        if self.leading:
+            try:
+                self.registry.release(self.keys.beat_lock, self.rt.beat_id)
+                log.info("beat %s: released the lock", self.rt.beat_id)
+            except RedisError:
+                pass
+            self.leading = False
+        Scheduler.close(self)
+
+    @property
+    def info(self) -> str:
+        return (f"       . redis -> {self.keys.beat_schedule}\n"
+                f"       . lock -> {self.keys.beat_lock} ({self.rt.options.lock_timeout_s}s)")
+
+    # -- one tick -----------------------------------------------------------------------
+
+    def _tick(self) -> float:
+        if not self._lead():
+            return self.rt.options.standby_interval_s
+        now = time.monotonic()
+        if now >= self._next_reconcile or (self._dirty.is_set()
+                                           and now - self._last_reconcile >= RECONCILE_MIN_S):
+            self.reconcile()
+        return self.run_due()
+
+    def _lead(self) -> bool:
+        held = self.registry.acquire(self.keys.beat_lock, self.rt.beat_id,
+                                     int(self.rt.options.lock_timeout_s * 1000))
+        if held and not self.leading:
+            log.info("beat %s: leading (lock %s)", self.rt.beat_id, self.keys.beat_lock)
+            self._dirty.set()  # whatever changed while another beat led
+        elif not held and self.leading:
+            owner = self.r.get(self.keys.beat_lock)
+            log.warning("beat %s: lost the lock%s; standing by", self.rt.beat_id,
+                        f" to {owner}" if owner else "")
+        self.leading = held
+        return held
+
+    def reconcile(self) -> None:
+        """Bring the entries in step with the registry (see :mod:`.entries`)."""
+        self._dirty.clear()
+        jobs = cron_jobs(self.registry.triggers())
+        self.entries.sync(jobs, remove_others=True, remembered=self._remembered)
+        self._remembered = {job.job_id for job, _ in jobs}
+        self._last_reconcile = time.monotonic()
+        self._next_reconcile = self._last_reconcile + RECONCILE_S
+
+    def run_due(self) -> float:
+        """Fire what is due; returns the seconds until the next entry is due."""
+        now_s = time.time()
+        pipe = self.r.pipeline(transaction=False)
+        pipe.zrangebyscore(self.keys.beat_schedule, 0, now_s)
+        pipe.zrangebyscore(self.keys.beat_schedule, f"({now_s}", "+inf", start=0, num=1,
+                           withscores=True)
+        due, upcoming = pipe.execute()
+        if due:
+            self._handle(self.entries.load(due), missing=due)
+        wait = self.rt.options.max_interval_s
+        if upcoming:
+            wait = min(wait, max(upcoming[0][1] - time.time(), 0.0))
+        return wait
+
+    def _handle(self, loaded: list[Loaded], missing: list[str]) -> None:
+        now = utcnow()
+        threshold = timedelta(milliseconds=self.rt.options.misfire_threshold_ms)
+        gone = set(missing) - {e.key for e in loaded}
+        planned: list[tuple[Loaded, Any]] = []
+        for entry in loaded:
+            if not entry.enabled:
+                continue
+            config = entry.job.config
+            grace = None
+            if config.get("misfire") == "catch_up_once":
+                grace = timedelta(seconds=float(config.get("misfire_grace_s") or 3600))
+            p = plan(entry.cron, entry.last_run_at or now, now, threshold=threshold,
+                     catch_up_grace=grace)
+            planned.append((entry, p))
+        claims = self._claim([(e.job.job_id, p.fire, self._claim_ttl_ms(e)) for e, p in planned
+                              if p.fire is not None])
+        fires: list[Fire] = []
+        pipe = self.r.pipeline(transaction=False)
+        for entry, p in planned:
+            job_id = entry.job.job_id
+            if p.fire is not None and claims.get((job_id, p.fire)):
+                fires.append(Fire(entry.job, p.fire, now))
+            if p.skipped:
+                self.skipped += p.skipped
+                pipe.hincrby(self.keys.cron_status(job_id), "skipped_misfire", p.skipped)
+                log.warning("cron job %s: %d slot(s) up to %s skipped: no beat was leading "
+                            "then (misfire)", job_id, p.skipped, rfc3339(p.handled or now))
+            last = p.handled or entry.last_run_at or now
+            if p.handled is not None or entry.last_run_at is None:
+                fired = entry.total_run_count + (1 if p.fire is not None else 0)
+                pipe.hset(entry.key, "meta", meta_json(last, fired))
+            score = -1.0 if p.next_slot is None else p.next_slot.timestamp()
+            pipe.zadd(self.keys.beat_schedule, {entry.key: score}, xx=True)
+        for key in gone:  # a member whose entry hash vanished: the reconcile re-creates it
+            pipe.zrem(self.keys.beat_schedule, key)
+            self._dirty.set()
+        pipe.execute()
+        if fires:
+            self.fired += len(fires)
+            self.rt.dispatcher.submit(fires)
+
+    def _claim_ttl_ms(self, entry: Loaded) -> int:
+        grace_s = float(entry.job.config.get("misfire_grace_s") or 0) \
+            if entry.job.config.get("misfire") == "catch_up_once" else 0.0
+        return int(max(grace_s * 1000, self.rt.options.misfire_threshold_ms)) + CLAIM_EXTRA_MS
+
+    def _claim(self, slots: list[tuple[str, datetime | None, int]]
+               ) -> dict[tuple[str, datetime], bool]:
+        """Claim each (job, slot) once in Redis; True for the ones this beat won."""
+        out: dict[tuple[str, datetime], bool] = {}
+        for i in range(0, len(slots), 500):
+            chunk = [(j, s, ttl) for j, s, ttl in slots[i:i + 500] if s is not None]
+            pipe = self.r.pipeline(transaction=False)
+            for job_id, slot, ttl in chunk:
+                pipe.set(self.keys.cron_claim(job_id, int(slot.timestamp() * 1000)), self.rt.beat_id,
+                         nx=True, px=ttl)
+            for (job_id, slot, _), won in zip(chunk, pipe.execute(), strict=True):
+                out[(job_id, slot)] = bool(won)
+        return out
+
+    # -- registry events ----------------------------------------------------------------
+
+    def _listen(self) -> None:
+        """Mark the entries dirty on every registry change (a worker came, went, or changed
+        what it declares), so the leader reconciles on its next tick."""
+        backoff = Backoff()
+        while not getattr(self, "_stopping", False):
+            try:
+                pubsub = self.r.pubsub(ignore_subscribe_messages=True)
+                pubsub.subscribe(self.keys.events)
+                self._dirty.set()  # changes while we were not listening
+                backoff.reset()
+                while not getattr(self, "_stopping", False):
+                    message = pubsub.get_message(timeout=1.0)
+                    if message is not None:
+                        self._on_event(message.get("data"))
+            except RedisError:
+                time.sleep(backoff.next())
+
+    def _on_event(self, data: Any) -> None:
+        try:
+            event = json.loads(data).get("event")
+        except (TypeError, ValueError, AttributeError):
+            return
+        if event != "functions_available":
+            self._dirty.set()
