@@ -104,7 +104,7 @@ def _run_now(settings: Settings, job_id: str) -> int:
     caller = Caller(settings)
     try:
         now = utcnow()
-        outcome = asyncio.run(Firing(settings, caller).run(Fire(Job.of(trigger), now, now)))
+        outcome = asyncio.run(Firing(settings, caller).run(Fire(Job.of(trigger), now)))
     finally:
         caller.close()
     print(json.dumps(outcome))

@@ -27,7 +27,7 @@ from redbeat.schedulers import RedBeatSchedulerEntry
 
 from ...store import Keys
 from .expression import CronExpression
-from .schedule import CronSchedule, dumps, loads, utcnow
+from .schedule import CronSchedule, dumps, loads, parsed, utcnow
 
 log = logging.getLogger("iii.beat")
 
@@ -52,7 +52,7 @@ class Job:
 
     @property
     def cron(self) -> CronExpression:
-        return CronExpression.parse(self.config["expression"], self.config.get("timezone"))
+        return parsed(self.config["expression"], self.config.get("timezone"))
 
     def definition(self, enabled: bool) -> dict[str, Any]:
         """RedBeat's definition of this job's entry."""

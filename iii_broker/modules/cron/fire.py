@@ -26,6 +26,7 @@ from ...outage import is_outage, store_outage
 from ...settings import Settings
 from ...store import Keys, RedisError
 from .entries import Job
+from .schedule import utcnow
 
 log = logging.getLogger("iii.beat")
 
@@ -43,16 +44,14 @@ def rfc3339(t: datetime) -> str:
 
 @dataclass(frozen=True)
 class Fire:
-    """One run of a job: the slot it is for and when it was fired."""
+    """One run of a job: the slot it is for (its time of firing is taken as it is sent)."""
 
     job: Job
     scheduled: datetime
-    actual: datetime
 
-    @property
-    def payload(self) -> dict[str, Any]:
+    def payload(self, actual: datetime) -> dict[str, Any]:
         return {"trigger": "cron", "job_id": self.job.job_id,
-                "scheduled_time": rfc3339(self.scheduled), "actual_time": rfc3339(self.actual)}
+                "scheduled_time": rfc3339(self.scheduled), "actual_time": rfc3339(actual)}
 
 
 class Firing:
@@ -76,34 +75,36 @@ class Firing:
                                   px=timeout_ms + RUNNING_EXTRA_MS):
                 log.info("cron job %s: slot %s skipped, its previous run is still running",
                          job.job_id, rfc3339(fire.scheduled))
-                return self._record(fire, "skipped_overlap", count="skipped_overlap")
+                return self._record(fire, utcnow(), "skipped_overlap", count="skipped_overlap")
         started = time.monotonic()
+        actual = utcnow()
+        payload = fire.payload(actual)
         try:
             condition = config.get("condition_function_id")
-            if condition and not await self.caller.acall(condition, fire.payload,
+            if condition and not await self.caller.acall(condition, payload,
                                                          timeout_ms=timeout_ms):
-                return self._record(fire, "skipped_condition", count="skipped_condition")
+                return self._record(fire, actual, "skipped_condition", count="skipped_condition")
             if config.get("queue"):
-                receipt = self.caller.call(job.function_id, fire.payload,
+                receipt = self.caller.call(job.function_id, payload,
                                            action=Enqueue(config["queue"]))
-                return self._record(fire, "enqueued", count="runs",
+                return self._record(fire, actual, "enqueued", count="runs",
                                     detail=receipt.get("messageReceiptId"))
-            await self.caller.acall(job.function_id, fire.payload, timeout_ms=timeout_ms)
-            return self._record(fire, "ok", count="runs", started=started)
+            await self.caller.acall(job.function_id, payload, timeout_ms=timeout_ms)
+            return self._record(fire, actual, "ok", count="runs", started=started)
         except IIIError as exc:
             log.warning("cron job %s (%s), slot %s: %s: %s", job.job_id, job.function_id,
                         rfc3339(fire.scheduled), exc.code, exc.message)
-            return self._record(fire, "failed", count="runs", started=started,
+            return self._record(fire, actual, "failed", count="runs", started=started,
                                 error=f"{exc.code}: {exc.message}")
         finally:
             if marker is not None:
                 self._clear_marker(job.job_id, marker)
 
-    def _record(self, fire: Fire, outcome: str, *, count: str, started: float | None = None,
+    def _record(self, fire: Fire, actual: datetime, outcome: str, *, count: str, started: float | None = None,
                 error: str | None = None, detail: str | None = None) -> dict[str, str]:
         status: dict[str, str] = {
             "last_scheduled_time": rfc3339(fire.scheduled),
-            "last_actual_time": rfc3339(fire.actual),
+            "last_actual_time": rfc3339(actual),
             "last_outcome": outcome,
             "last_error": error or "",
             "last_duration_ms": "" if started is None else

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime, timedelta, timezone
+from functools import lru_cache
 from typing import Any
 
 from celery.schedules import BaseSchedule, schedstate
@@ -90,8 +91,15 @@ class ScheduleDecoder(RedBeatJSONDecoder):  # type: ignore[misc]
 
     def dict_to_object(self, d: dict[str, Any]) -> Any:
         if d.get("__type__") == SCHEDULE_TYPE:
-            return CronSchedule(CronExpression.parse(d["expression"], d.get("timezone")))
+            return CronSchedule(parsed(d["expression"], d.get("timezone")))
         return super().dict_to_object(d)
+
+
+@lru_cache(maxsize=16_384)
+def parsed(expression: str, timezone: str | None) -> CronExpression:
+    """:meth:`CronExpression.parse`, remembered: the beat meets the same expressions on every
+    tick and every reconcile. Raises CronError."""
+    return CronExpression.parse(expression, timezone)
 
 
 def dumps(value: Any) -> str:

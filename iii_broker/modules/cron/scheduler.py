@@ -215,7 +215,7 @@ class CronScheduler(RedBeatScheduler):  # type: ignore[misc]
         for entry, p in planned:
             job_id = entry.job.job_id
             if p.fire is not None and claims.get((job_id, p.fire)):
-                fires.append(Fire(entry.job, p.fire, now))
+                fires.append(Fire(entry.job, p.fire))
             if p.skipped:
                 self.skipped += p.skipped
                 pipe.hincrby(self.keys.cron_status(job_id), "skipped_misfire", p.skipped)
