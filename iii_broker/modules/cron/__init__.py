@@ -3,25 +3,19 @@
 from __future__ import annotations
 
 from typing import Any, ClassVar
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from ..base import CONDITION, Field, Module, TriggerType
+from .expression import problem
 
 
 def _expression(value: str) -> str | None:
-    n = len(value.split())
-    if n not in (5, 6, 7):
-        return (f"has {n} fields; use 6 (sec min hour dom month dow), 7 (with year) "
-                "or classic 5-field crontab")
-    return None
+    found = problem(value)
+    return None if found is None else f"is invalid: {found}"
 
 
 def _timezone(value: Any) -> str | None:
-    try:
-        ZoneInfo(value)
-    except (ZoneInfoNotFoundError, ValueError):
-        return f"is not an IANA time zone name: {value!r}"
-    return None
+    found = problem("@daily", value)  # any valid expression: only the zone is in question
+    return None if found is None else f"is invalid: {found}"
 
 
 class CronModule(Module):
