@@ -157,7 +157,7 @@ def scale(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def row(name: str, values: list[float]) -> str:
-    return f"| {name} | {pct(values, 50):.1f} | {pct(values, 99):.1f} | {max(values):.1f} |"
+    return f"| {name} | {pct(values, 0.5):.1f} | {pct(values, 0.99):.1f} | {max(values):.1f} |"
 
 
 def report(args: argparse.Namespace, j: dict[str, Any] | None, s: dict[str, Any] | None,
@@ -176,7 +176,7 @@ def report(args: argparse.Namespace, j: dict[str, Any] | None, s: dict[str, Any]
                 row("fired (payload `actual_time − scheduled_time`)", j["fired"]),
                 row("handler ran (received − scheduled)", j["received"]),
                 "", f"Slots fired twice: {j['duplicates']}.\n"]
-        p99 = pct(j["fired"], 99)
+        p99 = pct(j["fired"], 0.99)
         targets.append(f"| fire jitter p99 | {p99:.1f} ms | ≤ {JITTER_P99_MS:.0f} ms | "
                        f"{'PASS' if p99 <= JITTER_P99_MS else 'FAIL'} |")
     if s is not None:
@@ -213,7 +213,7 @@ def run(args: argparse.Namespace) -> str:
     try:
         j = jitter(args) if args.part in ("both", "jitter") else None
         if j is not None:
-            print(f"jitter: p99 {pct(j['fired'], 99):.1f} ms", file=sys.stderr)
+            print(f"jitter: p99 {pct(j['fired'], 0.99):.1f} ms", file=sys.stderr)
         s = scale(args) if args.part in ("both", "scale") else None
         if s is not None:
             print(f"scale: within 1 s {s['within_1s'] * 100:.1f}%", file=sys.stderr)

@@ -102,9 +102,10 @@ def _run_now(settings: Settings, job_id: str) -> int:
         return fail(f"no cron job {job_id!r}; " + (f"there are: {', '.join(known)}" if known
                                                     else "no cron triggers are registered"))
     caller = Caller(settings)
+    firing = Firing(settings, caller)
     try:
-        now = utcnow()
-        outcome = asyncio.run(Firing(settings, caller).run(Fire(Job.of(trigger), now)))
+        outcome = asyncio.run(firing.run(Fire(Job.of(trigger), utcnow())))
+        firing.flush()
     finally:
         caller.close()
     print(json.dumps(outcome))

@@ -21,6 +21,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import lru_cache
 from typing import Any
 
 from redbeat.schedulers import RedBeatSchedulerEntry
@@ -100,6 +101,19 @@ class SyncReport:
                     or self.removed)
 
 
+@lru_cache(maxsize=16_384)
+def _definition(definition: str) -> tuple[Job, bool, CronExpression]:
+    """A definition's job, whether it is enabled, and its expression. Remembered: the beat
+    reads the same definitions on every tick (their config is never mutated)."""
+    d = loads(definition)
+    schedule = d["schedule"]
+    if not isinstance(schedule, CronSchedule):
+        raise ValueError(f"its schedule is not a cron schedule: {schedule!r}")
+    kwargs = d.get("kwargs") or {}
+    job = Job(d["name"], kwargs["function_id"], kwargs.get("config") or {})
+    return job, bool(d.get("enabled", True)), schedule.cron
+
+
 def score_of(cron: CronExpression, last_run_at: datetime, enabled: bool) -> float:
     """An entry's score in the schedule: its next slot (Unix s), -1 when it never loads."""
     if not enabled:
@@ -141,15 +155,10 @@ class Entries:
         return out
 
     def _decode(self, key: str, definition: str, meta: str | None) -> Loaded:
-        d = loads(definition)
+        job, enabled, cron = _definition(definition)
         m = loads(meta) if meta else {}
-        schedule = d["schedule"]
-        if not isinstance(schedule, CronSchedule):
-            raise ValueError(f"its schedule is not a cron schedule: {schedule!r}")
-        kwargs = d.get("kwargs") or {}
-        job = Job(d["name"], kwargs["function_id"], kwargs.get("config") or {})
-        return Loaded(key, job, bool(d.get("enabled", True)), schedule.cron,
-                      m.get("last_run_at"), int(m.get("total_run_count") or 0))
+        return Loaded(key, job, enabled, cron, m.get("last_run_at"),
+                      int(m.get("total_run_count") or 0))
 
     def get(self, job_id: str) -> Loaded | None:
         found = self.load([self.keys.beat_entry(job_id)])

@@ -14,7 +14,6 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -30,6 +29,10 @@ from .schedule import utcnow
 
 log = logging.getLogger("iii.beat")
 
+OUTCOMES_KEPT = 10_000
+"""Outcomes kept for writing through a Redis outage (older ones are dropped)."""
+FLUSH_S = 0.1
+"""How often the beat writes the outcomes of finished runs."""
 RUNNING_EXTRA_MS = 5_000
 """A run's overlap marker outlives its timeout by this much (then it is surely over)."""
 
@@ -62,6 +65,8 @@ class Firing:
         self.caller = caller
         self.store = caller.store
         self.keys = Keys(settings.namespace)
+        self._outcomes: list[tuple[str, dict[str, str], str]] = []
+        self._lock = threading.Lock()
 
     async def run(self, fire: Fire) -> dict[str, str]:
         """Run one fire to its end; returns its outcome as recorded (``outcome`` is ``ok``,
@@ -100,8 +105,10 @@ class Firing:
             if marker is not None:
                 self._clear_marker(job.job_id, marker)
 
-    def _record(self, fire: Fire, actual: datetime, outcome: str, *, count: str, started: float | None = None,
-                error: str | None = None, detail: str | None = None) -> dict[str, str]:
+    def _record(self, fire: Fire, actual: datetime, outcome: str, *, count: str,
+                started: float | None = None, error: str | None = None,
+                detail: str | None = None) -> dict[str, str]:
+        """Note a run's outcome; it reaches Redis with the next :meth:`flush`."""
         status: dict[str, str] = {
             "last_scheduled_time": rfc3339(fire.scheduled),
             "last_actual_time": rfc3339(actual),
@@ -111,14 +118,27 @@ class Firing:
             str(round((time.monotonic() - started) * 1000)),
             "last_detail": detail or "",
         }
+        with self._lock:
+            self._outcomes.append((fire.job.job_id, status, count))
+        return dict(status, job_id=fire.job.job_id, outcome=outcome)
+
+    def flush(self) -> None:
+        """Write the outcomes noted since the last flush, in one pipeline. Through a Redis
+        outage they are kept (at most :data:`OUTCOMES_KEPT`) and written once it is back."""
+        with self._lock:
+            outcomes, self._outcomes = self._outcomes, []
+        if not outcomes:
+            return
         try:
             pipe = self.store.pipeline(transaction=False)
-            pipe.hset(self.keys.cron_status(fire.job.job_id), mapping=dict[Any, Any](status))
-            pipe.hincrby(self.keys.cron_status(fire.job.job_id), count, 1)
+            for job_id, status, count in outcomes:
+                pipe.hset(self.keys.cron_status(job_id), mapping=dict[Any, Any](status))
+                pipe.hincrby(self.keys.cron_status(job_id), count, 1)
             pipe.execute()
         except RedisError as exc:
             store_outage(self.settings).failed(exc)
-        return dict(status, job_id=fire.job.job_id, outcome=outcome)
+            with self._lock:
+                self._outcomes[:0] = outcomes[-OUTCOMES_KEPT:]
 
     def _clear_marker(self, job_id: str, marker: str) -> None:
         try:
@@ -130,38 +150,39 @@ class Firing:
 
 
 class Dispatcher:
-    """An asyncio loop in a thread of the beat, running fires as the scheduler hands them
-    over; at most ``limit`` at once (more wait their turn)."""
+    """Runs fires as the scheduler hands them over, on ``loops`` asyncio loops in threads of
+    the beat (taking turns, so that sending one call never waits on sending another), at
+    most ``limit`` per loop at once; a thread writes the outcomes every :data:`FLUSH_S`."""
 
-    def __init__(self, firing: Firing, limit: int = 2_000) -> None:
+    def __init__(self, firing: Firing, loops: int = 4, limit: int = 1_000) -> None:
         self.firing = firing
-        self.loop = asyncio.new_event_loop()
-        self._limit = limit
-        self._gate: asyncio.Semaphore | None = None
+        self._loops = [_Loop(f"iii-cron-fire-{n}", limit) for n in range(loops)]
+        self._turn = 0
         self._running: set[Future[Any]] = set()
-        self._thread = threading.Thread(target=self._run_loop, name="iii-cron-fire", daemon=True)
+        self._stop = threading.Event()
+        self._flusher = threading.Thread(target=self._flush_every, name="iii-cron-outcomes",
+                                         daemon=True)
 
     def start(self) -> None:
-        self._thread.start()
+        for loop in self._loops:
+            loop.start()
+        self._flusher.start()
 
-    def _run_loop(self) -> None:
-        asyncio.set_event_loop(self.loop)
-        self._gate = asyncio.Semaphore(self._limit)
-        self.loop.run_forever()
+    def _flush_every(self) -> None:
+        while not self._stop.wait(FLUSH_S):
+            self.firing.flush()
+        self.firing.flush()
 
-    def submit(self, fires: list[Fire], done: Callable[[dict[str, Any]], None] | None = None
-               ) -> None:
+    def submit(self, fires: list[Fire]) -> None:
         for fire in fires:
-            fut = asyncio.run_coroutine_threadsafe(self._guarded(fire), self.loop)
+            self._turn = (self._turn + 1) % len(self._loops)
+            loop = self._loops[self._turn]
+            fut = asyncio.run_coroutine_threadsafe(self._guarded(loop, fire), loop.loop)
             self._running.add(fut)
             fut.add_done_callback(self._running.discard)
-            if done is not None:
-                fut.add_done_callback(lambda f: f.exception() is None and done(f.result()))
 
-    async def _guarded(self, fire: Fire) -> dict[str, Any]:
-        while self._gate is None:
-            await asyncio.sleep(0.01)
-        async with self._gate:
+    async def _guarded(self, loop: _Loop, fire: Fire) -> dict[str, Any]:
+        async with loop.gate:
             try:
                 return await self.firing.run(fire)
             except Exception as exc:  # a fire's trouble never stops the loop
@@ -176,10 +197,32 @@ class Dispatcher:
         return len(self._running)
 
     def stop(self, wait_s: float) -> None:
-        """Wait up to ``wait_s`` for runs in flight to be answered, then stop the loop (the
+        """Wait up to ``wait_s`` for runs in flight to be answered, then stop the loops (the
         calls already published still run; only their outcomes go unrecorded)."""
         deadline = time.monotonic() + wait_s
         while self._running and time.monotonic() < deadline:
             time.sleep(0.05)
+        for loop in self._loops:
+            loop.stop()
+        self._stop.set()
+        self._flusher.join(timeout=5)
+
+
+class _Loop:
+    """One asyncio loop running in a thread of its own."""
+
+    def __init__(self, name: str, limit: int) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.gate = asyncio.Semaphore(limit)  # bound to the loop when first used there
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self.loop)
+        self.loop.run_forever()
+
+    def stop(self) -> None:
         self.loop.call_soon_threadsafe(self.loop.stop)
         self._thread.join(timeout=2)

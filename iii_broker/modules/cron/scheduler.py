@@ -8,19 +8,21 @@ Each tick:
    default 10 s). A beat without it stands by and tries again every
    ``standby_interval_s``; one that finds the lock gone or taken stands by too (RedBeat
    exits instead, and waits on a supervisor). Only the leader goes on.
-2. **Reconcile** the entries with the registry when it announced a change (the beat
-   listens on ``NS:events``), when leadership was just taken, and every
-   ``RECONCILE_S`` regardless (which also finds entries Redis lost).
-3. **Due entries**: the schedule's members scored up to now, read in batches of
-   :data:`~.entries.BATCH`; each gets a :func:`~.slots.plan`.
-4. **Claims**: each slot to fire is claimed with ``SET NX`` on
+2. **Due entries**: the schedule's members scored up to now, :data:`CHUNK` at a time, each
+   read and given a :func:`~.slots.plan`.
+3. **Claims**: each slot to fire is claimed with ``SET NX`` on
    ``NS:cron:claim:<job id>:<slot ms>``, so not even two leaders (a handover, a paused
    beat waking up) fire a slot twice. Only claimed slots are handed to the
-   :class:`~.fire.Dispatcher`.
-5. **Advance** every planned entry's ``last_run_at`` to the slot it handled and its score
+   :class:`~.fire.Dispatcher`, at once.
+4. **Advance** every planned entry's ``last_run_at`` to the slot it handled and its score
    to its next slot, counting skipped slots in its status.
 
 It returns the time until the next scored entry, at most ``max_interval``.
+
+Beside the ticks, a thread of the leader **reconciles** the entries with the registry
+(:mod:`.entries`) when the registry announces a change on ``NS:events``, when
+leadership was just taken, and every :data:`RECONCILE_S` regardless (which also finds
+entries Redis lost), so that comparing thousands of entries never delays a fire.
 """
 
 from __future__ import annotations
@@ -50,10 +52,13 @@ from .slots import plan
 
 log = logging.getLogger("iii.beat")
 
-RECONCILE_S = 5.0
-"""The longest the entries go without a full comparison with the registry."""
-RECONCILE_MIN_S = 0.25
+RECONCILE_S = 30.0
+"""The longest the entries go without a full comparison with the registry (registry
+changes are taken in as they are announced; this pass finds what Redis lost)."""
+RECONCILE_MIN_S = 0.5
 """Registry changes are taken in at most this often (a burst of registrations is one pass)."""
+CHUNK = 100
+"""Due entries handled at a time: read, planned, claimed and sent before the next chunk."""
 CLAIM_EXTRA_MS = 600_000
 """A slot's claim outlives the latest a beat would still fire it by this much."""
 
@@ -99,16 +104,18 @@ class CronScheduler(RedBeatScheduler):  # type: ignore[misc]
         self.entries = Entries(self.r, self.keys)
         self.leading = False
         self._remembered: set[str] = set()
-        self._next_reconcile = self._last_reconcile = 0.0
         self._dirty = threading.Event()
+        self._stopping = threading.Event()
         self._backoff = Backoff()
         self.fired = 0
         self.skipped = 0
         super().__init__(app, **kwargs)
         self.lock_key = None  # our own lock (below): RedBeat's blocks at start and exits on loss
         self.lock_timeout = self.rt.options.lock_timeout_s
-        self._listener = threading.Thread(target=self._listen, name="iii-beat-events", daemon=True)
-        self._listener.start()
+        # Beside the ticks, so that comparing thousands of entries never delays a fire.
+        for target, name in ((self._listen, "iii-beat-events"),
+                             (self._reconcile_loop, "iii-beat-reconcile")):
+            threading.Thread(target=target, name=name, daemon=True).start()
 
     # -- Celery's scheduler interface --------------------------------------------------
 
@@ -130,7 +137,8 @@ class CronScheduler(RedBeatScheduler):  # type: ignore[misc]
         return interval
 
     def close(self) -> None:
-        self._stopping = True
+        self._stopping.set()
+        self._dirty.set()  # wakes the reconciler to see it
         if self.leading:
             try:
                 self.registry.release(self.keys.beat_lock, self.rt.beat_id)
@@ -150,10 +158,6 @@ class CronScheduler(RedBeatScheduler):  # type: ignore[misc]
     def _tick(self) -> float:
         if not self._lead():
             return self.rt.options.standby_interval_s
-        now = time.monotonic()
-        if now >= self._next_reconcile or (self._dirty.is_set()
-                                           and now - self._last_reconcile >= RECONCILE_MIN_S):
-            self.reconcile()
         return self.run_due()
 
     def _lead(self) -> bool:
@@ -171,12 +175,31 @@ class CronScheduler(RedBeatScheduler):  # type: ignore[misc]
 
     def reconcile(self) -> None:
         """Bring the entries in step with the registry (see :mod:`.entries`)."""
-        self._dirty.clear()
         jobs = cron_jobs(self.registry.triggers())
         self.entries.sync(jobs, remove_others=True, remembered=self._remembered)
         self._remembered = {job.job_id for job, _ in jobs}
-        self._last_reconcile = time.monotonic()
-        self._next_reconcile = self._last_reconcile + RECONCILE_S
+
+    def _reconcile_loop(self) -> None:
+        """While leading: reconcile when the registry announced a change (at most every
+        :data:`RECONCILE_MIN_S`), when leadership was just taken, and every
+        :data:`RECONCILE_S` regardless."""
+        backoff = Backoff()
+        while not self._stopping.is_set():
+            self._dirty.wait(RECONCILE_S)
+            if self._stopping.is_set():
+                return
+            if not self.leading:
+                self._dirty.clear()  # taking the lead sets it again
+                continue
+            self._stopping.wait(RECONCILE_MIN_S)  # a burst of changes is one pass
+            self._dirty.clear()
+            try:
+                self.reconcile()
+                backoff.reset()
+            except RedisError as exc:  # the tick reports the outage; try again after it
+                store_outage(self.rt.settings).failed(exc)
+                self._dirty.set()
+                self._stopping.wait(backoff.next())
 
     def run_due(self) -> float:
         """Fire what is due; returns the seconds until the next entry is due."""
@@ -186,8 +209,9 @@ class CronScheduler(RedBeatScheduler):  # type: ignore[misc]
         pipe.zrangebyscore(self.keys.beat_schedule, f"({now_s}", "+inf", start=0, num=1,
                            withscores=True)
         due, upcoming = pipe.execute()
-        if due:
-            self._handle(self.entries.load(due), missing=due)
+        for i in range(0, len(due), CHUNK):  # the first fires go while the rest is read
+            chunk = due[i:i + CHUNK]
+            self._handle(self.entries.load(chunk), missing=chunk)
         wait = self.rt.options.max_interval_s
         if upcoming:
             wait = min(wait, max(upcoming[0][1] - time.time(), 0.0))
@@ -230,10 +254,10 @@ class CronScheduler(RedBeatScheduler):  # type: ignore[misc]
         for key in gone:  # a member whose entry hash vanished: the reconcile re-creates it
             pipe.zrem(self.keys.beat_schedule, key)
             self._dirty.set()
-        pipe.execute()
-        if fires:
+        if fires:  # claimed: they go now, whatever happens to the bookkeeping below
             self.fired += len(fires)
             self.rt.dispatcher.submit(fires)
+        pipe.execute()
 
     def _claim_ttl_ms(self, entry: Loaded) -> int:
         grace_s = float(entry.job.config.get("misfire_grace_s") or 0) \
@@ -260,18 +284,18 @@ class CronScheduler(RedBeatScheduler):  # type: ignore[misc]
         """Mark the entries dirty on every registry change (a worker came, went, or changed
         what it declares), so the leader reconciles on its next tick."""
         backoff = Backoff()
-        while not getattr(self, "_stopping", False):
+        while not self._stopping.is_set():
             try:
                 pubsub = self.r.pubsub(ignore_subscribe_messages=True)
                 pubsub.subscribe(self.keys.events)
                 self._dirty.set()  # changes while we were not listening
                 backoff.reset()
-                while not getattr(self, "_stopping", False):
+                while not self._stopping.is_set():
                     message = pubsub.get_message(timeout=1.0)
                     if message is not None:
                         self._on_event(message.get("data"))
             except RedisError:
-                time.sleep(backoff.next())
+                self._stopping.wait(backoff.next())
 
     def _on_event(self, data: Any) -> None:
         try:
