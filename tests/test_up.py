@@ -29,11 +29,12 @@ def base_env(**extra: str) -> dict[str, str]:
 
 
 def child_pids(up: Proc) -> dict[str, int]:
-    """The pids ``up`` reports for its engine and worker."""
+    """The pids ``up`` reports for its engine, worker and beat."""
     def found() -> dict[str, int]:
-        pids = dict(re.findall(r"(engine|worker)\s*\| started with pid (\d+)", up.output()))
-        return {k: int(v) for k, v in pids.items()} if len(pids) == 2 else {}
-    return wait_for(found, timeout=20, what=f"up to start both processes\n{up.output()}")
+        pids = dict(re.findall(r"(engine|worker|beat)\s*\| started with pid (\d+)",
+                               up.output()))
+        return {k: int(v) for k, v in pids.items()} if len(pids) == 3 else {}
+    return wait_for(found, timeout=20, what=f"up to start its processes\n{up.output()}")
 
 
 def is_iii_process(pid: int) -> bool:

@@ -170,14 +170,20 @@ class CronScheduler(RedBeatScheduler):  # type: ignore[misc]
             owner = self.r.get(self.keys.beat_lock)
             log.warning("beat %s: lost the lock%s; standing by", self.rt.beat_id,
                         f" to {owner}" if owner else "")
+        if not held:  # another beat leads: what this one knew of the entries goes stale
+            self._remembered = set()
         self.leading = held
         return held
 
     def reconcile(self) -> None:
         """Bring the entries in step with the registry (see :mod:`.entries`)."""
         jobs = cron_jobs(self.registry.triggers())
-        self.entries.sync(jobs, remove_others=True, remembered=self._remembered)
-        self._remembered = {job.job_id for job, _ in jobs}
+        self._report_vanished()
+        report = self.entries.sync(jobs, remove_others=True, remembered=self._remembered)
+        # Kept across a registry that lost them too (Redis restarted empty: the registry is
+        # empty until workers register again); forgotten once this beat removed them.
+        self._remembered = (self._remembered | {job.job_id for job, _ in jobs}) \
+            - set(report.removed)
 
     def _reconcile_loop(self) -> None:
         """While leading: reconcile when the registry announced a change (at most every
@@ -200,6 +206,22 @@ class CronScheduler(RedBeatScheduler):  # type: ignore[misc]
                 store_outage(self.rt.settings).failed(exc)
                 self._dirty.set()
                 self._stopping.wait(backoff.next())
+
+    def _report_vanished(self) -> None:
+        """Log the entries this beat knew of that Redis no longer lists in ``NS:cron:known``
+        (only this beat, while leading, removes ids from it): Redis lost them, and whoever
+        registers their triggers again (the engine, as workers re-register) creates them
+        anew, as if new, so it must be said here, once."""
+        if not self._remembered:
+            return
+        vanished = sorted(self._remembered - set(self.r.smembers(self.keys.cron_known)))
+        if vanished:
+            log.error("cron job(s) %s: their RedBeat entries vanished (evicted, or Redis "
+                      "restarted without persistence); each is re-created from the registry "
+                      "when its trigger is registered again, its last run and counts are lost",
+                      ", ".join(vanished[:20]) + (f" (+{len(vanished) - 20} more)"
+                                                  if len(vanished) > 20 else ""))
+            self._remembered -= set(vanished)
 
     def run_due(self) -> float:
         """Fire what is due; returns the seconds until the next entry is due."""
