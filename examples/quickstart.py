@@ -39,5 +39,13 @@ def add_over_http(request):
     return {"status_code": 200, "body": add(body)}
 
 
+@app.function("reports::minutely", description="Runs at the start of every minute (cron)")
+def minutely(payload):
+    # A cron trigger's function gets {trigger, job_id, scheduled_time, actual_time}.
+    print(f"cron: slot {payload['scheduled_time']} fired at {payload['actual_time']}", flush=True)
+
+
 app.register_trigger(type="http", function_id="math::add_http",
                      config={"api_path": "/add", "http_method": "POST"})
+app.register_trigger(type="cron", function_id="reports::minutely",
+                     config={"expression": "0 * * * * *"})

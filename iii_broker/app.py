@@ -28,6 +28,7 @@ class App:
         self._settings = settings
         self.functions: dict[str, FunctionDef] = {}
         self.triggers: list[TriggerDef] = []
+        self._trigger_ids: set[str] = set()  # ids of self.triggers: one declared twice is kept once
         self._builtin = False
         self._caller: Caller | None = None
         self._caller_pid = 0
@@ -109,6 +110,7 @@ class App:
         if fdef is None:
             return False
         self.triggers = [t for t in self.triggers if t.function_id != function_id]
+        self._trigger_ids = {t.id for t in self.triggers}
         self._changed()
         return True
 
@@ -136,8 +138,9 @@ class App:
             raise TriggerConfigError(f"{exc.message} (trigger for {function_id!r})",
                                      function_id=function_id) from None
         tdef = TriggerDef(tdef.type, tdef.function_id, checked, tdef.metadata)
-        if all(t.id != tdef.id for t in self.triggers):
+        if tdef.id not in self._trigger_ids:
             self.triggers.append(tdef)
+            self._trigger_ids.add(tdef.id)
             self._changed()
         return Trigger(self, tdef)
 
@@ -147,6 +150,7 @@ class App:
         if len(kept) == len(self.triggers):
             return False
         self.triggers = kept
+        self._trigger_ids.discard(trigger_id)
         self._changed()
         return True
 

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from concurrent.futures import Future
+from concurrent.futures import Future, InvalidStateError
 from concurrent.futures import TimeoutError as FutureTimeout
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -51,6 +52,8 @@ _KNOWN_TTL_S = 1.0
 _SLOT_WAIT_S = 0.25
 # How often a sync call waiting for its reply checks that its function still has a worker.
 _SERVED_CHECK_S = 1.0
+# How often calls made with Caller.submit are checked for a deadline passed.
+_DEADLINE_CHECK_S = 0.25
 
 
 def check_timeout(timeout_ms: Any, function_id: str | None = None) -> int:
@@ -119,6 +122,10 @@ class Caller:
         self._known: dict[str, float] = {}
         self._routes: dict[str, tuple[Queue, Exchange]] = {}  # function id -> its queue, exchange
         self._jobs: JobStore | None = None
+        self._local = threading.local()  # .batch: the calls batched() collects on a thread
+        self._submitted: dict[str, tuple[float, _Pending]] = {}
+        self._submitted_lock = threading.Lock()
+        self._deadlines: threading.Thread | None = None
         self.on_block: Callable[[int], None] | None = None
         """Set by a worker: told +1 when a handler starts waiting on a call, -1 after."""
 
@@ -236,6 +243,70 @@ class Caller:
             except TimeoutError:
                 raise pending.timeout_error() from None
 
+    def submit(
+        self,
+        function_id: str,
+        payload: Any = None,
+        *,
+        timeout_ms: int | None = None,
+        metadata: dict[str, Any] | None = None,
+    ) -> Future[Any]:
+        """Publish a sync call without waiting for it: the returned future gets the result
+        (or the error) from the process's reply thread, or :class:`InvocationTimeout` once
+        the call's timeout has passed (looked at every :data:`_DEADLINE_CHECK_S`). For code
+        that must not hold a thread or a coroutine per call in flight (the cron beat).
+        Raises what :meth:`call` raises before publishing."""
+        pending = self._start_call(function_id, payload, None, timeout_ms, metadata,
+                                   batch=getattr(self._local, "batch", None))
+        assert pending is not None
+        fut = pending.future
+        self.replies.hold(fut)
+        with self._submitted_lock:
+            self._submitted[pending.invocation_id] = (time.monotonic() + pending.wait_s, pending)
+            if self._deadlines is None:
+                self._deadlines = threading.Thread(target=self._expire_submitted,
+                                                   name="iii-call-deadlines", daemon=True)
+                self._deadlines.start()
+        fut.add_done_callback(lambda _f: self._submitted.pop(pending.invocation_id, None))
+        return fut
+
+    @contextmanager
+    def batched(self) -> Iterator[None]:
+        """Calls this thread submits (:meth:`submit`) inside the block are sent together as
+        it ends: on a ``redis://`` broker in one write and one round trip (on others they
+        are sent as they are made). If sending fails, their futures get the error."""
+        batch: list[tuple[bytes, _Pending]] = []
+        self._local.batch = batch
+        try:
+            yield
+        finally:
+            self._local.batch = None
+            try:
+                self.publisher.send_all([packed for packed, _ in batch])
+            except BrokerUnavailable as exc:
+                for _, pending in batch:
+                    self.replies.forget(pending.invocation_id)
+                    try:
+                        pending.future.set_exception(BrokerUnavailable(
+                            exc.message, server=exc.server, function_id=pending.function_id,
+                            invocation_id=pending.invocation_id))
+                    except InvalidStateError:
+                        pass
+
+    def _expire_submitted(self) -> None:
+        """Fail the submitted calls whose deadline passed without a reply."""
+        while not self.replies.closed:
+            time.sleep(_DEADLINE_CHECK_S)
+            now = time.monotonic()
+            with self._submitted_lock:
+                late = [p for deadline, p in self._submitted.values() if deadline <= now]
+            for pending in late:
+                self.replies.forget(pending.invocation_id)
+                try:
+                    pending.future.set_exception(pending.timeout_error())
+                except InvalidStateError:
+                    pass  # its reply came just now
+
     @contextmanager
     def _waiting(self, pending: _Pending) -> Iterator[None]:
         """While a handler waits on a nested call, its worker may take one more message."""
@@ -258,9 +329,11 @@ class Caller:
     def _start_call(
         self, function_id: str, payload: Any, action: Any, timeout_ms: int | None,
         metadata: dict[str, Any] | None, own: bool = False,
+        batch: list[tuple[bytes, _Pending]] | None = None,
     ) -> _Pending | None:
         """Publish the call; ``own``: a sync waiter that may read its reply from a list of
-        its own (:meth:`ReplyConsumer.checkout`)."""
+        its own (:meth:`ReplyConsumer.checkout`); ``batch``: collect its LPUSH there instead
+        of sending it (:meth:`batched`)."""
         void = action is Void or isinstance(action, Void)
         if action is not None and not void:
             raise TypeError(f"action must be Void or Enqueue(...), not {action!r}")
@@ -292,8 +365,9 @@ class Caller:
                 body, exchange=exchange, routing_key=function_id, declare=queue,
                 headers=headers, reply_to=self._reply_queue.name if slot is None else slot.name,
                 correlation_id=inv.invocation_id,
-                send=None if slot is None else
-                lambda packed: slot.push_then_pop(packed, min(pending.wait_s, _SLOT_WAIT_S)),
+                send=(lambda packed: slot.push_then_pop(packed, min(pending.wait_s, _SLOT_WAIT_S)))
+                if slot is not None else
+                (lambda packed: batch.append((packed, pending))) if batch is not None else None,
             )
         except BaseException:
             if slot is not None:

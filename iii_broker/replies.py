@@ -43,6 +43,8 @@ log = logging.getLogger("iii.client")
 # The longest one drain may block; bounds how late a waiter notices a stop or deadline.
 _DRAIN_S = 0.25
 _RECONNECT_S = 0.2
+# Replies read at once after a first one arrived (one RPOP with a count).
+_DRAIN_BATCH = 128
 
 
 class ReplyConsumer:
@@ -108,6 +110,10 @@ class ReplyConsumer:
         except RedisError:
             pass
 
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
     # -- waiting --------------------------------------------------------------------
 
     def expect(self, invocation_id: str) -> Future[Any]:
@@ -115,6 +121,18 @@ class ReplyConsumer:
         fut: Future[Any] = Future()
         self._pending[invocation_id] = fut
         return fut
+
+    def hold(self, fut: Future[Any]) -> None:
+        """Have the background thread read replies until ``fut`` is done: for a call whose
+        caller does not wait in a thread of its own (:meth:`Caller.submit`)."""
+        with self._cv:
+            self._async_waiters += 1
+        self._wake.set()
+
+        def done(_fut: Future[Any]) -> None:
+            with self._cv:
+                self._async_waiters -= 1
+        fut.add_done_callback(done)
 
     def forget(self, invocation_id: str) -> None:
         """Stop waiting: a reply that still comes is dropped."""
@@ -382,6 +400,7 @@ class _RedisReplies:
         self.settings = settings
         self.client: redis.Redis | None = None
         self._sent = False  # a BRPOP went out with the last push; its answer is unread
+        self._batch = True  # RPOP with a count works (Redis >= 6.2)
         self.reconnect()
 
     def reconnect(self) -> None:
@@ -445,10 +464,25 @@ class _RedisReplies:
         return body
 
     def drain_events(self, timeout: float) -> None:
-        """Read one reply if one comes within ``timeout`` seconds; raises ``redis.RedisError``."""
+        """Read a reply if one comes within ``timeout`` seconds, and with it up to
+        :data:`_DRAIN_BATCH` more already there (one RPOP: many replies at once cost one
+        round trip, not one each); raises ``redis.RedisError``."""
         body = self.pop(timeout)
-        if body is not None:
-            self.on_body(body)
+        if body is None:
+            return
+        self.on_body(body)
+        if not self._batch or self.client is None:
+            return
+        try:
+            more = resp.call(self.client, resp.pack("RPOP", self.keys[0], _DRAIN_BATCH))
+        except redis.ResponseError:  # Redis < 6.2: RPOP takes no count
+            self._batch = False
+            return
+        for item in more or ():
+            try:
+                self.on_body(envelope.decode(item).body)
+            except PayloadError:
+                log.warning("dropped an unreadable reply: %r", item[:200])
 
     def release(self) -> None:
         self._sent = False

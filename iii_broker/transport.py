@@ -209,6 +209,36 @@ class Publisher:
                         f"publishing to {mask_url(self.settings.broker_url)} failed: {exc}",
                         server=self.settings.broker_url) from exc
 
+    def send_all(self, packed: list[bytes]) -> None:
+        """Send LPUSHes that :meth:`publish` handed to a ``send`` callable, in one write on
+        this thread's connection, and read their answers: a burst of calls costs one round
+        trip. The connection is checked with a PING first (a stale one is replaced), and the
+        burst itself is never sent twice, so a failure cannot duplicate a call. Raises
+        :class:`BrokerUnavailable` (some of the calls may have been sent)."""
+        if not packed:
+            return
+        for attempt in (1, 2):
+            try:
+                resp.call(self._redis(), resp.pack("PING"))
+                break
+            except Exception as exc:
+                self._drop_local()
+                if attempt == 2 or not _is_connection_error(exc):
+                    raise BrokerUnavailable(
+                        f"publishing to {mask_url(self.settings.broker_url)} failed: {exc}",
+                        server=self.settings.broker_url) from exc
+        conn = self._redis().connection
+        assert conn is not None  # a single-connection client
+        try:
+            conn.send_packed_command(packed, check_health=False)
+            for _ in packed:
+                conn.read_response()
+        except Exception as exc:
+            self._drop_local()
+            raise BrokerUnavailable(
+                f"publishing to {mask_url(self.settings.broker_url)} failed: {exc}",
+                server=self.settings.broker_url) from exc
+
     def _direct_queue(self, exchange: Exchange | str, routing_key: str,
                       declare: Queue | None) -> str | None:
         """The one queue Kombu would route to, when this can tell without asking Redis."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 from .errors import PayloadError, TriggerConfigError
@@ -25,7 +26,7 @@ class TriggerDef:
     """``worker``: declared by app code, alive with the workers declaring it; ``engine``:
     added with ``engine::register_trigger``, removed only by ``engine::unregister_trigger``."""
 
-    @property
+    @cached_property
     def id(self) -> str:
         binding: list[Any] = [self.type, self.function_id, self.config]
         if self.owner != "worker":  # never the id of a declared trigger with the same binding

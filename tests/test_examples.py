@@ -14,15 +14,17 @@ def quick(cluster):
     return cluster
 
 
-def test_the_quickstart_defines_its_functions_and_an_http_trigger():
+def test_the_quickstart_defines_its_functions_an_http_and_a_cron_trigger():
     app = quickstart.app
     assert set(app.functions) == {"math::add", "math::sum_of_squares", "math::square",
-                                  "math::add_http"}
+                                  "math::add_http", "reports::minutely"}
     assert app.functions["math::square"].is_async
     assert app.functions["math::sum_of_squares"].wants_context
-    (trigger,) = app.triggers
-    assert (trigger.type, trigger.function_id) == ("http", "math::add_http")
-    assert trigger.config == {"api_path": "/add", "http_method": "POST"}
+    http, cron = app.triggers
+    assert (http.type, http.function_id) == ("http", "math::add_http")
+    assert http.config == {"api_path": "/add", "http_method": "POST"}
+    assert (cron.type, cron.function_id) == ("cron", "reports::minutely")
+    assert cron.config == {"expression": "0 * * * * *"}
 
 
 def test_math_add_adds(quick):
@@ -51,13 +53,14 @@ def test_a_bad_payload_reaches_the_caller_as_the_handlers_error(quick):
         quick.client.trigger("math::add", {"a": 1})
 
 
-def test_the_registry_shows_the_quickstart_descriptions_and_its_active_trigger(quick):
+def test_the_registry_shows_the_quickstart_descriptions_and_its_active_triggers(quick):
     functions = {f["function_id"]: f for f in
                  quick.client.trigger("engine::functions::list", {})["functions"]}
     assert functions["math::add"]["description"] == "Add two numbers"
     assert functions["math::sum_of_squares"]["description"] == "a² + b², using math::square twice"
-    (trigger,) = quick.client.trigger("engine::triggers::list", {})["triggers"]
-    assert trigger["function_id"] == "math::add_http" and trigger["active"] is True
+    triggers = quick.client.trigger("engine::triggers::list", {})["triggers"]
+    assert {(t["function_id"], t["type"], t["active"]) for t in triggers} == {
+        ("math::add_http", "http", True), ("reports::minutely", "cron", True)}
 
 
 def test_post_add_over_http_adds_and_refuses_a_bad_body(quick):

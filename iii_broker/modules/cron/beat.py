@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import signal
+import sys
 from typing import Any
 
 from celery import Celery
@@ -25,6 +26,7 @@ from .scheduler import BeatOptions, BeatRuntime, CronScheduler
 log = logging.getLogger("iii.beat")
 
 DRAIN_S = 5.0
+SWITCH_INTERVAL_S = 0.0005
 EVICTING = ("allkeys-lru", "allkeys-lfu", "allkeys-random")
 
 
@@ -93,6 +95,10 @@ def run_beat(settings: Settings, options: BeatOptions) -> int:
 
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, stop)
+    # The tick thread publishes a burst of calls, one round trip each, while the reply
+    # thread reads their answers: with the default 5 ms switch interval each publish can
+    # wait that long to get the GIL back after its round trip.
+    sys.setswitchinterval(SWITCH_INTERVAL_S)
     log.info("beat %s starting: Redis %s, lock %s (timeout %ss)", runtime.beat_id,
              mask_url(settings.redis_url), Keys(settings.namespace).beat_lock,
              options.lock_timeout_s)

@@ -9,7 +9,6 @@ beat's store directly, so they work while no engine or beat runs.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 from typing import Any
 
@@ -104,7 +103,9 @@ def _run_now(settings: Settings, job_id: str) -> int:
     caller = Caller(settings)
     firing = Firing(settings, caller)
     try:
-        outcome = asyncio.run(firing.run(Fire(Job.of(trigger), utcnow())))
+        job = Job.of(trigger)
+        timeout_s = int(job.config.get("timeout_ms") or settings.default_timeout_ms) / 1000
+        outcome = firing.fire(Fire(job, utcnow())).result(timeout=timeout_s + 5)
         firing.flush()
     finally:
         caller.close()

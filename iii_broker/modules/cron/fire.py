@@ -2,14 +2,14 @@
 
 A fire is an ordinary call of the job's function through its exchange (or a job in the
 trigger's ``queue``, for that queue's retries and dead letters) with iii's payload
-``{trigger: "cron", job_id, scheduled_time, actual_time}`` (RFC 3339). The beat waits for
-each run's answer on an asyncio loop of its own, so a run of any length never holds the
-schedule up, and records the outcome in ``NS:cron:status:<job id>``.
+``{trigger: "cron", job_id, scheduled_time, actual_time}`` (RFC 3339). The beat does not
+wait for a run: the answer resolves a future (:meth:`Caller.submit`) whose callback records
+the outcome in ``NS:cron:status:<job id>``, so a run of any length holds nothing up, and a
+burst of fires costs a publish each.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import threading
 import time
@@ -58,7 +58,7 @@ class Fire:
 
 
 class Firing:
-    """Runs fires and records their outcomes (one per beat process, or per ``cron run``)."""
+    """Starts fires and records their outcomes (one per beat process, or per ``cron run``)."""
 
     def __init__(self, settings: Settings, caller: Caller) -> None:
         self.settings = settings
@@ -68,42 +68,11 @@ class Firing:
         self._outcomes: list[tuple[str, dict[str, str], str]] = []
         self._lock = threading.Lock()
 
-    async def run(self, fire: Fire) -> dict[str, str]:
-        """Run one fire to its end; returns its outcome as recorded (``outcome`` is ``ok``,
-        ``enqueued``, ``failed``, ``skipped_overlap`` or ``skipped_condition``)."""
-        job, config = fire.job, fire.job.config
-        timeout_ms = int(config.get("timeout_ms") or self.settings.default_timeout_ms)
-        marker = None
-        if config.get("overlap") == "skip":
-            marker = uuid.uuid4().hex
-            if not self.store.set(self.keys.cron_running(job.job_id), marker, nx=True,
-                                  px=timeout_ms + RUNNING_EXTRA_MS):
-                log.info("cron job %s: slot %s skipped, its previous run is still running",
-                         job.job_id, rfc3339(fire.scheduled))
-                return self._record(fire, utcnow(), "skipped_overlap", count="skipped_overlap")
-        started = time.monotonic()
-        actual = utcnow()
-        payload = fire.payload(actual)
-        try:
-            condition = config.get("condition_function_id")
-            if condition and not await self.caller.acall(condition, payload,
-                                                         timeout_ms=timeout_ms):
-                return self._record(fire, actual, "skipped_condition", count="skipped_condition")
-            if config.get("queue"):
-                receipt = self.caller.call(job.function_id, payload,
-                                           action=Enqueue(config["queue"]))
-                return self._record(fire, actual, "enqueued", count="runs",
-                                    detail=receipt.get("messageReceiptId"))
-            await self.caller.acall(job.function_id, payload, timeout_ms=timeout_ms)
-            return self._record(fire, actual, "ok", count="runs", started=started)
-        except IIIError as exc:
-            log.warning("cron job %s (%s), slot %s: %s: %s", job.job_id, job.function_id,
-                        rfc3339(fire.scheduled), exc.code, exc.message)
-            return self._record(fire, actual, "failed", count="runs", started=started,
-                                error=f"{exc.code}: {exc.message}")
-        finally:
-            if marker is not None:
-                self._clear_marker(job.job_id, marker)
+    def fire(self, fire: Fire) -> Future[dict[str, str]]:
+        """Start one run (publishing it, or its condition, before returning); the future
+        gets the outcome as recorded once it is known (``outcome`` is ``ok``, ``enqueued``,
+        ``failed``, ``skipped_overlap`` or ``skipped_condition``). Never raises."""
+        return _Run(self, fire).start()
 
     def _record(self, fire: Fire, actual: datetime, outcome: str, *, count: str,
                 started: float | None = None, error: str | None = None,
@@ -140,7 +109,8 @@ class Firing:
             with self._lock:
                 self._outcomes[:0] = outcomes[-OUTCOMES_KEPT:]
 
-    def _clear_marker(self, job_id: str, marker: str) -> None:
+    def clear_marker(self, job_id: str, marker: str) -> None:
+        """End a run's overlap marker, if it is still that run's."""
         try:
             key = self.keys.cron_running(job_id)
             if self.store.get(key) == marker:
@@ -149,23 +119,103 @@ class Firing:
             pass  # it expires with the run's timeout
 
 
-class Dispatcher:
-    """Runs fires as the scheduler hands them over, on ``loops`` asyncio loops in threads of
-    the beat (taking turns, so that sending one call never waits on sending another), at
-    most ``limit`` per loop at once; a thread writes the outcomes every :data:`FLUSH_S`."""
+class _Run:
+    """One fire on its way: overlap marker, condition, call, outcome."""
 
-    def __init__(self, firing: Firing, loops: int = 4, limit: int = 1_000) -> None:
+    def __init__(self, firing: Firing, fire: Fire) -> None:
+        self.firing, self.fire = firing, fire
+        self.config = fire.job.config
+        self.timeout_ms = int(self.config.get("timeout_ms") or firing.settings.default_timeout_ms)
+        self.outcome: Future[dict[str, str]] = Future()
+        self.marker: str | None = None
+        self.payload: dict[str, Any] = {}
+        self.actual = utcnow()
+        self.started = time.monotonic()
+
+    def start(self) -> Future[dict[str, str]]:
+        try:
+            if self.config.get("overlap") == "skip":
+                marker = uuid.uuid4().hex
+                key = self.firing.keys.cron_running(self.fire.job.job_id)
+                if not self.firing.store.set(key, marker, nx=True,
+                                             px=self.timeout_ms + RUNNING_EXTRA_MS):
+                    log.info("cron job %s: slot %s skipped, its previous run is still running",
+                             self.fire.job.job_id, rfc3339(self.fire.scheduled))
+                    self._finish("skipped_overlap", count="skipped_overlap", timed=False)
+                    return self.outcome
+                self.marker = marker
+            self.actual = utcnow()
+            self.payload = self.fire.payload(self.actual)
+            condition = self.config.get("condition_function_id")
+            if condition:
+                self._after(self.firing.caller.submit(condition, self.payload,
+                                                      timeout_ms=self.timeout_ms),
+                            self._on_condition)
+            else:
+                self._call()
+        except Exception as exc:  # noqa: BLE001 - every failure is this run's outcome
+            self._failed(exc)
+        return self.outcome
+
+    def _after(self, fut: Future[Any], then: Any) -> None:
+        def done(f: Future[Any]) -> None:
+            try:
+                then(f.result())
+            except Exception as exc:  # noqa: BLE001
+                self._failed(exc)
+        fut.add_done_callback(done)
+
+    def _on_condition(self, allowed: Any) -> None:
+        if not allowed:
+            self._finish("skipped_condition", count="skipped_condition")
+        else:
+            self._call()
+
+    def _call(self) -> None:
+        job = self.fire.job
+        if self.config.get("queue"):
+            receipt = self.firing.caller.call(job.function_id, self.payload,
+                                              action=Enqueue(self.config["queue"]))
+            self._finish("enqueued", detail=receipt.get("messageReceiptId"))
+            return
+        self._after(self.firing.caller.submit(job.function_id, self.payload,
+                                              timeout_ms=self.timeout_ms),
+                    lambda _result: self._finish("ok"))
+
+    def _failed(self, exc: BaseException) -> None:
+        job = self.fire.job
+        if isinstance(exc, IIIError):
+            error = f"{exc.code}: {exc.message}"
+        else:
+            if is_outage(exc):
+                store_outage(self.firing.settings).failed(exc)
+            error = f"{type(exc).__name__}: {exc}"
+        log.warning("cron job %s (%s), slot %s: %s", job.job_id, job.function_id,
+                    rfc3339(self.fire.scheduled), error)
+        self._finish("failed", error=error)
+
+    def _finish(self, outcome: str, *, count: str = "runs", timed: bool = True,
+                error: str | None = None, detail: str | None = None) -> None:
+        if self.outcome.done():
+            return
+        if self.marker is not None:
+            self.firing.clear_marker(self.fire.job.job_id, self.marker)
+        self.outcome.set_result(self.firing._record(
+            self.fire, self.actual, outcome, count=count,
+            started=self.started if timed else None, error=error, detail=detail))
+
+class Dispatcher:
+    """Hands the scheduler's fires to :class:`Firing` and keeps track of the runs in flight;
+    a thread writes their outcomes every :data:`FLUSH_S`."""
+
+    def __init__(self, firing: Firing) -> None:
         self.firing = firing
-        self._loops = [_Loop(f"iii-cron-fire-{n}", limit) for n in range(loops)]
-        self._turn = 0
-        self._running: set[Future[Any]] = set()
+        self._running: set[Future[dict[str, str]]] = set()
         self._stop = threading.Event()
         self._flusher = threading.Thread(target=self._flush_every, name="iii-cron-outcomes",
                                          daemon=True)
 
     def start(self) -> None:
-        for loop in self._loops:
-            loop.start()
         self._flusher.start()
 
     def _flush_every(self) -> None:
@@ -174,55 +224,21 @@ class Dispatcher:
         self.firing.flush()
 
     def submit(self, fires: list[Fire]) -> None:
+        """Start each fire now (the calls are published before this returns)."""
         for fire in fires:
-            self._turn = (self._turn + 1) % len(self._loops)
-            loop = self._loops[self._turn]
-            fut = asyncio.run_coroutine_threadsafe(self._guarded(loop, fire), loop.loop)
+            fut = self.firing.fire(fire)
             self._running.add(fut)
             fut.add_done_callback(self._running.discard)
-
-    async def _guarded(self, loop: _Loop, fire: Fire) -> dict[str, Any]:
-        async with loop.gate:
-            try:
-                return await self.firing.run(fire)
-            except Exception as exc:  # a fire's trouble never stops the loop
-                if is_outage(exc):
-                    store_outage(self.firing.settings).failed(exc)
-                else:
-                    log.exception("cron job %s: firing failed", fire.job.job_id)
-                return {"job_id": fire.job.job_id, "outcome": "failed", "last_error": str(exc)}
 
     @property
     def in_flight(self) -> int:
         return len(self._running)
 
     def stop(self, wait_s: float) -> None:
-        """Wait up to ``wait_s`` for runs in flight to be answered, then stop the loops (the
-        calls already published still run; only their outcomes go unrecorded)."""
+        """Wait up to ``wait_s`` for runs in flight to be answered, then write the outcomes
+        (the calls already published still run; only late outcomes go unrecorded)."""
         deadline = time.monotonic() + wait_s
         while self._running and time.monotonic() < deadline:
             time.sleep(0.05)
-        for loop in self._loops:
-            loop.stop()
         self._stop.set()
         self._flusher.join(timeout=5)
-
-
-class _Loop:
-    """One asyncio loop running in a thread of its own."""
-
-    def __init__(self, name: str, limit: int) -> None:
-        self.loop = asyncio.new_event_loop()
-        self.gate = asyncio.Semaphore(limit)  # bound to the loop when first used there
-        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def _run(self) -> None:
-        asyncio.set_event_loop(self.loop)
-        self.loop.run_forever()
-
-    def stop(self) -> None:
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self._thread.join(timeout=2)

@@ -278,7 +278,8 @@ class CronScheduler(RedBeatScheduler):  # type: ignore[misc]
             self._dirty.set()
         if fires:  # claimed: they go now, whatever happens to the bookkeeping below
             self.fired += len(fires)
-            self.rt.dispatcher.submit(fires)
+            with self.rt.dispatcher.firing.caller.batched():  # one write for the chunk
+                self.rt.dispatcher.submit(fires)
         pipe.execute()
 
     def _claim_ttl_ms(self, entry: Loaded) -> int:
