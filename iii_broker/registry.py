@@ -139,6 +139,8 @@ return 0
 """
 
 
+TRIGGERS_SCAN_COUNT = 500
+"""Triggers read per HSCAN round trip when listing them."""
 WORKER_OWNED = "worker"
 ENGINE_OWNED = "engine"
 STOPPED_MEMORY_MS = 3_600_000
@@ -309,10 +311,10 @@ class Registry:
     def triggers(self) -> list[dict[str, Any]]:
         """Every trigger, ``active`` while its function is live and (unless the engine owns
         it) a live worker declares it."""
-        pipe = self.r.pipeline(transaction=False)
-        pipe.hgetall(self.keys.triggers)
-        pipe.smembers(self.keys.functions)
-        raw, live = pipe.execute()
+        # HSCAN, not HGETALL: with thousands of triggers (cron schedules) one HGETALL holds
+        # Redis for milliseconds; a small hash still comes back in one reply.
+        raw = dict(self.r.hscan_iter(self.keys.triggers, count=TRIGGERS_SCAN_COUNT))
+        live = self.r.smembers(self.keys.functions)
         entries = [json.loads(value) for value in raw.values()]
         pipe = self.r.pipeline(transaction=False)
         for t in entries:

@@ -36,6 +36,7 @@ from .scheduler import BeatOptions
 
 MISFIRE_POLICIES = ("skip", "catch_up_once")
 OVERLAP_POLICIES = ("allow", "skip")
+MIN_LOCK_TIMEOUT_S = 2
 
 
 def _expression(value: str) -> str | None:
@@ -50,6 +51,13 @@ def _timezone(value: Any) -> str | None:
 
 def _positive(value: Any) -> str | None:
     return None if value > 0 else f"is {value}; use a positive number"
+
+
+def _lock_timeout(value: Any) -> str | None:
+    if value < MIN_LOCK_TIMEOUT_S:
+        return (f"is {value}; use at least {MIN_LOCK_TIMEOUT_S} s (the leader renews the lock "
+                "every tick, and a tick of many due schedules takes a moment)")
+    return None
 
 
 def _check_binding(function_id: str, config: dict[str, Any]) -> str | None:
@@ -83,7 +91,7 @@ class CronModule(Module):
     trigger_types: ClassVar[tuple[TriggerType, ...]] = (CRON_TRIGGER,)
     options: ClassVar[dict[str, Field]] = {
         "enabled": Field(bool, default=True),
-        "lock_timeout_s": Field((int, float), default=10, check=_positive),
+        "lock_timeout_s": Field((int, float), default=10, check=_lock_timeout),
         "misfire_threshold_ms": Field(int, default=2000, check=_positive),
     }
 
@@ -137,8 +145,11 @@ class CronModule(Module):
 def configured(settings: Settings) -> CronModule | None:
     """The cron module as the settings file configures it; None when it is disabled."""
     data, path = read_settings_file(settings.config_path)
-    table = module_table(data, CronModule.name, path or "engine settings")
-    module = CronModule.from_config(table)
+    where = path or "engine settings"
+    try:
+        module = CronModule.from_config(module_table(data, CronModule.name, where))
+    except ConfigError as exc:
+        raise ConfigError(f"{where}: {exc.message}") from None
     assert isinstance(module, CronModule)
     return module if module.config.get("enabled", True) else None
 
