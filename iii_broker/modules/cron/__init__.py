@@ -1,6 +1,7 @@
 """Cron triggers, fired by the ``beat`` process (Celery beat with a RedBeat scheduler).
 
 =================  ===========================================================================
+``fields``         parsing and checking an expression's fields, errors naming field and value
 ``expression``     cron expressions: 5, 6 (seconds first) and 7 (year) fields, IANA zones, DST
 ``schedule``       the Celery/RedBeat schedule class and its JSON form in RedBeat's store
 ``entries``        the RedBeat entry of each trigger, kept in step with the registry
