@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from iii_broker import Settings
+from iii_broker.modules import EngineConfig
 from iii_broker.modules.http.routes import Route, RouteTable
 from iii_broker.procs import process_commands
 
@@ -42,7 +43,13 @@ def test_a_path_with_other_methods_lists_them_as_allowed():
     assert t.match("/nothing", "GET").allowed == ()
 
 
-def test_up_starts_the_web_process_with_the_engine_and_the_worker():
+def test_up_starts_the_web_process_with_the_engine_the_worker_and_the_modules_processes():
     commands = process_commands("examples.quickstart", 2)
-    assert list(commands) == ["engine", "worker", "web"]
+    assert list(commands) == ["engine", "worker", "web", "beat"]
     assert commands["web"][-2:] == ["iii_broker", "web"]
+    assert commands["beat"][-2:] == ["iii_broker", "beat"]
+
+
+def test_up_starts_no_beat_when_the_cron_module_is_disabled():
+    enabled = EngineConfig.from_dict({"modules": {"cron": {"enabled": False}}}).modules
+    assert list(process_commands("examples.quickstart", 2, enabled)) == ["engine", "worker", "web"]

@@ -3,7 +3,9 @@
 =================  ===========================================================================
 ``fields``         parsing and checking an expression's fields, errors naming field and value
 ``expression``     cron expressions: 5, 6 (seconds first) and 7 (year) fields, IANA zones, DST
-``schedule``       the Celery/RedBeat schedule class and its JSON form in RedBeat's store
+``codec``          the JSON of RedBeat's store (entries written without importing Celery)
+``schedule``       the Celery/RedBeat schedule class and entry class (beat only)
+``options``        the beat's settings
 ``entries``        the RedBeat entry of each trigger, kept in step with the registry
 ``slots``          which slot fires now, which are misfires
 ``scheduler``      the RedBeat scheduler: a lock that fails over in seconds, one fire per slot
@@ -20,6 +22,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, ClassVar
@@ -30,10 +33,9 @@ from ..base import CONDITION, Field, Module, TriggerType, nonempty
 from ..hosts import EngineHost
 from ..settings_file import module_table, read_settings_file
 from . import cli
-from .beat import run_beat
 from .entries import CRON, Entries, Job
 from .expression import problem
-from .scheduler import BeatOptions
+from .options import BeatOptions
 
 MISFIRE_POLICIES = ("skip", "catch_up_once")
 OVERLAP_POLICIES = ("allow", "skip")
@@ -160,7 +162,10 @@ def _beat(settings: Settings, args: argparse.Namespace) -> int:
     if module is None:
         raise ConfigError("the cron module is disabled ([modules.cron] enabled = false): "
                           "beat has nothing to schedule")
-    return run_beat(settings, module.beat_options())
+    # The scheduler (Celery, RedBeat) is loaded only in a beat process: every other process
+    # that imports iii_broker would pay ~150 ms for it.
+    beat = importlib.import_module(f"{__name__}.beat")
+    return int(beat.run_beat(settings, module.beat_options()))
 
 
 __all__ = ["CRON", "CRON_TRIGGER", "CronModule"]

@@ -21,7 +21,8 @@ from ...errors import BrokerUnavailable
 from ...settings import Settings, mask_url
 from ...store import Keys, RedisError, check_store, connect_store
 from .fire import Dispatcher, Firing
-from .scheduler import BeatOptions, BeatRuntime, CronScheduler
+from .options import BeatOptions
+from .scheduler import BeatRuntime, CronScheduler
 
 log = logging.getLogger("iii.beat")
 

@@ -17,9 +17,9 @@ from ...console import fail, print_table
 from ...registry import Registry
 from ...settings import Settings
 from ...store import check_store, connect_store
+from .codec import utcnow
 from .entries import CRON, Entries, Job
 from .fire import Fire, Firing, rfc3339
-from .schedule import utcnow
 
 STATUS_FIELDS = ("last_scheduled_time", "last_actual_time", "last_outcome", "last_error",
                  "last_duration_ms", "last_detail")

@@ -24,11 +24,9 @@ from datetime import datetime
 from functools import lru_cache
 from typing import Any
 
-from redbeat.schedulers import RedBeatSchedulerEntry
-
 from ...store import Keys
+from .codec import dumps, loads, parsed, schedule_json, utcnow
 from .expression import CronExpression
-from .schedule import CronSchedule, dumps, loads, parsed, utcnow
 
 log = logging.getLogger("iii.beat")
 
@@ -57,22 +55,9 @@ class Job:
 
     def definition(self, enabled: bool) -> dict[str, Any]:
         """RedBeat's definition of this job's entry."""
-        return {"name": self.job_id, "task": TASK, "schedule": CronSchedule(self.cron),
+        return {"name": self.job_id, "task": TASK, "schedule": schedule_json(self.cron),
                 "args": [], "kwargs": {"function_id": self.function_id, "config": self.config},
                 "options": {}, "enabled": enabled}
-
-
-class CronEntry(RedBeatSchedulerEntry):  # type: ignore[misc]
-    """A RedBeat entry whose schedule is a :class:`CronSchedule` (``CronEntry.from_key``
-    loads ours where RedBeat's own class cannot decode the schedule)."""
-
-    @staticmethod
-    def decode_definition(definition: str) -> dict[str, Any]:
-        return loads(definition)  # type: ignore[no-any-return]
-
-    @staticmethod
-    def decode_meta(meta: str | None, app: Any = None) -> dict[str, Any]:
-        return loads(meta) if meta else {"last_run_at": None}  # type: ignore[no-any-return]
 
 
 @dataclass
@@ -106,12 +91,12 @@ def _definition(definition: str) -> tuple[Job, bool, CronExpression]:
     """A definition's job, whether it is enabled, and its expression. Remembered: the beat
     reads the same definitions on every tick (their config is never mutated)."""
     d = loads(definition)
-    schedule = d["schedule"]
-    if not isinstance(schedule, CronSchedule):
-        raise ValueError(f"its schedule is not a cron schedule: {schedule!r}")
+    cron = d["schedule"]
+    if not isinstance(cron, CronExpression):
+        raise ValueError(f"its schedule is not a cron schedule: {cron!r}")
     kwargs = d.get("kwargs") or {}
     job = Job(d["name"], kwargs["function_id"], kwargs.get("config") or {})
-    return job, bool(d.get("enabled", True)), schedule.cron
+    return job, bool(d.get("enabled", True)), cron
 
 
 def score_of(cron: CronExpression, last_run_at: datetime, enabled: bool) -> float:

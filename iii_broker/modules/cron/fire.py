@@ -24,8 +24,8 @@ from ...errors import IIIError
 from ...outage import is_outage, store_outage
 from ...settings import Settings
 from ...store import Keys, RedisError
+from .codec import utcnow
 from .entries import Job
-from .schedule import utcnow
 
 log = logging.getLogger("iii.beat")
 

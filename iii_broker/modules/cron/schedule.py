@@ -1,36 +1,33 @@
-"""The schedule class of ``cron`` triggers, as Celery beat and RedBeat see it, and its JSON
-form in RedBeat's store.
+"""The schedule class of ``cron`` triggers as Celery beat and RedBeat see it, and the RedBeat
+entry class that decodes it. Only the beat process imports this (and Celery with it).
 
 Celery's ``crontab`` has no seconds, no per-entry time zone and mishandles DST;
 :class:`CronSchedule` wraps a :class:`~.expression.CronExpression` instead (seconds,
-years, an IANA zone, iii's DST rules). RedBeat stores entries as JSON with a
-``__type__`` per schedule class; ours is ``iii_cron``::
+years, an IANA zone, iii's DST rules). RedBeat stores entries as JSON with a ``__type__``
+per schedule class; ours is ``iii_cron`` (:mod:`.codec` writes it)::
 
     {"__type__": "iii_cron", "expression": "*/5 * * * * *", "timezone": "Europe/Paris"}
 
 A RedBeat that does not know the type decodes it as a plain dict, so tools reading the
-store never crash on our entries.
+store never crash on our entries; :class:`CronEntry` (``CronEntry.from_key(key, app)``)
+loads them as RedBeat entries with their schedule.
 """
 
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime, timedelta, timezone
-from functools import lru_cache
+from datetime import UTC, timedelta, timezone
 from typing import Any
 
 from celery.schedules import BaseSchedule, schedstate
 from redbeat.decoder import RedBeatJSONDecoder, RedBeatJSONEncoder
+from redbeat.schedulers import RedBeatSchedulerEntry
 
+from .codec import SCHEDULE_TYPE, parsed, schedule_json, utcnow
 from .expression import CronExpression
 
-SCHEDULE_TYPE = "iii_cron"
 IDLE_S = 3600.0
 """What ``is_due`` says about a schedule that never fires again: look again in an hour."""
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
 
 
 class CronSchedule(BaseSchedule):  # type: ignore[misc]
@@ -44,13 +41,13 @@ class CronSchedule(BaseSchedule):  # type: ignore[misc]
     def tz(self) -> timezone:
         return UTC  # instants are UTC; the expression's own zone is in ``cron``
 
-    def remaining_estimate(self, last_run_at: datetime) -> timedelta | None:
+    def remaining_estimate(self, last_run_at: Any) -> timedelta | None:
         """Time from now to the first slot after ``last_run_at`` (negative when overdue);
         None when the schedule has no slot left."""
         nxt = self.cron.next_after(last_run_at)
         return None if nxt is None else nxt - utcnow()
 
-    def is_due(self, last_run_at: datetime) -> schedstate:
+    def is_due(self, last_run_at: Any) -> schedstate:
         """Celery's question: is a slot after ``last_run_at`` due now, and how many
         seconds until it should be asked again."""
         nxt = self.cron.next_after(last_run_at)
@@ -80,14 +77,12 @@ class ScheduleEncoder(RedBeatJSONEncoder):  # type: ignore[misc]
 
     def default(self, obj: Any) -> Any:
         if isinstance(obj, CronSchedule):
-            return {"__type__": SCHEDULE_TYPE, "expression": obj.cron.text,
-                    "timezone": obj.cron.timezone}
+            return schedule_json(obj.cron)
         return super().default(obj)
 
 
 class ScheduleDecoder(RedBeatJSONDecoder):  # type: ignore[misc]
-    """RedBeat's JSON decoder, knowing ``iii_cron``; raises CronError for an expression
-    that no longer parses (an entry written by another version)."""
+    """RedBeat's JSON decoder, knowing ``iii_cron``."""
 
     def dict_to_object(self, d: dict[str, Any]) -> Any:
         if d.get("__type__") == SCHEDULE_TYPE:
@@ -95,16 +90,16 @@ class ScheduleDecoder(RedBeatJSONDecoder):  # type: ignore[misc]
         return super().dict_to_object(d)
 
 
-@lru_cache(maxsize=16_384)
-def parsed(expression: str, timezone: str | None) -> CronExpression:
-    """:meth:`CronExpression.parse`, remembered: the beat meets the same expressions on every
-    tick and every reconcile. Raises CronError."""
-    return CronExpression.parse(expression, timezone)
+class CronEntry(RedBeatSchedulerEntry):  # type: ignore[misc]
+    """A RedBeat entry whose schedule is a :class:`CronSchedule` (RedBeat's own class
+    cannot decode the schedule of ours)."""
 
+    @staticmethod
+    def decode_definition(definition: str) -> dict[str, Any]:
+        return json.loads(definition, cls=ScheduleDecoder)  # type: ignore[no-any-return]
 
-def dumps(value: Any) -> str:
-    return json.dumps(value, cls=ScheduleEncoder, sort_keys=True)
-
-
-def loads(text: str) -> Any:
-    return json.loads(text, cls=ScheduleDecoder)
+    @staticmethod
+    def decode_meta(meta: str | None, app: Any = None) -> dict[str, Any]:
+        if not meta:
+            return {"last_run_at": None}
+        return json.loads(meta, cls=ScheduleDecoder)  # type: ignore[no-any-return]

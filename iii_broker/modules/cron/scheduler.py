@@ -45,9 +45,11 @@ from ...outage import Backoff, store_outage
 from ...registry import Registry
 from ...settings import Settings
 from ...store import Keys, RedisError
-from .entries import CronEntry, Entries, Loaded, cron_jobs, meta_json
+from .codec import utcnow
+from .entries import Entries, Loaded, cron_jobs, meta_json
 from .fire import Dispatcher, Fire, rfc3339
-from .schedule import utcnow
+from .options import BeatOptions
+from .schedule import CronEntry
 from .slots import plan
 
 log = logging.getLogger("iii.beat")
@@ -61,19 +63,6 @@ CHUNK = 100
 """Due entries handled at a time: read, planned, claimed and sent before the next chunk."""
 CLAIM_EXTRA_MS = 600_000
 """A slot's claim outlives the latest a beat would still fire it by this much."""
-
-
-@dataclass(frozen=True)
-class BeatOptions:
-    """The cron module's settings, as the beat uses them (``[modules.cron]``)."""
-
-    lock_timeout_s: float = 10.0
-    misfire_threshold_ms: int = 2_000
-    max_interval_s: float = 0.5
-
-    @property
-    def standby_interval_s(self) -> float:
-        return min(self.max_interval_s, self.lock_timeout_s / 4)
 
 
 @dataclass
