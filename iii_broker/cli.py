@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import logging
 import sys
@@ -30,7 +31,6 @@ from .modules import default_modules
 from .procs import run_up
 from .settings import Settings, mask_url
 from .store import RedisError
-from .web.server import serve
 
 log = logging.getLogger("iii.cli")
 
@@ -89,7 +89,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "engine":
             return Engine(settings, concurrency=args.concurrency).run()
         if args.command == "web":
-            return serve(settings, workers=args.workers, threads=args.threads)
+            # gunicorn and Flask load for the web process only (every other command would pay
+            # ~200 ms for them).
+            server = importlib.import_module("iii_broker.web.server")
+            return int(server.serve(settings, workers=args.workers, threads=args.threads))
         if args.command == "trigger":
             return _trigger(settings, args)
         if args.command in commands:

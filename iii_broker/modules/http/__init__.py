@@ -15,6 +15,7 @@ to one function, and what the web process serves for them.
 
 from __future__ import annotations
 
+import importlib
 import time
 import uuid
 from collections.abc import Iterator
@@ -27,7 +28,6 @@ from ..base import Field, Module, TriggerType, port
 from ..hosts import EngineHost, WebHost
 from .paths import PathPattern, route_shape
 from .trigger import HTTP, HTTP_METHODS, HTTP_TRIGGER
-from .views import HttpTriggers
 
 if TYPE_CHECKING:
     from flask import Flask
@@ -74,7 +74,10 @@ class HttpModule(Module):
     def web_setup(self, app: Flask, web: WebHost) -> None:
         """Serve the registry's http triggers on every path outside ``/_iii/``, with CORS
         when ``III_HTTP_CORS_ORIGINS`` is set, and ``GET /_iii/openapi.json``."""
-        HttpTriggers(web).install(app)
+        # Flask and the views load in web processes only: engines, workers and the CLI would
+        # each pay ~150 ms for them at start.
+        views = importlib.import_module(f"{__name__}.views")
+        views.HttpTriggers(web).install(app)
 
 
 def _refuse_conflicts(existing: list[dict[str, Any]], new: list[dict[str, Any]]) -> None:
