@@ -87,3 +87,20 @@ def test_the_beat_recreates_entries_lost_when_redis_restarts_empty(
     report("Redis restarted empty under a leading beat (worker paused meanwhile, then resumed)",
            "cron: the beat logs the lost entry once; no fires until the worker re-registers",
            "each entry's last run and counts (re-created from the registry)", recover)
+
+
+def test_a_beat_warns_at_start_when_redis_would_evict_or_forget_its_schedules(
+        cluster, fault_redis, store, settings):
+    store.config_set("maxmemory-policy", "allkeys-lru")
+    store.config_set("appendonly", "no")
+    store.config_set("save", "")
+    b = beat(cluster)
+    out = wait_for(lambda: "no persistence" in (o := b.output()) and o, timeout=10,
+                   what="the persistence warning")
+    assert "maxmemory-policy allkeys-lru" in out and "WARNING" in out
+    b.stop()
+
+    store.config_set("maxmemory-policy", "noeviction")
+    store.config_set("appendonly", "yes")
+    quiet = beat(cluster)
+    assert "maxmemory-policy" not in quiet.output() and "no persistence" not in quiet.output()
