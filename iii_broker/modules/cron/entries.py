@@ -28,7 +28,7 @@ from ...store import Keys
 from .codec import dumps, loads, parsed, schedule_json, utcnow
 from .expression import CronExpression
 
-log = logging.getLogger("iii.beat")
+log = logging.getLogger("iii.cron")
 
 CRON = "cron"
 TASK = "iii.cron"

@@ -27,7 +27,7 @@ from ...store import Keys, RedisError
 from .codec import utcnow
 from .entries import Job
 
-log = logging.getLogger("iii.beat")
+log = logging.getLogger("iii.cron")
 
 OUTCOMES_KEPT = 10_000
 """Outcomes kept for writing through a Redis outage (older ones are dropped)."""
