@@ -80,11 +80,6 @@ class SyncReport:
     disabled: list[str] = field(default_factory=list)
     removed: list[str] = field(default_factory=list)
 
-    @property
-    def changed(self) -> bool:
-        return bool(self.created or self.updated or self.recreated or self.disabled
-                    or self.removed)
-
 
 @lru_cache(maxsize=16_384)
 def _definition(definition: str) -> tuple[Job, bool, CronExpression]:
@@ -144,10 +139,6 @@ class Entries:
         m = loads(meta) if meta else {}
         return Loaded(key, job, enabled, cron, m.get("last_run_at"),
                       int(m.get("total_run_count") or 0))
-
-    def get(self, job_id: str) -> Loaded | None:
-        found = self.load([self.keys.beat_entry(job_id)])
-        return found[0] if found else None
 
     # -- writing --------------------------------------------------------------------
 

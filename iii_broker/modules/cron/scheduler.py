@@ -27,7 +27,6 @@ entries Redis lost), so that comparing thousands of entries never delays a fire.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import socket
@@ -96,8 +95,6 @@ class CronScheduler(RedBeatScheduler):  # type: ignore[misc]
         self._dirty = threading.Event()
         self._stopping = threading.Event()
         self._backoff = Backoff()
-        self.fired = 0
-        self.skipped = 0
         super().__init__(app, **kwargs)
         self.lock_key = None  # our own lock (below): RedBeat's blocks at start and exits on loss
         self.lock_timeout = self.rt.options.lock_timeout_s
@@ -252,7 +249,6 @@ class CronScheduler(RedBeatScheduler):  # type: ignore[misc]
             if p.fire is not None and claims.get((job_id, p.fire)):
                 fires.append(Fire(entry.job, p.fire))
             if p.skipped:
-                self.skipped += p.skipped
                 pipe.hincrby(self.keys.cron_status(job_id), "skipped_misfire", p.skipped)
                 log.warning("cron job %s: %d slot(s) up to %s skipped: no beat was leading "
                             "then (misfire)", job_id, p.skipped, rfc3339(p.handled or now))
@@ -265,10 +261,7 @@ class CronScheduler(RedBeatScheduler):  # type: ignore[misc]
         for key in gone:  # a member whose entry hash vanished: the reconcile re-creates it
             pipe.zrem(self.keys.beat_schedule, key)
             self._dirty.set()
-        if fires:  # claimed: they go now, whatever happens to the bookkeeping below
-            self.fired += len(fires)
-            with self.rt.dispatcher.firing.caller.batched():  # one write for the chunk
-                self.rt.dispatcher.submit(fires)
+        self.rt.dispatcher.submit(fires)  # claimed: they go now, whatever the bookkeeping does
         pipe.execute()
 
     def _claim_ttl_ms(self, entry: Loaded) -> int:
@@ -276,12 +269,11 @@ class CronScheduler(RedBeatScheduler):  # type: ignore[misc]
             if entry.job.config.get("misfire") == "catch_up_once" else 0.0
         return int(max(grace_s * 1000, self.rt.options.misfire_threshold_ms)) + CLAIM_EXTRA_MS
 
-    def _claim(self, slots: list[tuple[str, datetime | None, int]]
-               ) -> dict[tuple[str, datetime], bool]:
+    def _claim(self, slots: list[tuple[str, datetime, int]]) -> dict[tuple[str, datetime], bool]:
         """Claim each (job, slot) once in Redis; True for the ones this beat won."""
         out: dict[tuple[str, datetime], bool] = {}
         for i in range(0, len(slots), 500):
-            chunk = [(j, s, ttl) for j, s, ttl in slots[i:i + 500] if s is not None]
+            chunk = slots[i:i + 500]
             pipe = self.r.pipeline(transaction=False)
             for job_id, slot, ttl in chunk:
                 pipe.set(self.keys.cron_claim(job_id, int(slot.timestamp() * 1000)), self.rt.beat_id,
@@ -294,7 +286,7 @@ class CronScheduler(RedBeatScheduler):  # type: ignore[misc]
 
     def _listen(self) -> None:
         """Mark the entries dirty on every registry change (a worker came, went, or changed
-        what it declares), so the leader reconciles on its next tick."""
+        what it declares), so the leader's reconciler takes it in."""
         backoff = Backoff()
         while not self._stopping.is_set():
             try:
@@ -303,16 +295,7 @@ class CronScheduler(RedBeatScheduler):  # type: ignore[misc]
                 self._dirty.set()  # changes while we were not listening
                 backoff.reset()
                 while not self._stopping.is_set():
-                    message = pubsub.get_message(timeout=1.0)
-                    if message is not None:
-                        self._on_event(message.get("data"))
+                    if pubsub.get_message(timeout=1.0) is not None:
+                        self._dirty.set()  # any registry event may change what is active
             except RedisError:
                 self._stopping.wait(backoff.next())
-
-    def _on_event(self, data: Any) -> None:
-        try:
-            event = json.loads(data).get("event")
-        except (TypeError, ValueError, AttributeError):
-            return
-        if event != "functions_available":
-            self._dirty.set()
