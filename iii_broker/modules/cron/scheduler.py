@@ -60,6 +60,7 @@ RECONCILE_MIN_S = 0.5
 """Registry changes are taken in at most this often (a burst of registrations is one pass)."""
 CHUNK = 100
 """Due entries handled at a time: read, planned, claimed and sent before the next chunk."""
+DEFAULT_GRACE_S = 3600.0
 CLAIM_EXTRA_MS = 600_000
 """A slot's claim outlives the latest a beat would still fire it by this much."""
 
@@ -77,6 +78,14 @@ class BeatRuntime:
 
     def __post_init__(self) -> None:
         self.beat_id = self.beat_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+
+
+def catch_up_grace(config: dict[str, Any]) -> timedelta | None:
+    """How late a ``misfire: "catch_up_once"`` trigger's missed slot may still fire
+    (``misfire_grace_s``, default :data:`DEFAULT_GRACE_S`); None for other triggers."""
+    if config.get("misfire") != "catch_up_once":
+        return None
+    return timedelta(seconds=float(config.get("misfire_grace_s") or DEFAULT_GRACE_S))
 
 
 class CronScheduler(RedBeatScheduler):  # type: ignore[misc]
@@ -233,12 +242,8 @@ class CronScheduler(RedBeatScheduler):  # type: ignore[misc]
         for entry in loaded:
             if not entry.enabled:
                 continue
-            config = entry.job.config
-            grace = None
-            if config.get("misfire") == "catch_up_once":
-                grace = timedelta(seconds=float(config.get("misfire_grace_s") or 3600))
             p = plan(entry.cron, entry.last_run_at or now, now, threshold=threshold,
-                     catch_up_grace=grace)
+                     catch_up_grace=catch_up_grace(entry.job.config))
             planned.append((entry, p))
         claims = self._claim([(e.job.job_id, p.fire, self._claim_ttl_ms(e)) for e, p in planned
                               if p.fire is not None])
@@ -265,9 +270,11 @@ class CronScheduler(RedBeatScheduler):  # type: ignore[misc]
         pipe.execute()
 
     def _claim_ttl_ms(self, entry: Loaded) -> int:
-        grace_s = float(entry.job.config.get("misfire_grace_s") or 0) \
-            if entry.job.config.get("misfire") == "catch_up_once" else 0.0
-        return int(max(grace_s * 1000, self.rt.options.misfire_threshold_ms)) + CLAIM_EXTRA_MS
+        """Longer than any beat would still fire the slot: past it, no plan picks it again."""
+        grace = catch_up_grace(entry.job.config)
+        late_ms = max(0.0 if grace is None else grace.total_seconds() * 1000,
+                      self.rt.options.misfire_threshold_ms)
+        return int(late_ms) + CLAIM_EXTRA_MS
 
     def _claim(self, slots: list[tuple[str, datetime, int]]) -> dict[tuple[str, datetime], bool]:
         """Claim each (job, slot) once in Redis; True for the ones this beat won."""
