@@ -26,6 +26,10 @@ BACKOFF_CAP_S = 2.0
 a process takes to notice the server is back."""
 STILL_DOWN_NOTE_S = 60.0
 """How often a long outage is mentioned again in the log."""
+AFTERSHOCK_S = 2.0
+"""A failure this soon after the server came back — typically a connection that went stale
+while it was away, failing on first use — starts a new outage in the log only if the server
+stays unreachable this long."""
 
 _outages: dict[str, Outage] = {}
 _outages_lock = threading.Lock()
@@ -39,6 +43,8 @@ class Outage:
         self.since: float | None = None
         """``time.monotonic()`` when the server stopped answering; None while it answers."""
         self._noted = 0.0
+        self._back_at = -AFTERSHOCK_S  # when it last came back
+        self._quiet = False  # down since a failure just after it came back, not logged yet
         self._lock = threading.Lock()
 
     @property
@@ -51,7 +57,14 @@ class Outage:
         now = time.monotonic()
         with self._lock:
             if self.since is None:
-                self.since = self._noted = now
+                self.since = now
+                self._quiet = now - self._back_at < AFTERSHOCK_S
+            if self._quiet:  # an aftershock is logged only once it has lasted
+                if now - self.since < AFTERSHOCK_S:
+                    return
+                self._quiet = False
+            if self._noted < self.since:
+                self._noted = now
                 log.warning("lost the connection to %s (%s); retrying until it is back",
                             self.name, _reason(exc))
             elif now - self._noted >= STILL_DOWN_NOTE_S:
@@ -67,8 +80,11 @@ class Outage:
         with self._lock:
             if self.since is None:
                 return None
-            down_s, self.since = time.monotonic() - self.since, None
-        log.info("%s is back after %.1fs", self.name, down_s)
+            now = time.monotonic()
+            down_s, self.since, self._back_at = now - self.since, None, now
+            quiet, self._quiet = self._quiet, False
+        if not quiet:  # an aftershock that never got its "lost" line gets no "back" line
+            log.info("%s is back after %.1fs", self.name, down_s)
         return down_s
 
 

@@ -39,6 +39,56 @@ def test_an_outage_is_logged_once_however_many_threads_retry_and_once_when_it_en
     assert " is back after " in lines[1]
 
 
+class _Clock:
+    """A monotonic clock the test moves (the outage log's rules are about seconds)."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def monotonic(self) -> float:
+        return self.now
+
+
+def test_a_stale_connection_failing_just_after_the_server_came_back_logs_nothing(
+        caplog, monkeypatch):
+    clock = _Clock()
+    monkeypatch.setattr("iii_broker.outage.time", clock)
+    outage = Outage("Redis at redis://127.0.0.1:1/0")
+    caplog.set_level(logging.INFO, logger="iii.outage")
+    outage.failed(redis.ConnectionError("refused"))
+    clock.now += 30
+    outage.recovered()
+    clock.now += 0.8  # a connection idle through the outage fails on first use
+    outage.failed(redis.ConnectionError("Connection closed by server."))
+    clock.now += 0.1
+    outage.recovered()
+    lines = [r.getMessage() for r in caplog.records]
+    assert len(lines) == 2, lines  # the outage's "lost" and "back", nothing for the aftershock
+    assert " is back after 30.0s" in lines[1]
+
+
+def test_a_server_lost_again_just_after_it_came_back_is_logged_once_it_stays_down(
+        caplog, monkeypatch):
+    clock = _Clock()
+    monkeypatch.setattr("iii_broker.outage.time", clock)
+    outage = Outage("Redis at redis://127.0.0.1:1/0")
+    caplog.set_level(logging.INFO, logger="iii.outage")
+    outage.failed(redis.ConnectionError("refused"))
+    clock.now += 5
+    outage.recovered()
+    clock.now += 0.5
+    outage.failed(redis.ConnectionError("refused"))
+    assert len(caplog.records) == 2  # not yet: it may be a stale connection
+    clock.now += 2.5
+    outage.failed(redis.ConnectionError("refused"))
+    outage.failed(redis.ConnectionError("refused"))
+    clock.now += 10
+    outage.recovered()
+    lines = [r.getMessage() for r in caplog.records]
+    assert len(lines) == 4, lines
+    assert lines[2].startswith("lost the connection to") and " is back after 12.5s" in lines[3]
+
+
 def test_one_server_is_one_outage_per_process_whoever_asks():
     url = "redis://:secret@127.0.0.1:1/0"
     assert outage_of(url) is outage_of(url)
