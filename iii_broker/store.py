@@ -73,6 +73,12 @@ class Keys:
         self.beat_lock = f"{ns}:redbeat::lock"          # STRING id of the leading beat (PX lease)
         self.beat_schedule = f"{ns}:redbeat::schedule"  # ZSET entry key -> next slot (Unix s)
         self.cron_known = f"{ns}:cron:known"            # SET trigger ids that have a RedBeat entry
+        self.state_scopes = f"{ns}:state-scopes"        # SET scopes that have keys
+        self.state_changes = f"{ns}:state-changes"      # STREAM change records of state
+        self.state_cursors = f"{ns}:state-cursors"      # HASH state trigger id -> last record read
+        self.stream_changes = f"{ns}:stream-changes"    # STREAM change records of stream items
+        self.stream_cursors = f"{ns}:stream-cursors"    # HASH stream trigger id -> last record read
+        self.stream_live = f"{ns}:stream-live"          # pub/sub: every stream change and event
         self.kombu_unacked = f"{ns}:kombu:unacked"      # Kombu's Redis ack emulation (unused)
         self.kombu_unacked_index = f"{ns}:kombu:unacked_index"
         self.kombu_unacked_mutex = f"{ns}:kombu:unacked_mutex"
@@ -135,8 +141,23 @@ class Keys:
     def idempotency(self, scope: str, key: str) -> str:
         return f"{self._ns}:{scope}:idem:{key}"           # STRING first message id with that key
 
+    def state_scope(self, scope: str) -> str:
+        return f"{self._ns}:state:{_part(scope)}"         # HASH key -> packed value
+
+    def stream_group(self, stream_name: str, group_id: str) -> str:
+        return f"{self._ns}:stream:{_part(stream_name)}:{_part(group_id)}"  # HASH item -> packed
+
+    def stream_groups(self, stream_name: str) -> str:
+        return f"{self._ns}:stream-groups:{_part(stream_name)}"  # SET group ids with items
+
     def live_idempotency(self, topic: str, key: str) -> str:
         return f"{self._ns}:topic:{topic}:live-idem:{key}"  # STRING a publish already made
+
+
+def _part(name: str) -> str:
+    """A user's name as one key component: ``%`` and ``:`` escaped, so no two names share
+    a key (``a:b`` + ``c`` vs ``a`` + ``b:c``)."""
+    return name.replace("%", "%25").replace(":", "%3A")
 
 
 __all__ = ["Keys", "RedisError", "check_store", "connect_store", "mask_url"]
