@@ -50,3 +50,11 @@ app.register_trigger("state", "watch::all", {"scope": "orders"})
 app.register_trigger("state", "watch::cart", {"scope": "carts", "key": "cart-1",
                                               "condition_function_id": "watch::big_only"})
 app.register_trigger("state", "watch::slow", {"scope": "slow"})
+
+
+@app.function("watch::board")
+def watch_board(payload):
+    _record("watch::board", payload)
+
+
+app.register_trigger("stream", "watch::board", {"stream_name": "board", "group_id": "g1"})

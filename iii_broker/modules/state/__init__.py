@@ -20,17 +20,13 @@ from typing import Any, ClassVar
 
 from ...documents import DocumentStore, Limits
 from ...documents.codec import unpack
-from ..base import CONDITION, Builtin, Duty, Field, Module, TriggerType
+from ..base import CONDITION, LIMITS, Builtin, Duty, Field, Module, TriggerType
 from ..changes import Change, ChangeFeed
 from ..hosts import EngineHost
 from .builtins import StateBuiltins
 
 STATE = "state"
 FEED_INTERVAL_S = 0.05
-
-
-def _at_least(minimum: int) -> Any:
-    return lambda v: f"must be >= {minimum}" if v < minimum else None
 
 
 class StateModule(Module):
@@ -43,17 +39,10 @@ class StateModule(Module):
         }, "fires with {type, event_type, scope, key, old_value, new_value} when a state "
            "value is created, updated or deleted"),
     )
-    options: ClassVar[dict[str, Field]] = {
-        "enabled": Field(bool, default=True),
-        "max_value_bytes": Field(int, default=1024 * 1024, check=_at_least(64)),
-        "max_path_depth": Field(int, default=32, check=_at_least(1)),
-        "max_key_length": Field(int, default=256, check=_at_least(1)),
-        "max_scope_length": Field(int, default=256, check=_at_least(1)),
-        "changes_maxlen": Field(int, default=100_000, check=_at_least(100)),
-    }
+    options: ClassVar[dict[str, Field]] = {"enabled": Field(bool, default=True), **LIMITS}
 
     def limits(self) -> Limits:
-        return limits_of(self.config)
+        return Limits.of(self.config)
 
     def _feed(self, engine: EngineHost) -> ChangeFeed:
         feed: ChangeFeed | None = getattr(self, "_state_feed", None)
@@ -75,15 +64,6 @@ class StateModule(Module):
 
     def triggers_registered(self, engine: EngineHost, triggers: list[dict[str, Any]]) -> None:
         self._feed(engine).start_at_end(triggers)
-
-
-def limits_of(config: dict[str, Any]) -> Limits:
-    defaults = Limits()
-    return Limits(max_value_bytes=config.get("max_value_bytes", defaults.max_value_bytes),
-                  max_path_depth=config.get("max_path_depth", defaults.max_path_depth),
-                  max_key_length=config.get("max_key_length", defaults.max_key_length),
-                  max_scope_length=config.get("max_scope_length", defaults.max_scope_length),
-                  changes_maxlen=config.get("changes_maxlen", defaults.changes_maxlen))
 
 
 def _matches(config: dict[str, Any], change: Change) -> bool:
