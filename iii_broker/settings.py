@@ -46,6 +46,10 @@ class Settings:
     """Interface the web process (``iii-broker web``) listens on for HTTP triggers."""
     http_port: int = 3111
     """Port of the web process."""
+    stream_host: str = "127.0.0.1"
+    """Interface the stream process (``iii-broker stream``) listens on for WebSockets."""
+    stream_port: int = 3112
+    """Port of the stream process."""
     payload_max_bytes: int = 8_388_608
     """Largest payload or result a call may carry once encoded as JSON, in bytes (8 MiB)."""
     payload_max_depth: int = 64
@@ -140,6 +144,10 @@ class Settings:
             raise ConfigError("III_HTTP_HOST must not be empty")
         if not 1 <= self.http_port <= 65535:
             raise ConfigError(f"III_HTTP_PORT={self.http_port!r}: use a TCP port from 1 to 65535")
+        if not self.stream_host.strip():
+            raise ConfigError("III_STREAM_HOST must not be empty")
+        if not 1 <= self.stream_port <= 65535:
+            raise ConfigError(f"III_STREAM_PORT={self.stream_port!r}: use a TCP port from 1 to 65535")
         if self.payload_max_bytes <= 0:
             raise ConfigError("III_PAYLOAD_MAX_BYTES must be a positive number of bytes")
         if not 1 <= self.payload_max_depth <= MAX_PAYLOAD_DEPTH:
@@ -201,6 +209,8 @@ class Settings:
             "III_HTTP_BODY_TIMEOUT_S": str(self.http_body_timeout_s),
             "III_HTTP_MIDDLEWARE": self.http_middleware,
             "III_HTTP_CORS_ORIGINS": self.http_cors_origins,
+            "III_STREAM_HOST": self.stream_host,
+            "III_STREAM_PORT": str(self.stream_port),
         }
         if self.config_path:
             env["III_CONFIG_PATH"] = self.config_path

@@ -33,12 +33,13 @@ def processes_of(namespace: str) -> dict[int, str]:
     return found
 
 
-def test_the_procfile_names_an_engine_a_quickstart_worker_and_a_beat():
+def test_the_procfile_names_an_engine_a_quickstart_worker_a_beat_and_a_stream_process():
     entries = dict(line.split(":", 1) for line in (ROOT / "Procfile").read_text().splitlines()
                    if line.strip() and not line.startswith("#"))
     assert entries["engine"].split() == ["iii-broker", "engine"]
     assert entries["worker"].split() == ["iii-worker", "-A", "examples.quickstart"]
     assert entries["beat"].split() == ["iii-broker", "beat"]
+    assert entries["stream"].split() == ["iii-broker", "stream"]
 
 
 @pytest.mark.skipif(shutil.which("honcho", path=str(BIN)) is None and shutil.which("honcho") is None,

@@ -132,7 +132,7 @@ sys.exit(main(["up", "-A", "examples.quickstart", "--concurrency", "2"]))
 
 def test_up_without_any_redis_runs_the_app_on_an_embedded_server(up_proc, namespace):
     env = base_env(III_NAMESPACE=namespace, III_HEARTBEAT_INTERVAL_S="0.3",
-                   III_HTTP_PORT=str(free_port()))
+                   III_HTTP_PORT=str(free_port()), III_STREAM_PORT=str(free_port()))
     up = up_proc([sys.executable, "-c", _UP_WITHOUT_REDIS], env)
     match = wait_for(
         lambda: re.search(r"started an embedded Valkey server at (redis://\S+)", up.output()),

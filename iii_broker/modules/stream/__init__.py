@@ -1,36 +1,106 @@
-"""Live streams over WebSockets: ``stream``, ``stream:join`` and ``stream:leave`` triggers."""
+"""Live streams: ``stream``, ``stream:join`` and ``stream:leave`` triggers, and the
+``stream`` process that serves iii's browser WebSocket protocol (iii-reference §3, streams).
+
+``options``        the stream process's settings (``[modules.stream]``)
+``protocol``       client frames (join, leave) and the messages the server sends
+``wire``           one writer per socket: whole frames under one lock (simple-websocket, wsproto)
+``peer``           one open socket: its subscriptions, its bounded send queue and writer
+``hub``            the process's one Redis subscription, fanned out to the subscribed sockets
+``hooks``          ``auth_function``, ``stream:join`` and ``stream:leave`` calls
+``app``            the Flask app (flask-sock): the auth hook and the socket's view
+``server``         ``iii-broker stream``: gunicorn with the gevent worker
+
+    [modules.stream]
+    port = 3112                  # where iii-broker stream listens (host 127.0.0.1, path "/")
+    auth_function = "auth::ws"   # optional: called before each upgrade; a refusal is 401
+    max_message_bytes = 65536    # larger client frames close the socket with 1009
+    ping_interval_s = 20         # unanswered by the next ping: closed
+    send_queue = 1024            # messages queued per socket; overflow drops the client
+    max_connections = 10000      # open sockets per process
+"""
 
 from __future__ import annotations
 
+import argparse
+import importlib
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 from ...documents import DocumentStore, Limits
-from ..base import CONDITION, LIMITS, Builtin, Duty, Field, Module, TriggerType, nonempty
+from ...errors import ConfigError
+from ...settings import Settings
+from ..base import (
+    CONDITION,
+    LIMITS,
+    Builtin,
+    Duty,
+    Field,
+    Module,
+    TriggerType,
+    function_id,
+    nonempty,
+    port,
+)
 from ..changes import ChangeFeed
 from ..hosts import EngineHost
+from ..settings_file import module_table, read_settings_file
 from . import builtins
+from .hooks import JOIN, LEAVE
+from .options import StreamOptions
 
+STREAM = builtins.STREAM
 FEED_INTERVAL_S = 0.05
+
+
+def _positive(value: Any) -> str | None:
+    return None if value > 0 else f"is {value}; use a positive number"
+
+
+def _path(value: str) -> str | None:
+    if not value.startswith("/"):
+        return f"is {value!r}; a path starts with '/' (the default is \"/\")"
+    return None
+
+
+def _at_least(minimum: int, unit: str) -> Callable[[Any], str | None]:
+    def check(value: Any) -> str | None:
+        return None if value >= minimum else f"is {value}; use at least {minimum} {unit}"
+    return check
 
 
 class StreamModule(Module):
     name = "stream"
     trigger_types: ClassVar[tuple[TriggerType, ...]] = (
-        TriggerType(builtins.STREAM, {
+        TriggerType(STREAM, {
             "stream_name": Field(str, required=True, check=nonempty),
             "group_id": Field(str),
             "item_id": Field(str),
             "condition_function_id": CONDITION,
         }, "fires when a stream item changes"),
-        TriggerType("stream:join", {"condition_function_id": CONDITION},
+        TriggerType(JOIN, {"condition_function_id": CONDITION},
                     "a client subscribes to a stream"),
-        TriggerType("stream:leave", {"condition_function_id": CONDITION},
+        TriggerType(LEAVE, {"condition_function_id": CONDITION},
                     "a client leaves a stream"),
     )
     options: ClassVar[dict[str, Field]] = {
         "enabled": Field(bool, default=True),
+        "host": Field(str, default=StreamOptions.host, check=nonempty),
+        "port": Field(int, default=StreamOptions.port, check=port),
+        "path": Field(str, default=StreamOptions.path, check=_path),
+        "auth_function": Field(str, check=function_id),
+        "max_message_bytes": Field(int, default=StreamOptions.max_message_bytes,
+                                   check=_at_least(256, "bytes")),
+        "ping_interval_s": Field((int, float), default=StreamOptions.ping_interval_s,
+                                 check=_positive),
+        "send_queue": Field(int, default=StreamOptions.send_queue,
+                            check=_at_least(1, "message")),
+        "max_connections": Field(int, default=StreamOptions.max_connections,
+                                 check=_at_least(1, "connection")),
         **LIMITS,
     }
+
+    def stream_options(self, settings: Settings) -> StreamOptions:
+        return StreamOptions.of(self.config, settings)
 
     # -- engine ---------------------------------------------------------------------
 
@@ -52,3 +122,41 @@ class StreamModule(Module):
 
     def triggers_registered(self, engine: EngineHost, triggers: list[dict[str, Any]]) -> None:
         self._feed(engine).start_at_end(triggers)
+
+    # -- processes and CLI -------------------------------------------------------------
+
+    def processes(self) -> dict[str, list[str]]:
+        return {"stream": ["stream"]}
+
+    def cli_commands(self, sub: argparse._SubParsersAction[Any]
+                     ) -> dict[str, Callable[[Settings, argparse.Namespace], int]]:
+        sub.add_parser("stream", help="serve stream WebSockets for browsers ([modules.stream] "
+                       "host:port, default 127.0.0.1:3112; gunicorn, gevent worker)")
+        return {"stream": _serve}
+
+
+def configured(settings: Settings) -> StreamModule | None:
+    """The stream module as the settings file configures it; None when it is disabled.
+    Raises :class:`ConfigError` naming the file."""
+    data, path = read_settings_file(settings.config_path)
+    where = path or "engine settings"
+    try:
+        module = StreamModule.from_config(module_table(data, StreamModule.name, where))
+    except ConfigError as exc:
+        raise ConfigError(f"{where}: {exc.message}") from None
+    assert isinstance(module, StreamModule)
+    return module if module.config.get("enabled", True) else None
+
+
+def _serve(settings: Settings, args: argparse.Namespace) -> int:
+    module = configured(settings)
+    if module is None:
+        raise ConfigError("the stream module is disabled ([modules.stream] enabled = false): "
+                          "iii-broker stream has nothing to serve")
+    # gunicorn, gevent and Flask load in the stream process only; gevent's monkey-patching
+    # happens in gunicorn's worker, before the app (and anything that holds a lock) is built.
+    server = importlib.import_module(f"{__name__}.server")
+    return int(server.serve(settings, module.stream_options(settings)))
+
+
+__all__ = ["JOIN", "LEAVE", "STREAM", "StreamModule"]
