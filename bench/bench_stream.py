@@ -81,14 +81,33 @@ async def subscribe(url: str, sockets: int) -> None:
         sys.stdout.flush()
 
     async def one(i: int) -> None:
+        try:
+            await listen(i)
+        except Exception as exc:  # noqa: BLE001 - reported: the bench waits on every socket
+            closed[i] = repr(exc)
+        say({"closed": i, "why": closed.get(i)})
+
+    closed: dict[int, Any] = {}
+    odd: list[str] = []  # messages that are not stream events (errors)
+
+    async def listen(i: int) -> None:
         nonlocal n_synced
         async with websockets.connect(url, max_size=None, max_queue=None, ping_interval=None,
                                       open_timeout=60, compression=None) as ws:
-            await ws.send(json.dumps({"type": "join", "data": {
-                "subscriptionId": f"b{os.getpid()}-{i}", "streamName": STREAM, "groupId": GROUP}}))
+            closed[i] = None
+            join = json.dumps({"type": "join", "data": {
+                "subscriptionId": f"b{os.getpid()}-{i}", "streamName": STREAM, "groupId": GROUP}})
+            await ws.send(join)
             async for raw in ws:
                 t = time.time()
-                event = json.loads(raw).get("event") or {}
+                msg = json.loads(raw)
+                event = msg.get("event") or {}
+                if msg.get("type") == "error":
+                    odd.append(str(raw)[:300])
+                if (msg.get("error") or {}).get("code") == "broker_unavailable":  # join again
+                    await asyncio.sleep(0.1)
+                    await ws.send(json.dumps({"type": "leave", "data": json.loads(join)["data"]}))
+                    await ws.send(join)
                 if event.get("type") == "sync":
                     n_synced += 1
                     if n_synced == sockets:
@@ -99,18 +118,22 @@ async def subscribe(url: str, sockets: int) -> None:
                     last[seq] = max(last.get(seq, 0.0), t)
                     if have[seq] == sockets:
                         say({"seq": seq, "t": last[seq]})
+            closed[i] = (ws.close_code, ws.close_reason)
 
     tasks = []
     for start in range(0, sockets, 50):  # 50 at a time: no thundering herd on the listener
         tasks += [asyncio.create_task(one(i)) for i in range(start, min(sockets, start + 50))]
         await asyncio.sleep(0.05)
     waiter = asyncio.create_task(synced.wait())
+    t0 = time.monotonic()
     done, _ = await asyncio.wait([waiter, *tasks], return_when=asyncio.FIRST_COMPLETED, timeout=120)
     if waiter not in done:
         for task in done:
             task.result()  # a socket that failed says why
-        raise SystemExit(f"only {n_synced} of {sockets} sockets had their sync within 120 s")
-    say({"ready": sockets})
+        raise SystemExit(f"{n_synced} of {sockets} sockets had their sync after "
+                         f"{time.monotonic() - t0:.1f} s; closed by the server: "
+                         f"{ {i: c for i, c in closed.items() if c} }; other messages: {odd[:3]}")
+    say({"ready": sockets, "rejoins": len(odd), "errors": sorted({m[:200] for m in odd})[:3]})
     stdin_closed = asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
     await asyncio.wait([asyncio.ensure_future(stdin_closed), *tasks], timeout=1800,
                        return_when=asyncio.FIRST_COMPLETED)
@@ -153,6 +176,8 @@ class Subscribers:
                                    f"within {timeout:.0f} s") from None
             if "exit" in line:
                 raise RuntimeError(f"client {i} exited with {line['exit']}")
+            if "closed" in line:
+                raise RuntimeError(f"client {i}: the server closed a socket: {line}")
             if key in line and (value is None or line[key] == value):
                 got[i] = line
         return list(got.values())
@@ -205,6 +230,7 @@ class Bench:
         self.children: list[Child] = []
         self.stream: Child | None = None
         self.subscribers: Subscribers | None = None
+        self.rejoins, self.join_errors = 0, list[str]()  # joins answered with an error, sent again
         self.client = App("bench-stream", settings=self.settings)
         self.url = f"ws://127.0.0.1:{self.stream_port}/"
 
@@ -242,7 +268,9 @@ class Bench:
         pids = tree(self.stream.popen.pid)
         before = rss_kib(pids)
         self.subscribers = Subscribers(self.url, sockets, self.args.clients, self.env, self.log_dir)
-        self.subscribers.wait_all("ready", None, 180)
+        ready = self.subscribers.wait_all("ready", None, 180)
+        self.rejoins = sum(line["rejoins"] for line in ready)
+        self.join_errors = sorted({e for line in ready for e in line["errors"]})
         time.sleep(1)
         return [before, rss_kib(pids)]
 
@@ -284,6 +312,7 @@ def fanout(b: Bench) -> dict[str, Any]:
     cpu = sum(proc_cpu_s(p) for p in stream_pids) - cpu0
     b.stop_stream()
     return {"latency_ms": lat, "call_ms": calls, "rss_before": before, "rss_after": after,
+            "rejoins": b.rejoins, "join_errors": b.join_errors,
             "stream_cpu_per_update_ms": cpu / args.updates * 1e3}
 
 
@@ -363,12 +392,15 @@ def report(args: argparse.Namespace, fan: dict[str, Any], web: dict[str, list[di
            f"Stream process memory: {fan['rss_before'] / 1024:.1f} MiB RSS before the sockets, "
            f"{fan['rss_after'] / 1024:.1f} MiB with {args.sockets:,} joined: "
            f"**{per_socket:.1f} KiB per socket**. Stream process CPU per update (fan-out to "
-           f"{args.sockets:,} sockets): {fan['stream_cpu_per_update_ms']:.1f} ms.\n"]
+           f"{args.sockets:,} sockets): {fan['stream_cpu_per_update_ms']:.1f} ms.\n",
+           f"Joins answered with an error instead of a sync (and sent again by the client): "
+           f"{fan['rejoins']}" + (f", e.g. `{fan['join_errors'][0][:160]}`" if fan["join_errors"]
+                                  else "") + ".\n"]
     rows = {"none": "no stream process",
             "idle": f"stream process with {args.sockets:,} idle subscribers",
             "live": f"… and {LIVE_UPDATES_PER_S} updates/s fanned out to them "
                     f"({LIVE_UPDATES_PER_S * args.sockets:,} frames/s)"}
-    rps = {k: statistics.median(m["stats"]["rps"] for m in v) for k, v in web.items()}
+    rps = {k: statistics.median(m["stats"]["rps"] for m in v) for k, v in web.items() if v}
     if web["none"]:
         out += [f"## HTTP triggers beside the stream process (bench_web's iii path, "
                 f"{args.duration:g} s × {args.rounds} rounds, medians)\n",
