@@ -24,7 +24,9 @@ def test_without_a_file_every_module_runs_with_its_defaults(tmp_path, monkeypatc
     assert [m.name for m in config.modules] == list(BUILTIN_MODULES)
     assert set(config.trigger_types) == set(all_trigger_types())
     assert config.module("http").config == {"enabled": True, "port": 3111, "host": "127.0.0.1"}
-    assert config.module("stream").config == {"enabled": True}
+    assert config.module("state").config == {
+        "enabled": True, "max_value_bytes": 1024 * 1024, "max_path_depth": 32,
+        "max_key_length": 256, "max_scope_length": 256, "changes_maxlen": 100_000}
     assert config.path is None
 
 
@@ -48,7 +50,9 @@ enabled = true
     config = EngineConfig.load(path)
     assert config.path == path
     assert config.module("http").config == {"enabled": True, "port": 9000, "host": "0.0.0.0"}
-    assert config.module("stream").config == {"enabled": True}
+    assert config.module("state").config == {
+        "enabled": True, "max_value_bytes": 1024 * 1024, "max_path_depth": 32,
+        "max_key_length": 256, "max_scope_length": 256, "changes_maxlen": 100_000}
     assert config.module("cron").config == {"enabled": True, "lock_timeout_s": 10,
                                             "misfire_threshold_ms": 2000}
 

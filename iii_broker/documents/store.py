@@ -34,6 +34,13 @@ class Limits:
     """Change records kept (approximately): a trigger whose worker is away longer than it
     takes to write this many changes misses the oldest (logged)."""
 
+    @classmethod
+    def of(cls, config: dict[str, Any]) -> Limits:
+        """The limits a module's settings table sets (the rest default)."""
+        names = ("max_value_bytes", "max_path_depth", "max_key_length", "max_scope_length",
+                 "changes_maxlen")
+        return cls(**{name: config[name] for name in names if name in config})
+
     def check_name(self, what: str, value: Any, *, scope: bool = False) -> str:
         """``value`` as a key or scope name; raises :class:`InvalidArgument`."""
         if not isinstance(value, str) or not value:

@@ -73,6 +73,21 @@ def function_id(value: Any) -> str | None:
 CONDITION = Field(str, check=function_id)
 
 
+def _at_least(minimum: int) -> Callable[[Any], str | None]:
+    return lambda v: f"must be >= {minimum}" if v < minimum else None
+
+
+LIMITS = {
+    "max_value_bytes": Field(int, default=1024 * 1024, check=_at_least(64)),
+    "max_path_depth": Field(int, default=32, check=_at_least(1)),
+    "max_key_length": Field(int, default=256, check=_at_least(1)),
+    "max_scope_length": Field(int, default=256, check=_at_least(1)),
+    "changes_maxlen": Field(int, default=100_000, check=_at_least(100)),
+}
+"""Options of modules that store JSON values (state, stream): see
+:class:`~iii_broker.documents.Limits`."""
+
+
 @dataclass(frozen=True)
 class TriggerType:
     """A trigger type (``http``, ``cron``, ...) and the schema of its config."""

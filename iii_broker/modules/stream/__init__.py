@@ -7,6 +7,7 @@
 ``wire``           one writer per socket: whole frames under one lock (simple-websocket, wsproto)
 ``peer``           one open socket: its subscriptions, its bounded send queue and writer
 ``hub``            the process's one Redis subscription, fanned out to the subscribed sockets
+``builtins``       the ``stream::*`` built-ins and the ``stream`` change triggers (engine)
 ``hooks``          ``auth_function``, ``stream:join`` and ``stream:leave`` calls
 ``app``            the Flask app (flask-sock): the auth hook and the socket's view
 ``server``         ``iii-broker stream``: gunicorn with the gevent worker
@@ -28,14 +29,30 @@ import importlib
 from collections.abc import Callable
 from typing import Any, ClassVar
 
+from ...documents import DocumentStore, Limits
 from ...errors import ConfigError
 from ...settings import Settings
-from ..base import CONDITION, Field, Module, TriggerType, function_id, nonempty, port
+from ..base import (
+    CONDITION,
+    LIMITS,
+    Builtin,
+    Duty,
+    Field,
+    Module,
+    TriggerType,
+    function_id,
+    nonempty,
+    port,
+)
+from ..changes import ChangeFeed
+from ..hosts import EngineHost
 from ..settings_file import module_table, read_settings_file
+from . import builtins
 from .hooks import JOIN, LEAVE
 from .options import StreamOptions
 
-STREAM = "stream"
+STREAM = builtins.STREAM
+FEED_INTERVAL_S = 0.05
 
 
 def _positive(value: Any) -> str | None:
@@ -82,13 +99,32 @@ class StreamModule(Module):
                             check=_at_least(1, "message")),
         "max_connections": Field(int, default=StreamOptions.max_connections,
                                  check=_at_least(1, "connection")),
+        **LIMITS,
     }
 
     def stream_options(self, settings: Settings) -> StreamOptions:
         return StreamOptions.of(self.config, settings)
 
     # -- engine ---------------------------------------------------------------------
-    # The stream::* built-ins (builtins.py, a ``builtins`` hook) go here.
+
+    def builtins(self, engine: EngineHost) -> list[Builtin]:
+        store = DocumentStore(engine.registry.r, Limits.of(self.config))
+        return builtins.StreamBuiltins(store, engine.registry.keys).builtins()
+
+    def _feed(self, engine: EngineHost) -> ChangeFeed:
+        feed: ChangeFeed | None = getattr(self, "_stream_feed", None)
+        if feed is None:  # one per engine process
+            keys = engine.registry.keys
+            feed = self._stream_feed = ChangeFeed(
+                engine, builtins.STREAM, keys.stream_changes, keys.stream_cursors,
+                matches=builtins.matches, payload=builtins.change_payload, lane=builtins.lane)
+        return feed
+
+    def duties(self, engine: EngineHost) -> list[Duty]:
+        return [Duty("stream-triggers", self._feed(engine).run, FEED_INTERVAL_S)]
+
+    def triggers_registered(self, engine: EngineHost, triggers: list[dict[str, Any]]) -> None:
+        self._feed(engine).start_at_end(triggers)
 
     # -- processes and CLI -------------------------------------------------------------
 
