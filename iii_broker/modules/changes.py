@@ -34,6 +34,7 @@ from ..errors import (
     InvocationStopped,
     InvocationTimeout,
 )
+from ..store import RedisError
 from .hosts import EngineHost
 
 log = logging.getLogger("iii.engine")
@@ -81,6 +82,9 @@ class ChangeFeed:
         self._triggers_at = 0.0
         self._resting: dict[str, float] = {}
         self._trimmed_warned: set[str] = set()
+        self._unsaved: dict[str, str] = {}
+        """Positions a round could not write (Redis went away): written first next round,
+        so the calls already answered are not made again."""
 
     @property
     def r(self) -> Any:
@@ -102,6 +106,9 @@ class ChangeFeed:
     def run(self) -> float | None:
         """One round: up to :data:`BATCH` records for every active trigger. Returns 0 when
         some trigger has more waiting (run again at once), else None."""
+        if self._unsaved:
+            self.r.hset(self.cursors, mapping=self._unsaved)
+            self._unsaved.clear()
         triggers = self._active_triggers()
         if not triggers:
             return None
@@ -137,17 +144,25 @@ class ChangeFeed:
                 if self.matches(t["config"], c):
                     lanes.setdefault(self.lane(c), []).append(c)
             jobs.append([pool.submit(self._lane, t, lane) for lane in lanes.values()])
-        pipe = self.r.pipeline(transaction=False)
-        for (t, cursor, changes), futures in zip(plans, jobs, strict=True):
+        positions = {}
+        for (t, _cursor, changes), futures in zip(plans, jobs, strict=True):
             failed = [f.result() for f in futures]
-            first = min((c for c in failed if c is not None), default=None, key=lambda c: _order(c.id))
+            first = min((c for c in failed if c is not None), default=None,
+                        key=lambda c: _order(c.id))
             if first is None:
-                pipe.hset(self.cursors, t["id"], changes[-1].id)
+                positions[t["id"]] = changes[-1].id
                 continue
             self._resting[t["id"]] = time.monotonic() + RETRY_S
             before = [c.id for c in changes if _order(c.id) < _order(first.id)]
-            pipe.hset(self.cursors, t["id"], before[-1] if before else cursor)
-        pipe.execute()
+            if before:
+                positions[t["id"]] = before[-1]
+        if not positions:
+            return
+        try:
+            self.r.hset(self.cursors, mapping=positions)
+        except RedisError:
+            self._unsaved.update(positions)
+            raise
 
     def _lane(self, t: dict[str, Any], changes: list[Change]) -> Change | None:
         """Call ``t`` for each change in order; the change it stopped at, if a call could

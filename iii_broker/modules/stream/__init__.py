@@ -6,6 +6,7 @@
 ``wire``           one writer per socket: whole frames under one lock (simple-websocket, wsproto)
 ``peer``           one open socket: its subscriptions, its bounded send queue and writer
 ``hub``            the process's one Redis subscription, fanned out to the subscribed sockets
+``builtins``       the ``stream::*`` built-ins and the ``stream`` change triggers (engine)
 ``hooks``          ``auth_function``, ``stream:join`` and ``stream:leave`` calls
 ``app``            the Flask app (flask-sock): the auth hook and the socket's view
 ``server``         ``iii-broker stream``: gunicorn with the gevent worker
