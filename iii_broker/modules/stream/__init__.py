@@ -1,6 +1,7 @@
 """Live streams: ``stream``, ``stream:join`` and ``stream:leave`` triggers, and the
 ``stream`` process that serves iii's browser WebSocket protocol (iii-reference §3, streams).
 
+=================  ===========================================================================
 ``options``        the stream process's settings (``[modules.stream]``)
 ``protocol``       client frames (join, leave) and the messages the server sends
 ``wire``           one writer per socket: whole frames under one lock (simple-websocket, wsproto)
@@ -10,6 +11,7 @@
 ``hooks``          ``auth_function``, ``stream:join`` and ``stream:leave`` calls
 ``app``            the Flask app (flask-sock): the auth hook and the socket's view
 ``server``         ``iii-broker stream``: gunicorn with the gevent worker
+=================  ===========================================================================
 
     [modules.stream]
     port = 3112                  # where iii-broker stream listens (host 127.0.0.1, path "/")
