@@ -6,6 +6,8 @@ list is in docs/architecture.md.
 
 from __future__ import annotations
 
+from typing import Any
+
 import redis
 
 from .errors import BrokerUnavailable
@@ -14,12 +16,24 @@ from .settings import Settings, mask_url
 RedisError = redis.RedisError
 
 
-def connect_store(settings: Settings) -> redis.Redis:
-    """A client for the registry store (thread-safe, pooled)."""
-    return redis.Redis.from_url(
-        settings.redis_url, decode_responses=True, socket_connect_timeout=5,
-        health_check_interval=30,
-    )
+POOL_WAIT_S = 20.0
+"""How long a caller waits for a free connection of a bounded pool."""
+
+
+def connect_store(settings: Settings, *, pool_size: int | None = None) -> redis.Redis:
+    """A client for the registry store (thread-safe, pooled).
+
+    ``pool_size`` bounds its connections, and a caller past the bound waits for a free one
+    (up to :data:`POOL_WAIT_S`). Without it redis-py's own pool applies, which raises "Too
+    many connections" past its default of 100 — fine for a process of a few dozen threads,
+    not for one serving thousands of sockets on greenlets."""
+    options: dict[str, Any] = {"decode_responses": True, "socket_connect_timeout": 5,
+                               "health_check_interval": 30}
+    if pool_size is None:
+        return redis.Redis.from_url(settings.redis_url, **options)
+    pool = redis.BlockingConnectionPool.from_url(settings.redis_url, max_connections=pool_size,
+                                                 timeout=POOL_WAIT_S, **options)
+    return redis.Redis(connection_pool=pool)
 
 
 def check_store(client: redis.Redis, settings: Settings) -> None:

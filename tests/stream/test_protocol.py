@@ -8,6 +8,7 @@ Changes are written straight to Redis through the documents store (the same scri
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import os
@@ -19,6 +20,7 @@ from pathlib import Path
 
 import pytest
 import redis
+from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
 from iii_broker import Settings
@@ -282,3 +284,21 @@ def _publish_big(streams: Streams) -> bool:
     _sent[0] += 1
     time.sleep(0.005)  # a publisher's pace, not a wait: the fast client keeps up with it
     return False
+
+
+def test_a_burst_of_joins_all_get_their_sync(mod_settings, stream, streams):
+    """Hundreds of sockets joining at once share the process's Redis connections: each
+    waits its turn for one, none is answered with an error."""
+    streams.set("todo", "g-burst", "a", {"id": "a"})
+
+    async def one(i: int) -> dict:
+        async with connect(f"ws://127.0.0.1:{mod_settings.stream_port}/") as ws:
+            await ws.send(json.dumps({"type": "join", "data": {
+                "subscriptionId": f"s{i}", "streamName": "todo", "groupId": "g-burst"}}))
+            return json.loads(await asyncio.wait_for(ws.recv(), 20))
+
+    async def burst() -> list[dict]:
+        return await asyncio.gather(*(one(i) for i in range(300)))
+    answers = asyncio.run(burst())
+    assert [a.get("event", {}).get("type") for a in answers] == ["sync"] * 300, \
+        [a for a in answers if a.get("event", {}).get("type") != "sync"][:3]

@@ -32,6 +32,8 @@ from .protocol import Join, ProtocolError
 log = logging.getLogger("iii.stream")
 
 MESSAGE_TOO_BIG = 1009
+POOL_SIZE = 64
+"""Redis connections of a stream process (a join's sync read takes one for a moment)."""
 START_WAIT_S = 5.0
 """How long the app waits at start for its subscription to be confirmed."""
 
@@ -42,7 +44,8 @@ class StreamServer:
     def __init__(self, settings: Settings, options: StreamOptions) -> None:
         self.settings = settings
         self.options = options
-        self.store = connect_store(settings)
+        # thousands of sockets' greenlets share it: past POOL_SIZE they wait their turn
+        self.store = connect_store(settings, pool_size=POOL_SIZE)
         self.hooks = Hooks(settings, self.store, options.auth_function)
         self.hub = Hub(self.store, settings.namespace, store_outage(settings), self.hooks)
         self._lock = threading.Lock()
