@@ -302,3 +302,34 @@ def test_a_burst_of_joins_all_get_their_sync(mod_settings, stream, streams):
     answers = asyncio.run(burst())
     assert [a.get("event", {}).get("type") for a in answers] == ["sync"] * 300, \
         [a for a in answers if a.get("event", {}).get("type") != "sync"][:3]
+
+
+def test_changes_of_every_size_arrive_whole_on_sockets_that_offered_compression(client, streams):
+    """The websockets client offers permessage-deflate, as browsers do; by default it is
+    declined, and every message (one frame built once for all sockets) arrives intact with
+    its 7-bit, 16-bit or 64-bit length."""
+    assert client.ws.response.headers.get("Sec-WebSocket-Extensions") is None
+    client.join("s-sizes", "todo", "g-sizes")
+    client.event("sync")
+    for n in (10, 300, 70_000):
+        streams.set("todo", "g-sizes", f"i{n}", {"id": f"i{n}", "text": "é" * n})
+        got = client.event("create")
+        assert got["id"] == f"i{n}" and got["event"]["data"]["text"] == "é" * n
+
+
+def test_with_compression_on_an_offer_of_permessage_deflate_is_accepted(mod_settings, streams,
+                                                                        log_dir):
+    settings = mod_settings.with_overrides(stream_port=free_port())
+    proc = start_stream(settings, log_dir, "compression = true", name="stream-deflate")
+    try:
+        c = Client(settings.stream_port)
+        try:
+            assert "permessage-deflate" in c.ws.response.headers["Sec-WebSocket-Extensions"]
+            c.join("s-z", "todo", "g-deflate")
+            c.event("sync")
+            streams.set("todo", "g-deflate", "z", {"id": "z", "text": "abc" * 5000})
+            assert c.event("create")["event"]["data"]["text"] == "abc" * 5000
+        finally:
+            c.close()
+    finally:
+        proc.stop()

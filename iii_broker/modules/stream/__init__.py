@@ -20,6 +20,7 @@
     ping_interval_s = 20         # unanswered by the next ping: closed
     send_queue = 1024            # messages queued per socket; overflow drops the client
     max_connections = 10000      # open sockets per process
+    compression = false          # permessage-deflate for clients that offer it
 """
 
 from __future__ import annotations
@@ -99,6 +100,7 @@ class StreamModule(Module):
                             check=_at_least(1, "message")),
         "max_connections": Field(int, default=StreamOptions.max_connections,
                                  check=_at_least(1, "connection")),
+        "compression": Field(bool, default=StreamOptions.compression),
         **LIMITS,
     }
 

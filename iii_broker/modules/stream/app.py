@@ -47,7 +47,8 @@ class StreamServer:
         # thousands of sockets' greenlets share it: past POOL_SIZE they wait their turn
         self.store = connect_store(settings, pool_size=POOL_SIZE)
         self.hooks = Hooks(settings, self.store, options.auth_function)
-        self.hub = Hub(self.store, settings.namespace, store_outage(settings), self.hooks)
+        self.hub = Hub(self.store, settings.namespace, store_outage(settings), self.hooks,
+                       compression=options.compression)
         self._lock = threading.Lock()
 
     def shutdown(self) -> None:
@@ -64,6 +65,10 @@ class StreamServer:
                                   f"this stream process holds {self.options.max_connections} "
                                   "sockets (max_connections); try another or later")
         g.stream_context = None
+        if not self.options.compression:
+            # simple-websocket accepts whatever permessage-deflate offer it sees (browsers
+            # always make one); without the offer, sockets stay plain and share frames
+            request.environ.pop("HTTP_SEC_WEBSOCKET_EXTENSIONS", None)
         if self.options.auth_function is None:
             return None
         info = {"headers": {k.lower(): v for k, v in request.headers.items()},

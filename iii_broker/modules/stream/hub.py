@@ -30,6 +30,7 @@ from . import protocol
 from .hooks import Hooks
 from .peer import GOING_AWAY, Peer
 from .protocol import Subscription
+from .wire import Frame
 
 log = logging.getLogger("iii.stream")
 
@@ -42,8 +43,10 @@ Target = tuple[str, ...]
 class Hub:
     """The sockets of one process and what each is subscribed to."""
 
-    def __init__(self, store: redis.Redis, namespace: str, outage: Outage, hooks: Hooks) -> None:
+    def __init__(self, store: redis.Redis, namespace: str, outage: Outage, hooks: Hooks,
+                 *, compression: bool = False) -> None:
         self.store = store
+        self.compression = compression
         self.keys = Keys(namespace)
         self.documents = DocumentStore(store)
         self.outage = outage
@@ -136,8 +139,10 @@ class Hub:
         peers = (group | item) if group and item else (group or item)
         assert peers is not None
         text = protocol.encode(message.wrapper())
+        # plain sockets (no compression) all get the same bytes: the frame is built once
+        shared = text if self.compression else Frame.text(text)
         for peer in list(peers):
-            peer.push(text)
+            peer.push(shared)
         return len(peers)
 
     def resync(self) -> None:

@@ -26,6 +26,10 @@ class StreamOptions:
     """Messages waiting to be written to one socket; one more drops that client (1008)."""
     max_connections: int = 10_000
     """Open sockets per process; past it the upgrade is answered 503."""
+    compression: bool = False
+    """Accept permessage-deflate when a client offers it (browsers always do). Off by
+    default: a compressed socket needs its own encoding of every message, where plain
+    sockets share one frame per message, and stream messages are small."""
 
     @classmethod
     def of(cls, config: dict[str, Any], settings: Settings) -> StreamOptions:
@@ -40,4 +44,5 @@ class StreamOptions:
                    max_message_bytes=int(config.get("max_message_bytes", cls.max_message_bytes)),
                    ping_interval_s=float(config.get("ping_interval_s", cls.ping_interval_s)),
                    send_queue=int(config.get("send_queue", cls.send_queue)),
-                   max_connections=int(config.get("max_connections", cls.max_connections)))
+                   max_connections=int(config.get("max_connections", cls.max_connections)),
+                   compression=bool(config.get("compression", cls.compression)))

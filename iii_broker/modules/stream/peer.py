@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .protocol import Subscription
-from .wire import GuardedSocket
+from .wire import Frame, GuardedSocket
 
 log = logging.getLogger("iii.stream")
 
@@ -62,9 +62,9 @@ class Peer:
     def open(self) -> bool:
         return not self._closing
 
-    def push(self, text: str) -> None:
-        """Queue ``text`` for the client, without waiting; drops the client when its queue
-        is full."""
+    def push(self, text: str | Frame) -> None:
+        """Queue ``text`` (or a ready :class:`Frame`, for a plain socket) for the client,
+        without waiting; drops the client when its queue is full."""
         if self._closing:
             return
         if self._pending >= self.send_queue:
@@ -122,7 +122,12 @@ class Peer:
                     self.ws.event.set()  # wake the view: the socket is done
                     return
                 self._pending -= 1
-                self.ws.send(item)
+                if isinstance(item, Frame):
+                    if not self.ws.connected:
+                        raise ConnectionError("closed")
+                    self.sock.send(item)  # whole, under the socket's lock
+                else:
+                    self.ws.send(item)
             except Exception:  # noqa: BLE001 - the client went away (ConnectionClosed, OSError)
                 self._closing = True
                 self.ws.connected = False  # the reader stops, the view's receive() raises

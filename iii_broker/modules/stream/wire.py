@@ -21,6 +21,7 @@ these two (checked against simple-websocket 1.1).
 from __future__ import annotations
 
 import socket
+import struct
 import threading
 import time
 from typing import Any
@@ -122,3 +123,20 @@ def reader_thread(target: Any) -> threading.Thread:
     with nothing else touching the socket yet."""
     guard(target.__self__)
     return threading.Thread(target=target, daemon=True)
+
+
+class Frame(bytes):
+    """A whole text frame as a server sends it (unmasked, no extension), encoded once and
+    written as it is to every plain socket that should get the message."""
+
+    @classmethod
+    def text(cls, text: str) -> Frame:
+        payload = text.encode("utf-8")
+        n = len(payload)
+        if n < 126:
+            header = struct.pack("!BB", 0x81, n)
+        elif n < 1 << 16:
+            header = struct.pack("!BBH", 0x81, 126, n)
+        else:
+            header = struct.pack("!BBQ", 0x81, 127, n)
+        return cls(header + payload)
