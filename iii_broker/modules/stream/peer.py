@@ -52,7 +52,7 @@ class Peer:
 
     def __post_init__(self) -> None:
         self._queue: queue.Queue[Any] = queue.Queue()
-        self._pending = 0  # messages queued and not yet written (Queue.qsize would lock)
+        self._pending = 0  # messages queued or being written (Queue.qsize would lock)
         self._closing = False
         self._writer = threading.Thread(target=self._write_loop, name=f"stream-writer {self.addr}",
                                         daemon=True)
@@ -70,6 +70,13 @@ class Peer:
         if self._pending >= self.send_queue:
             self.drop(POLICY_VIOLATION, f"too slow: {self._pending} messages waiting to be sent")
             return
+        if self._pending == 0 and isinstance(text, Frame) and self.ws.connected:
+            # Nothing queued or being written: try the socket now, without waiting. Most
+            # fan-outs end here, with no queue, no writer wake-up and no greenlet switch.
+            sent = self.sock.try_send(text)
+            if sent == len(text):
+                return
+            text = Frame(text[sent:])  # the rest, first in line for the writer
         self._pending += 1
         self._queue.put_nowait(text)
 
@@ -121,13 +128,13 @@ class Peer:
                         self.ws.close(reason=item.code, message=item.reason)
                     self.ws.event.set()  # wake the view: the socket is done
                     return
-                self._pending -= 1
                 if isinstance(item, Frame):
                     if not self.ws.connected:
                         raise ConnectionError("closed")
                     self.sock.send(item)  # whole, under the socket's lock
                 else:
                     self.ws.send(item)
+                self._pending -= 1  # after the write: push() writes itself only when idle
             except Exception:  # noqa: BLE001 - the client went away (ConnectionClosed, OSError)
                 self._closing = True
                 self.ws.connected = False  # the reader stops, the view's receive() raises

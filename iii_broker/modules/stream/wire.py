@@ -47,6 +47,20 @@ class GuardedSocket:
 
     sendall = send
 
+    def try_send(self, data: bytes) -> int:
+        """Write what the kernel takes of ``data`` now, without waiting (0 when the socket
+        is busy with another writer, full, or not a gevent socket); returns the bytes sent."""
+        raw = getattr(self._sock, "_sock", None)  # gevent's OS-level socket: non-blocking
+        if raw is None or raw.gettimeout() != 0.0 or not self._lock.acquire(blocking=False):
+            return 0
+        try:
+            sent: int = raw.send(data)
+            return sent
+        except OSError:  # full (EAGAIN), or gone: the writer finds out and closes
+            return 0
+        finally:
+            self._lock.release()
+
     def recv(self, size: int) -> bytes:
         data: bytes = self._sock.recv(size)
         return data
