@@ -104,14 +104,20 @@ def test_a_failing_op_is_reported_and_the_others_still_apply(state_cluster: Clus
         "nope",                                                     # 9 op.invalid
         {"type": "set", "path": ".".join(["d"] * 40), "value": 1},  # 10 set.path_too_deep
         {"type": "increment", "path": "ok", "by": 2},
+        {"type": "increment", "path": "ok", "by": 2**60},           # 12 increment.out_of_range
+        {"type": "set", "path": "f", "value": 1e308},
+        {"type": "increment", "path": "f", "by": 1e308},            # 14 increment.overflow
+        {"type": "append", "path": "t", "value": "\ud800"},        # 15 append.invalid_value
     ]})
     codes = {e["op_index"]: e["code"] for e in out["errors"]}
     assert codes == {0: "increment.not_number", 1: "append.type_mismatch",
                      2: "merge.type_mismatch", 3: "set.path_conflict", 4: "op.unknown",
                      5: "increment.invalid_by", 6: "set.missing_value", 7: "set.invalid_path",
-                     8: "set.path_conflict", 9: "op.invalid", 10: "set.path_too_deep"}
+                     8: "set.path_conflict", 9: "op.invalid", 10: "set.path_too_deep",
+                     12: "increment.out_of_range", 14: "increment.overflow",
+                     15: "append.invalid_value"}
     assert all(e["message"] for e in out["errors"])
-    assert out["new_value"] == {"name": "x", "list": [1], "ok": 2}
+    assert out["new_value"] == {"name": "x", "list": [1], "ok": 2, "f": 1e308}
 
 
 @pytest.mark.parametrize(("payload", "words"), [
