@@ -46,6 +46,8 @@ LANES = 16
 RETRY_S = 1.0
 """How long a trigger whose call failed for want of a worker waits before the next try."""
 TRIGGERS_TTL_S = 0.5
+IDLE_S = TRIGGERS_TTL_S
+"""How long the feed sleeps while no trigger of its type is active (it looks again then)."""
 TRANSIENT = (InvocationStopped, InvocationTimeout, FunctionNotFound, BrokerUnavailable)
 
 
@@ -105,13 +107,14 @@ class ChangeFeed:
 
     def run(self) -> float | None:
         """One round: up to :data:`BATCH` records for every active trigger. Returns 0 when
-        some trigger has more waiting (run again at once), else None."""
+        some trigger has more waiting (run again at once), :data:`IDLE_S` when no trigger
+        is active, else None (the duty's interval)."""
         if self._unsaved:
             self.r.hset(self.cursors, mapping=self._unsaved)
             self._unsaved.clear()
         triggers = self._active_triggers()
         if not triggers:
-            return None
+            return IDLE_S
         now = time.monotonic()
         plans = []
         more = False
