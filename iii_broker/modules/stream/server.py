@@ -86,7 +86,8 @@ class StreamApplication(BaseApplication):  # type: ignore[misc]  # gunicorn has 
             "worker_connections": options.max_connections + CONNECTION_MARGIN,
             "preload_app": False,  # the app is built after the worker's monkey-patching
             "timeout": 30,
-            "graceful_timeout": 10,
+            # on SIGTERM every socket is closed (1001) at once: little is left to wait for
+            "graceful_timeout": 5,
             "keepalive": 5,
             "loglevel": settings.log_level.lower(),
         }
