@@ -73,6 +73,14 @@ class Write:
     errors: list[dict[str, Any]]
     event: str
 
+    def result(self) -> dict[str, Any]:
+        """What the set and update built-ins answer: ``{old_value, new_value}``, and
+        ``errors`` when an op failed."""
+        result: dict[str, Any] = {"old_value": self.old_value, "new_value": self.new_value}
+        if self.errors:
+            result["errors"] = self.errors
+        return result
+
 
 class DocumentStore:
     """Reads and atomic writes of collections; Redis errors become

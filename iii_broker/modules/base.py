@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 from ..errors import ConfigError, EnqueueError, InvalidFunctionId, TriggerConfigError
 from ..function import check_function_id
 from ..schema import Field, check_fields
+from .settings_file import module_table, read_settings_file
 
 if TYPE_CHECKING:
     import argparse
@@ -156,6 +157,19 @@ class Module:
         """Build from its settings-file table; raises :class:`ConfigError`."""
         values = check_fields(f"[modules.{cls.name}]", table, cls.options, error=ConfigError)
         return cls(config=values)
+
+    @classmethod
+    def configured(cls, settings: Settings) -> Module | None:
+        """This module as the settings file configures it, read without the other modules
+        (for a process of its own); None when it is disabled. Raises :class:`ConfigError`
+        naming the file."""
+        data, path = read_settings_file(settings.config_path)
+        where = path or "engine settings"
+        try:
+            module = cls.from_config(module_table(data, cls.name, where))
+        except ConfigError as exc:
+            raise ConfigError(f"{where}: {exc.message}") from None
+        return module if module.config.get("enabled", True) else None
 
     # -- every process --------------------------------------------------------------
 

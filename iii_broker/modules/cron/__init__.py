@@ -31,7 +31,6 @@ from ...errors import ConfigError, TriggerConfigError
 from ...settings import Settings
 from ..base import CONDITION, Field, Module, TriggerType, nonempty
 from ..hosts import EngineHost
-from ..settings_file import module_table, read_settings_file
 from . import cli
 from .entries import CRON, Entries, Job
 from .expression import problem
@@ -147,14 +146,9 @@ class CronModule(Module):
 
 def configured(settings: Settings) -> CronModule | None:
     """The cron module as the settings file configures it; None when it is disabled."""
-    data, path = read_settings_file(settings.config_path)
-    where = path or "engine settings"
-    try:
-        module = CronModule.from_config(module_table(data, CronModule.name, where))
-    except ConfigError as exc:
-        raise ConfigError(f"{where}: {exc.message}") from None
-    assert isinstance(module, CronModule)
-    return module if module.config.get("enabled", True) else None
+    module = CronModule.configured(settings)
+    assert module is None or isinstance(module, CronModule)
+    return module
 
 
 def _beat(settings: Settings, args: argparse.Namespace) -> int:

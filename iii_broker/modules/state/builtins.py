@@ -43,8 +43,7 @@ class StateBuiltins:
         coll, key = self.collection(payload)
         if "value" not in payload:
             raise InvalidArgument("state::set needs 'value' (use state::delete to remove a key)")
-        write = self.store.set(coll, key, payload["value"])
-        return {"old_value": write.old_value, "new_value": write.new_value}
+        return self.store.set(coll, key, payload["value"]).result()
 
     def get(self, payload: Any) -> Any:
         coll, key = self.collection(payload)
@@ -66,8 +65,4 @@ class StateBuiltins:
         if "ops" not in payload:
             raise InvalidArgument("state::update needs 'ops', a list like "
                                   '[{"type": "increment", "path": "count", "by": 1}]')
-        write = self.store.update(coll, key, payload["ops"])
-        result: dict[str, Any] = {"old_value": write.old_value, "new_value": write.new_value}
-        if write.errors:
-            result["errors"] = write.errors
-        return result
+        return self.store.update(coll, key, payload["ops"]).result()

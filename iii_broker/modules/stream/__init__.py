@@ -47,7 +47,6 @@ from ..base import (
 )
 from ..changes import ChangeFeed
 from ..hosts import EngineHost
-from ..settings_file import module_table, read_settings_file
 from . import builtins
 from .hooks import JOIN, LEAVE
 from .options import StreamOptions
@@ -141,16 +140,10 @@ class StreamModule(Module):
 
 
 def configured(settings: Settings) -> StreamModule | None:
-    """The stream module as the settings file configures it; None when it is disabled.
-    Raises :class:`ConfigError` naming the file."""
-    data, path = read_settings_file(settings.config_path)
-    where = path or "engine settings"
-    try:
-        module = StreamModule.from_config(module_table(data, StreamModule.name, where))
-    except ConfigError as exc:
-        raise ConfigError(f"{where}: {exc.message}") from None
-    assert isinstance(module, StreamModule)
-    return module if module.config.get("enabled", True) else None
+    """The stream module as the settings file configures it; None when it is disabled."""
+    module = StreamModule.configured(settings)
+    assert module is None or isinstance(module, StreamModule)
+    return module
 
 
 def _serve(settings: Settings, args: argparse.Namespace) -> int:

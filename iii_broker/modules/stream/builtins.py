@@ -61,8 +61,7 @@ class StreamBuiltins:
         coll, item_id = self.collection(payload)
         if "data" not in payload:
             raise InvalidArgument("stream::set needs 'data' (use stream::delete to remove an item)")
-        write = self.store.set(coll, item_id, payload["data"])
-        return {"old_value": write.old_value, "new_value": write.new_value}
+        return self.store.set(coll, item_id, payload["data"]).result()
 
     def get(self, payload: Any) -> Any:
         coll, item_id = self.collection(payload)
@@ -105,11 +104,7 @@ class StreamBuiltins:
         if "ops" not in payload:
             raise InvalidArgument("stream::update needs 'ops', a list like "
                                   '[{"type": "set", "path": "status", "value": "done"}]')
-        write = self.store.update(coll, item_id, payload["ops"])
-        result: dict[str, Any] = {"old_value": write.old_value, "new_value": write.new_value}
-        if write.errors:
-            result["errors"] = write.errors
-        return result
+        return self.store.update(coll, item_id, payload["ops"]).result()
 
 
 EVENTS = {"created": "create", "updated": "update", "deleted": "delete"}
