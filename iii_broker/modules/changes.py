@@ -118,12 +118,17 @@ class ChangeFeed:
         now = time.monotonic()
         plans = []
         more = False
-        for t in triggers:
+        # one round trip for every position and one for the newest record: a trigger that
+        # has read up to it costs nothing more (the usual case, 20 rounds a second)
+        cursors = self.r.hmget(self.cursors, [t["id"] for t in triggers])
+        last = self._last_id()
+        for t, cursor in zip(triggers, cursors, strict=True):
             if self._resting.get(t["id"], 0.0) > now:
                 continue
-            cursor = self.r.hget(self.cursors, t["id"])
             if cursor is None:  # registered before this engine saw it: start at the end
-                self.r.hsetnx(self.cursors, t["id"], self._last_id())
+                self.r.hsetnx(self.cursors, t["id"], last)
+                continue
+            if cursor == last:
                 continue
             entries = self.r.xrange(self.records, min=f"({cursor}", count=BATCH)
             if not entries:
