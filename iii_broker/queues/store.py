@@ -165,9 +165,17 @@ class JobStore:
         self._configs_at = 0.0
 
     def configs(self, *, fresh: bool = False) -> dict[str, QueueConfig]:
-        """Every queue's settings (cached for a second); ``default`` is always there."""
+        """Every queue's settings (cached for a second); ``default`` is always there.
+
+        While Redis cannot be reached the last copy read stands, so a worker holding a claimed
+        job can still run it (settling waits for Redis); ``fresh`` always asks Redis."""
         if fresh or time.monotonic() - self._configs_at > _CONFIG_TTL_S:
-            raw = self.r.hgetall(self.config_key)
+            try:
+                raw = self.r.hgetall(self.config_key)
+            except redis.RedisError:
+                if fresh or not self._configs:
+                    raise
+                return self._configs
             configs = {name: QueueConfig.from_json(value) for name, value in raw.items()}
             configs.setdefault(DEFAULT_QUEUE, QueueConfig(DEFAULT_QUEUE))
             self._configs, self._configs_at = configs, time.monotonic()

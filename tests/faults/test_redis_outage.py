@@ -74,3 +74,24 @@ def test_every_process_rides_out_a_redis_outage_and_nothing_acknowledged_is_lost
            f"trigger: {during.code} in {during.seconds:.2f} s; enqueue: {queued.code} in "
            f"{queued.seconds:.2f} s; HTTP {http.status}; in-flight call: "
            f"{slow_code or 'its result'}", "nothing (30/30 jobs ran)", recover)
+
+
+def test_queue_settings_read_before_an_outage_stand_while_redis_is_down(fault_redis, settings):
+    """A worker that claimed a job just before Redis went away still needs the queue's settings
+    to run it; an error there once dropped the claim, which then sat unrun until the worker
+    exited (CI, 2026-12-02). The last copy read stands; a fresh read still says Redis is down."""
+    import redis
+
+    from iii_broker.queues.config import QueueConfig
+    from iii_broker.queues.store import JobStore
+
+    client = redis.Redis.from_url(fault_redis.url, decode_responses=True, socket_timeout=1,
+                                  socket_connect_timeout=1)
+    jobs = JobStore(client, settings.namespace)
+    jobs.publish_configs([QueueConfig("payment", max_retries=6)])
+    assert jobs.configs()["payment"].max_attempts == 7
+    fault_redis.kill()
+    jobs._configs_at = 0.0  # the one-second cache has run out
+    assert jobs.configs()["payment"].max_attempts == 7
+    with pytest.raises(redis.ConnectionError):
+        jobs.configs(fresh=True)

@@ -225,9 +225,25 @@ class JobRunner:
 
     # -- running --------------------------------------------------------------------
 
+    def _config(self, queue: str) -> QueueConfig:
+        """The queue's settings for a job this worker holds: it waits out a Redis outage
+        rather than drop the claim (a dropped claim would sit unrun until the worker exits)."""
+        delay = 0.2
+        while True:
+            try:
+                return self.jobs.configs().get(queue) or QueueConfig(queue)
+            except Exception as exc:  # noqa: BLE001 - Redis is away: the claim waits with us
+                if not is_outage(exc) or self.worker.hard_stopping:
+                    log.warning("reading queue %s's settings failed (%s): using defaults",
+                                queue, exc)
+                    return QueueConfig(queue)
+                store_outage(self.worker.settings).failed(exc)
+                time.sleep(delay)
+                delay = min(delay * 2, 2.0)
+
     def _run(self, claim: Claim) -> Outcome:
         tag, raw, queue = claim.tag, claim.raw, claim.queue
-        config = self.jobs.configs().get(queue) or QueueConfig(queue)
+        config = self._config(queue)
         started = now_ms()
         try:
             job = parse_job(tag, queue, raw, self.limits)
