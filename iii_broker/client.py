@@ -31,12 +31,14 @@ from .errors import (
 )
 from .function import check_function_id
 from .message import Invocation, Limits, now_ms
+from .observe import QUIET_HEADER, TRIGGER_HEADER
+from .observe import _trigger_type as _trigger_type
 from .queues.amqp import AmqpJobs
 from .queues.store import JobStore
 from .replies import ReplyConsumer
 from .settings import Settings, mask_url
 from .store import Keys, RedisError, connect_store
-from .tracing import SpanContext
+from .tracing import SpanContext, ambient_span
 from .transport import (
     Publisher,
     function_exchange,
@@ -140,14 +142,22 @@ class Caller:
         timeout = self.settings.default_timeout_ms if timeout_ms is None else \
             check_timeout(timeout_ms, function_id)
         parent = _context._peek()
-        span = parent.span.child() if parent else SpanContext.new_root()
+        # The run's span is the parent of what it calls; outside any run, the span of the
+        # process's own tracer (a web request's, a cron fire's) or a new trace.
+        span = parent.span if parent else (ambient_span() or SpanContext.new_root())
         inv = Invocation(
             function_id, payload,
             deadline=now_ms() + timeout if sync else None,
             metadata=dict(metadata or {}),
         )
         body = inv.to_json(self.limits)  # raises PayloadError before anything is published
-        return inv, body, {"traceparent": span.traceparent}
+        headers = {"traceparent": span.traceparent}
+        trigger_type = _trigger_type.get()
+        if trigger_type is not None:
+            headers[TRIGGER_HEADER] = trigger_type
+        if parent is not None and parent.quiet:
+            headers[QUIET_HEADER] = "1"
+        return inv, body, headers
 
     def call(
         self,

@@ -42,6 +42,9 @@ class Context:
     metadata: dict[str, Any] = field(default_factory=dict)
     extras: dict[str, Any] = field(default_factory=dict)
     """What modules add to the context, by name (``ctx.extras["state"]``, also ``ctx.state``)."""
+    quiet: bool = False
+    """Set in a run whose logs must fire no ``log`` trigger (a log handler, and every call
+    it makes); calls made from here carry it on (:mod:`iii_broker.observe`)."""
 
     @property
     def trace_id(self) -> str:

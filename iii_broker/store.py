@@ -93,10 +93,33 @@ class Keys:
         self.stream_changes = f"{ns}:stream-changes"    # STREAM change records of stream items
         self.stream_cursors = f"{ns}:stream-cursors"    # HASH stream trigger id -> last record read
         self.stream_live = f"{ns}:stream-live"          # pub/sub: every stream change and event
+        self.observability = f"{ns}:observability"      # STRING the engine's observability settings
+        self.logs = f"{ns}:logs"                        # STREAM log records (JSON), by time
+        self.log_cursors = f"{ns}:log-cursors"          # HASH log trigger id -> last record read
+        self.invocations = f"{ns}:inv:by-start"         # ZSET invocation id -> start (ms)
+        self.inv_running = f"{ns}:inv:running"          # HASH invocation id -> worker id
+        self.metrics = f"{ns}:metrics"                  # HASH series -> cluster-wide count
+        self.metric_gauges = f"{ns}:metrics:gauges"     # HASH process id -> its gauges (JSON)
         self.kombu_unacked = f"{ns}:kombu:unacked"      # Kombu's Redis ack emulation (unused)
         self.kombu_unacked_index = f"{ns}:kombu:unacked_index"
         self.kombu_unacked_mutex = f"{ns}:kombu:unacked_mutex"
         self._ns = ns
+
+    def log_trace(self, trace_id: str) -> str:
+        """ZSET: the ids of the log records of one trace (expires with the records)."""
+        return f"{self.logs}:trace:{trace_id}"
+
+    def invocation(self, invocation_id: str) -> str:
+        """STRING: one invocation's history record (JSON)."""
+        return f"{self._ns}:inv:{invocation_id}"
+
+    def invocations_of(self, function_id: str) -> str:
+        """ZSET: the invocations of one function, by start (ms)."""
+        return f"{self._ns}:inv:by-function:{_part(function_id)}"
+
+    def invocations_with(self, status: str) -> str:
+        """ZSET: the invocations that ended with ``status`` (or still run), by start (ms)."""
+        return f"{self._ns}:inv:by-status:{_part(status)}"
 
     def worker(self, worker_id: str) -> str:
         return f"{self._ns}:worker:{worker_id}"           # HASH worker info

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass
 
 _TRACEPARENT = re.compile(r"^00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})$")
@@ -41,3 +42,24 @@ class SpanContext:
         if not m or m.group(1) == "0" * 32 or m.group(2) == "0" * 16:
             return None
         return cls(m.group(1), m.group(2), m.group(3))
+
+
+_ambient: Callable[[], SpanContext | None] | None = None
+
+
+def set_ambient(source: Callable[[], SpanContext | None] | None) -> None:
+    """Where calls made outside any run find their parent span: the observability module
+    points it at OpenTelemetry's current span (a web request's, a cron fire's)."""
+    global _ambient
+    _ambient = source
+
+
+def ambient_span() -> SpanContext | None:
+    """The current span of the process's tracer, if one is set and active."""
+    source = _ambient
+    if source is None:
+        return None
+    try:
+        return source()
+    except Exception:  # noqa: BLE001 - tracing never fails a call
+        return None

@@ -10,6 +10,8 @@ hook                      where                    for
                                                    and again by the engine
 ``options``               engine, web, CLI         the module's ``[modules.NAME]`` table
 ``context_extras``        worker, engine           what a running function finds on ``ctx``
+``process_started``       every process, once      process-wide setup (telemetry)
+``observers``             worker, engine           sees every invocation start and finish
 ``builtins``              every engine             functions the engine serves
 ``engine_started``        every engine, once       e.g. writing settings to Redis
 ``duties``                engine; ``elected``      periodic work; elected duties run only in
@@ -45,6 +47,7 @@ if TYPE_CHECKING:
     from flask import Flask
 
     from ..context import Context
+    from ..observe import Observer
     from ..settings import Settings
     from .hosts import EngineHost, WebHost, WorkerHost
 
@@ -74,16 +77,16 @@ def function_id(value: Any) -> str | None:
 CONDITION = Field(str, check=function_id)
 
 
-def _at_least(minimum: int) -> Callable[[Any], str | None]:
+def at_least(minimum: int) -> Callable[[Any], str | None]:
     return lambda v: f"must be >= {minimum}" if v < minimum else None
 
 
 LIMITS = {
-    "max_value_bytes": Field(int, default=1024 * 1024, check=_at_least(64)),
-    "max_path_depth": Field(int, default=32, check=_at_least(1)),
-    "max_key_length": Field(int, default=256, check=_at_least(1)),
-    "max_scope_length": Field(int, default=256, check=_at_least(1)),
-    "changes_maxlen": Field(int, default=100_000, check=_at_least(100)),
+    "max_value_bytes": Field(int, default=1024 * 1024, check=at_least(64)),
+    "max_path_depth": Field(int, default=32, check=at_least(1)),
+    "max_key_length": Field(int, default=256, check=at_least(1)),
+    "max_scope_length": Field(int, default=256, check=at_least(1)),
+    "changes_maxlen": Field(int, default=100_000, check=at_least(100)),
 }
 """Options of modules that store JSON values (state, stream): see
 :class:`~iii_broker.documents.Limits`."""
@@ -176,6 +179,14 @@ class Module:
     def context_extras(self, ctx: Context) -> dict[str, Any]:
         """What this module adds to a running function's Context (nothing by default)."""
         return {}
+
+    def process_started(self, kind: str, settings: Settings) -> None:
+        """Called once as a process starts serving: ``engine``, ``worker``, ``web``, and a
+        module's own process types (``beat``, ``stream``)."""
+
+    def observers(self, worker: WorkerHost) -> list[Observer]:
+        """What sees every invocation this worker (or engine) runs start and finish."""
+        return []
 
     # -- engine ---------------------------------------------------------------------
 

@@ -34,6 +34,7 @@ from ..errors import (
     InvocationStopped,
     InvocationTimeout,
 )
+from ..observe import triggered_by
 from ..store import RedisError
 from .hosts import EngineHost
 
@@ -180,9 +181,10 @@ class ChangeFeed:
             payload = self.payload(c)
             try:
                 condition = config.get("condition_function_id")
-                if condition and not self.engine.caller.call(condition, payload):
-                    continue
-                self.engine.caller.call(t["function_id"], payload)
+                with triggered_by(self.type):
+                    if condition and not self.engine.caller.call(condition, payload):
+                        continue
+                    self.engine.caller.call(t["function_id"], payload)
             except TRANSIENT as exc:
                 log.warning("%s trigger %s of %s: %s; the change waits (%s)", self.type, t["id"],
                             t["function_id"], exc.message, c.id)

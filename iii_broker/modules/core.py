@@ -19,6 +19,7 @@ from typing import Any, ClassVar
 from ..client import Caller, Void
 from ..console import fail, print_table
 from ..errors import FunctionNotFound, IIIError, TriggerConfigError
+from ..observe import triggered_by
 from ..registry import ENGINE_OWNED
 from ..settings import Settings, mask_url
 from . import deadletter_cli
@@ -117,7 +118,8 @@ def announce_functions(engine: EngineHost) -> None:
     payload = {"functions": registry.functions()}
     for t in {t["function_id"]: t for t in listeners}.values():
         try:
-            engine.caller.call(t["function_id"], payload, action=Void)
+            with triggered_by(FUNCTIONS_AVAILABLE):
+                engine.caller.call(t["function_id"], payload, action=Void)
         except IIIError:
             continue  # it just went away; it hears of it no more
 

@@ -16,9 +16,9 @@ if TYPE_CHECKING:
     from ..context import Caller as Client
     from ..function import FunctionDef
     from ..message import Invocation
+    from ..observe import Run
     from ..registry import Registry
     from ..settings import Settings
-    from ..tracing import SpanContext
     from ..transport import Publisher
     from ..trigger import TriggerDef
 
@@ -78,8 +78,9 @@ class WorkerHost(Protocol):
     def submit(self, fn: Callable[..., Any], *args: Any) -> None:
         """Run ``fn(*args)`` on the worker's handler pool."""
 
-    def invoke(self, fdef: FunctionDef, inv: Invocation, span: SpanContext) -> Any:
-        """Run a handler to completion with its Context (from a pool thread)."""
+    def invoke(self, fdef: FunctionDef, inv: Invocation, run: Run) -> Any:
+        """Run a handler to completion with its Context (from a pool thread); the process's
+        observers see ``run`` start and finish."""
 
     def call(self, function_id: str, payload: Any) -> Any:
         """Call another function and wait for its result."""

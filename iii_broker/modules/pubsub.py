@@ -12,6 +12,7 @@ from typing import Any, ClassVar
 
 from ..client import Void
 from ..errors import EnqueueError, FunctionNotFound, InvocationFailed, InvocationStopped, InvocationTimeout
+from ..observe import triggered_by
 from ..queues.config import DEFAULT_IDEMPOTENCY_TTL_S
 from .base import CONDITION, Builtin, Field, Module, TriggerType, nonempty, topic_and_data
 from .hosts import EngineHost
@@ -56,9 +57,10 @@ def publish(engine: EngineHost, payload: Any) -> dict[str, Any]:
     for t in subscribers.values():
         condition = t["config"].get("condition_function_id")
         try:  # one subscriber's trouble (its condition failed, it just went away) is its own
-            if condition and not engine.caller.call(condition, data):
-                continue
-            engine.caller.call(t["function_id"], data, action=Void)
+            with triggered_by(SUBSCRIBE):
+                if condition and not engine.caller.call(condition, data):
+                    continue
+                engine.caller.call(t["function_id"], data, action=Void)
         except (InvocationFailed, InvocationStopped, InvocationTimeout, FunctionNotFound) as exc:
             log.warning("publish to %r: subscriber %s skipped: %s", topic, t["function_id"],
                         exc.message)

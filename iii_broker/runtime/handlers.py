@@ -17,7 +17,7 @@ from ..errors import IIIError, InvocationFailed, PayloadError, PayloadLimitExcee
 from ..function import FunctionDef, is_reserved
 from ..message import Invocation, Limits, dumps, reply_body
 from ..modules import Module, extend_context
-from ..tracing import SpanContext
+from ..observe import Observers, Run
 
 log = logging.getLogger("iii.worker")
 
@@ -25,41 +25,66 @@ log = logging.getLogger("iii.worker")
 class Handlers:
     """Runs the handlers of one app with the Context its modules extend."""
 
-    def __init__(self, app: App, modules: Sequence[Module]) -> None:
+    def __init__(self, app: App, modules: Sequence[Module],
+                 observers: Observers | None = None) -> None:
         self.app = app
         self.modules = list(modules)
+        self.observers = observers or Observers(())
         self._loop: asyncio.AbstractEventLoop | None = None
         self._lock = threading.Lock()
 
-    def context(self, fdef: FunctionDef, inv: Invocation, span: SpanContext) -> _context.Context:
-        ctx = _context.Context(fdef.function_id, inv.invocation_id, inv.attempt, span, self.app,
-                               deadline=inv.deadline, metadata=inv.metadata)
+    def context(self, fdef: FunctionDef, inv: Invocation, run: Run) -> _context.Context:
+        ctx = _context.Context(fdef.function_id, inv.invocation_id, inv.attempt, run.span,
+                               self.app, deadline=inv.deadline, metadata=inv.metadata,
+                               quiet=run.quiet)
         extend_context(ctx, self.modules)
         return ctx
 
-    def invoke(self, fdef: FunctionDef, inv: Invocation, span: SpanContext) -> Any:
+    def invoke(self, fdef: FunctionDef, inv: Invocation, run: Run) -> Any:
         """Run a handler to completion from a pool thread (``async def`` ones on the loop);
-        raises what the handler raised."""
+        raises what the handler raised. The observers see the run start and finish."""
         if fdef.is_async:
-            return asyncio.run_coroutine_threadsafe(self.invoke_async(fdef, inv, span),
+            return asyncio.run_coroutine_threadsafe(self.invoke_async(fdef, inv, run),
                                                     self.loop()).result()
-        ctx = self.context(fdef, inv, span)
+        observers = self.observers
+        if observers:
+            observers.start(run)
+        ctx = self.context(fdef, inv, run)
         token = _context._set_current(ctx)
         try:
-            return fdef.handler(inv.payload, ctx) if fdef.wants_context else fdef.handler(inv.payload)
+            result = fdef.handler(inv.payload, ctx) if fdef.wants_context \
+                else fdef.handler(inv.payload)
+        except BaseException as exc:
+            if observers:
+                observers.finish(run, error=exc)
+            raise
         finally:
             _context._reset_current(token)
+        if observers:
+            observers.finish(run, result)
+        return result
 
-    async def invoke_async(self, fdef: FunctionDef, inv: Invocation, span: SpanContext) -> Any:
+    async def invoke_async(self, fdef: FunctionDef, inv: Invocation, run: Run) -> Any:
         """Run an ``async def`` handler (on the loop); raises what the handler raised."""
-        ctx = self.context(fdef, inv, span)
+        observers = self.observers
+        if observers:
+            observers.start(run)
+        ctx = self.context(fdef, inv, run)
         token = _context._set_current(ctx)
         try:
             if fdef.wants_context:
-                return await fdef.handler(inv.payload, ctx)
-            return await fdef.handler(inv.payload)
+                result = await fdef.handler(inv.payload, ctx)
+            else:
+                result = await fdef.handler(inv.payload)
+        except BaseException as exc:
+            if observers:
+                observers.finish(run, error=exc)
+            raise
         finally:
             _context._reset_current(token)
+        if observers:
+            observers.finish(run, result)
+        return result
 
     def loop(self) -> asyncio.AbstractEventLoop:
         """The event loop of ``async def`` handlers, started on first use."""

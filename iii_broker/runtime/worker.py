@@ -31,12 +31,12 @@ from ..errors import BrokerUnavailable, IIIError, PayloadError
 from ..function import FunctionDef
 from ..message import Invocation, Limits, dumps, now_ms
 from ..modules import Module, Service, default_modules
+from ..observe import Observers, Run
 from ..outage import Backoff, broker_outage, is_outage, store_outage
 from ..redis_transport import RedisFetcher
 from ..registry import Registry
 from ..settings import BrokerKind, Settings
 from ..store import Keys, RedisError, connect_store
-from ..tracing import SpanContext
 from ..transport import (
     Publisher,
     RedisQoS,
@@ -104,7 +104,8 @@ class Worker:
         self._pool = HandlerPool(max_workers=concurrency * 2 + 32,
                                  thread_name_prefix="iii-handler")
         self.limits = Limits.of(self.settings)
-        self.handlers = Handlers(app, self.modules)
+        self.handlers = Handlers(app, self.modules, Observers(
+            [o for m in self.modules for o in m.observers(self)]))
         self._consumer: Consumer | None = None
         self._qos: RedisQoS | None = None  # batches acks and in-flight records (Redis)
         self._fetcher: RedisFetcher | None = None  # pops messages itself (redis:// brokers)
@@ -139,6 +140,8 @@ class Worker:
             self.check_servers()
         if install_signals:
             self._install_signals()
+        for module in self.modules:
+            module.process_started(self.kind, self.settings)
         self.app.caller.on_block = self._on_block
         self.app.on_change(self._changed.set)
         self._registrar(self)
@@ -161,6 +164,8 @@ class Worker:
             self._stopped.set()
             leave_registry(self)
             self._pool.shutdown(wait=not self._hard_stop.is_set(), cancel_futures=True)
+            self.handlers.observers.flush(0.5 if self._hard_stop.is_set() else 5.0)
+            self.handlers.observers.close()
             self.handlers.close()
             self.publisher.close()
             self.app.close()
@@ -386,11 +391,10 @@ class Worker:
             return
         key = message.delivery_tag
         self._in_flight[key] = message
-        headers = message.headers
-        traceparent = headers.get("traceparent") if isinstance(headers, dict) else None
-        span = SpanContext.parse(traceparent) if isinstance(traceparent, str) else None
-        span = span.child() if span else SpanContext.new_root()
-        job = (fdef, inv, span, reply_to, correlation_id, key)
+        run = Run.of(inv.function_id, inv.invocation_id, inv.attempt, message.headers,
+                     kind="sync" if reply_to else "void", worker_id=self.worker_id,
+                     payload=inv.payload)
+        job = (fdef, inv, run, reply_to, correlation_id, key)
         if fdef.is_async:
             asyncio.run_coroutine_threadsafe(self._run_async(*job), self.handlers.loop())
         else:
@@ -455,23 +459,23 @@ class Worker:
 
     # -- running handlers -----------------------------------------------------------
 
-    def invoke(self, fdef: FunctionDef, inv: Invocation, span: SpanContext) -> Any:
+    def invoke(self, fdef: FunctionDef, inv: Invocation, run: Run) -> Any:
         """Run a handler to completion from a pool thread (``async def`` ones on the loop)."""
-        return self.handlers.invoke(fdef, inv, span)
+        return self.handlers.invoke(fdef, inv, run)
 
-    def _run_sync(self, fdef: FunctionDef, inv: Invocation, span: SpanContext,
+    def _run_sync(self, fdef: FunctionDef, inv: Invocation, run: Run,
                   reply_to: str | None, correlation_id: str | None, key: str) -> None:
         try:
-            result = self.handlers.invoke(fdef, inv, span)
+            result = self.handlers.invoke(fdef, inv, run)
             body = ok_reply(inv, result, self.limits) if reply_to else None
         except BaseException as exc:  # noqa: BLE001 - every failure becomes a reply
             body = failed_reply(inv, exc, log_it=not reply_to)
         self._finish(body, reply_to, correlation_id, key)
 
-    async def _run_async(self, fdef: FunctionDef, inv: Invocation, span: SpanContext,
+    async def _run_async(self, fdef: FunctionDef, inv: Invocation, run: Run,
                          reply_to: str | None, correlation_id: str | None, key: str) -> None:
         try:
-            result = await self.handlers.invoke_async(fdef, inv, span)
+            result = await self.handlers.invoke_async(fdef, inv, run)
             body = ok_reply(inv, result, self.limits) if reply_to else None
         except BaseException as exc:  # noqa: BLE001
             body = failed_reply(inv, exc, log_it=not reply_to)

@@ -39,5 +39,7 @@ def create_app(settings: Settings | None = None, modules: Sequence[Module] | Non
     host = WebProcess(app, settings)
     app.register_blueprint(management)  # /_iii/: its guard runs before any module's hooks
     for module in modules:
+        module.process_started("web", settings)
+    for module in modules:
         module.web_setup(app, host)
     return app

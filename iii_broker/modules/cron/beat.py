@@ -20,6 +20,7 @@ from ...client import Caller
 from ...errors import BrokerUnavailable
 from ...settings import Settings, mask_url
 from ...store import Keys, RedisError, check_store, connect_store
+from ..observability import process_started as observability_started
 from .fire import Dispatcher, Firing
 from .options import BeatOptions
 from .scheduler import BeatRuntime, CronScheduler
@@ -103,6 +104,7 @@ def run_beat(settings: Settings, options: BeatOptions) -> int:
     log.info("beat %s starting: Redis %s, lock %s (timeout %ss)", runtime.beat_id,
              mask_url(settings.redis_url), Keys(settings.namespace).beat_lock,
              options.lock_timeout_s)
+    observability_started("beat", settings)
     dispatcher.start()
     try:
         service.start()

@@ -21,6 +21,7 @@ from typing import Any
 
 from ...client import Caller, Enqueue
 from ...errors import IIIError
+from ...observe import METRICS, triggered_by
 from ...outage import is_outage, store_outage
 from ...settings import Settings
 from ...store import Keys, RedisError
@@ -148,9 +149,10 @@ class _Run:
             self.payload = self.fire.payload(self.actual)
             condition = self.config.get("condition_function_id")
             if condition:
-                self._after(self.firing.caller.submit(condition, self.payload,
-                                                      timeout_ms=self.timeout_ms),
-                            self._on_condition)
+                with triggered_by("cron"):
+                    fut = self.firing.caller.submit(condition, self.payload,
+                                                    timeout_ms=self.timeout_ms)
+                self._after(fut, self._on_condition)
             else:
                 self._call()
         except Exception as exc:  # noqa: BLE001 - every failure is this run's outcome
@@ -172,6 +174,10 @@ class _Run:
             self._call()
 
     def _call(self) -> None:
+        with triggered_by("cron"):
+            self._call_function()
+
+    def _call_function(self) -> None:
         job = self.fire.job
         if self.config.get("queue"):
             receipt = self.firing.caller.call(job.function_id, self.payload,
@@ -200,6 +206,12 @@ class _Run:
             return
         if self.marker is not None:
             self.firing.clear_marker(self.fire.job.job_id, self.marker)
+        if count == "runs":
+            METRICS.inc("iii_cron_fires_total", {"function": self.fire.job.function_id,
+                                                 "outcome": outcome})
+        else:
+            METRICS.inc("iii_cron_skipped_total", {"function": self.fire.job.function_id,
+                                                   "reason": count.removeprefix("skipped_")})
         self.outcome.set_result(self.firing._record(
             self.fire, self.actual, outcome, count=count,
             started=self.started if timed else None, error=error, detail=detail))

@@ -40,6 +40,7 @@ from typing import Any
 from celery.beat import Scheduler
 from redbeat.schedulers import RedBeatScheduler
 
+from ...observe import METRICS
 from ...outage import Backoff, store_outage
 from ...registry import Registry
 from ...settings import Settings
@@ -255,6 +256,8 @@ class CronScheduler(RedBeatScheduler):  # type: ignore[misc]
                 fires.append(Fire(entry.job, p.fire))
             if p.skipped:
                 pipe.hincrby(self.keys.cron_status(job_id), "skipped_misfire", p.skipped)
+                METRICS.inc("iii_cron_skipped_total", {"function": entry.job.function_id,
+                                                       "reason": "misfire"}, p.skipped)
                 log.warning("cron job %s: %d slot(s) up to %s skipped: no beat was leading "
                             "then (misfire)", job_id, p.skipped, rfc3339(p.handled or now))
             last = p.handled or entry.last_run_at or now

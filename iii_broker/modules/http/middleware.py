@@ -15,7 +15,7 @@ from typing import Any
 from flask import Request, Response
 
 from ...context import Caller, Context
-from ...tracing import SpanContext
+from ...tracing import SpanContext, ambient_span
 
 CORS_MAX_AGE_S = 600
 CORS_DEFAULT_HEADERS = "Content-Type, Authorization, X-Request-Id, traceparent"
@@ -67,10 +67,11 @@ def stand_in_context(client: Caller, traceparent: str | None) -> Context:
     """The Context the web process stands in while it calls a route's functions.
 
     The web process is not running a handler; made current (``context._set_current``), this
-    Context makes every call it makes (middleware, condition, function) a child span of the
-    request's W3C ``traceparent``, or of one new trace per request without one.
+    Context makes every call it makes (middleware, condition, function) a child of the
+    request's span: the web tracer's when tracing is on (it continues the request's W3C
+    ``traceparent``), else the ``traceparent`` itself, or one new trace per request.
     """
-    span = SpanContext.parse(traceparent) or SpanContext.new_root()
+    span = ambient_span() or SpanContext.parse(traceparent) or SpanContext.new_root()
     return Context(function_id="web", invocation_id=os.urandom(16).hex(), attempt=1, span=span,
                    app=client)
 

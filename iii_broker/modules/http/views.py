@@ -24,6 +24,7 @@ from ...errors import FunctionNotFound, IIIError, InvocationFailed
 from ...httpapi import envelope, status_of
 from ...httpapi.bodies import BadRequestBody, BodyTooLarge
 from ...httpapi.responses import error_response, json_response, method_not_allowed
+from ...observe import _trigger_type
 from ...store import RedisError
 from ..hosts import WebHost
 from .middleware import Answered, BadAnswer, Cors, middleware_payload, read_answer, stand_in_context
@@ -93,11 +94,13 @@ class HttpTriggers:
         except BadRequestBody as exc:
             return error_response(exc.status, exc.code, str(exc))
         token = _context._set_current(stand_in_context(self.client, req.headers.get("traceparent")))
+        trigger = _trigger_type.set("http")
         try:
             return self._run(req, route, payload)
         except Answered as answered:
             return answered.response
         finally:
+            _trigger_type.reset(trigger)
             _context._reset_current(token)
 
     def openapi(self) -> Response:

@@ -26,12 +26,12 @@ from ...errors import (
     PayloadLimitExceeded,
 )
 from ...message import Limits, now_ms
+from ...observe import METRICS, Run
 from ...outage import Backoff, is_outage, store_outage
 from ...queues.config import QueueConfig, topic_queue_name
 from ...queues.store import Candidate, Claim, JobStore, Outcome, Settle, failure_outcome, parse_job
 from ...registry import ENGINE_OWNED, Registry
 from ...store import RedisError
-from ...tracing import SpanContext
 from .amqp_jobs import AmqpJobConsumer
 from .topics import SUBSCRIBER, subscriber_queue
 
@@ -264,15 +264,18 @@ class JobRunner:
                 f"no handler for {inv.function_id!r} in app {self.worker.app_name!r}",
                 function_id=inv.function_id, invocation_id=inv.invocation_id), started,
                 final=True)
-        span = SpanContext.parse(job.headers.get("traceparent"))
-        span = span.child() if span else SpanContext.new_root()
+        enqueued = job.headers.get("enqueued_at")
+        run = Run.of(inv.function_id, inv.invocation_id, inv.attempt, job.headers, kind="job",
+                     worker_id=self.worker.worker_id, payload=inv.payload, queue=queue,
+                     trigger_type=SUBSCRIBER if config.topic is not None else "queue")
+        run.enqueued_ms = enqueued if isinstance(enqueued, int) else None
         try:
             condition = self._conditions.get(queue)
             if condition and not self.worker.call(condition, inv.payload):
                 log.debug("job %s of %s skipped: %s said no", inv.invocation_id, inv.function_id,
                           condition)
                 return Outcome.done(tag)
-            self.worker.invoke(fdef, inv, span)
+            self.worker.invoke(fdef, inv, run)
         except BaseException as exc:  # noqa: BLE001 - every failure is a retry or a dead letter
             message = f"{exc.code}: {exc.message}" if isinstance(exc, IIIError) \
                 else (str(exc) or type(exc).__name__)
@@ -281,6 +284,7 @@ class JobRunner:
                                      stacktrace="".join(traceback.format_exception(exc)))
             outcome = failure_outcome(config, tag, raw, job, error, started)
             if outcome.kind is Settle.RETRY:
+                METRICS.inc("iii_retries_total", {"queue": queue})
                 log.warning("job %s of %s failed on attempt %d of %d (%s); retrying in %d ms",
                             inv.invocation_id, inv.function_id, inv.attempt, config.max_attempts,
                             error.message, config.backoff_for(inv.attempt))

@@ -65,7 +65,7 @@ def _path(value: str) -> str | None:
     return None
 
 
-def _at_least(minimum: int, unit: str) -> Callable[[Any], str | None]:
+def at_least(minimum: int, unit: str) -> Callable[[Any], str | None]:
     def check(value: Any) -> str | None:
         return None if value >= minimum else f"is {value}; use at least {minimum} {unit}"
     return check
@@ -92,13 +92,13 @@ class StreamModule(Module):
         "path": Field(str, default=StreamOptions.path, check=_path),
         "auth_function": Field(str, check=function_id),
         "max_message_bytes": Field(int, default=StreamOptions.max_message_bytes,
-                                   check=_at_least(256, "bytes")),
+                                   check=at_least(256, "bytes")),
         "ping_interval_s": Field((int, float), default=StreamOptions.ping_interval_s,
                                  check=_positive),
         "send_queue": Field(int, default=StreamOptions.send_queue,
-                            check=_at_least(1, "message")),
+                            check=at_least(1, "message")),
         "max_connections": Field(int, default=StreamOptions.max_connections,
-                                 check=_at_least(1, "connection")),
+                                 check=at_least(1, "connection")),
         "compression": Field(bool, default=StreamOptions.compression),
         **LIMITS,
     }

@@ -19,9 +19,11 @@ from simple_websocket import ConnectionClosed
 
 from ...errors import BrokerUnavailable
 from ...httpapi.responses import error_response
+from ...observe import METRICS
 from ...outage import store_outage
 from ...settings import Settings
 from ...store import connect_store
+from ..observability import process_started as observability_started
 from . import protocol, wire
 from .hooks import Hooks, JoinFailed, Refused
 from .hub import Hub
@@ -167,6 +169,8 @@ def create_app(settings: Settings, options: StreamOptions) -> Flask:
     app.extensions["iii_stream"] = server
     app.before_request(server.before_request)
     Sock(app).route(options.path)(server.serve)
+    METRICS.gauge_source("iii_stream_connections", lambda: len(server.hub.peers))
+    observability_started("stream", settings)
     server.hub.start()
     if not server.hub.subscribed.wait(START_WAIT_S):
         log.warning("not subscribed to %s yet; serving anyway (joins get an error until "

@@ -23,6 +23,7 @@ import redis
 
 from ...client import Caller, Void
 from ...errors import BrokerUnavailable, IIIError
+from ...observe import triggered_by
 from ...registry import Registry
 from ...settings import Settings
 from .peer import Peer
@@ -153,13 +154,15 @@ class Hooks:
                 fut.add_done_callback(_log_failure)
 
     def _ask(self, trigger: dict[str, Any], payload: dict[str, Any]) -> Any:
-        if not self._condition(trigger, payload):
-            return None
-        return self.caller.call(trigger["function_id"], payload, timeout_ms=self.timeout_ms)
+        with triggered_by(trigger["type"]):
+            if not self._condition(trigger, payload):
+                return None
+            return self.caller.call(trigger["function_id"], payload, timeout_ms=self.timeout_ms)
 
     def _tell(self, trigger: dict[str, Any], payload: dict[str, Any]) -> None:
-        if self._condition(trigger, payload):
-            self.caller.call(trigger["function_id"], payload, action=Void)
+        with triggered_by(trigger["type"]):
+            if self._condition(trigger, payload):
+                self.caller.call(trigger["function_id"], payload, action=Void)
 
     def _condition(self, trigger: dict[str, Any], payload: dict[str, Any]) -> bool:
         condition = (trigger.get("config") or {}).get("condition_function_id")

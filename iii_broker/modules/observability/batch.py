@@ -1,0 +1,133 @@
+"""Writing telemetry off the calling thread: a bounded buffer and a thread that empties it.
+
+A handler's thread only appends to a deque (no lock, no I/O). A thread of the batcher's own
+takes everything buffered every ``interval_s`` (or sooner, once ``batch`` items wait) and
+hands it to ``write`` in one go. While ``write`` fails (Redis away), the items are kept and
+retried with a capped backoff; past ``max_items`` the oldest are dropped and counted, so an
+outage costs telemetry, never memory or a blocked call. A crash loses what was buffered: at
+most one interval's worth, plus whatever an outage had held back.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import Generic, TypeVar
+
+from ...outage import Backoff, is_outage, store_outage
+from ...settings import Settings
+
+log = logging.getLogger("iii.observability")
+
+T = TypeVar("T")
+
+
+class Batcher(Generic[T]):
+    """A bounded buffer of ``T`` written in batches by a daemon thread."""
+
+    def __init__(self, name: str, write: Callable[[list[T]], None], settings: Settings, *,
+                 interval_s: float = 0.2, batch: int = 500, max_items: int = 20_000) -> None:
+        self.name = name
+        self._write = write
+        self._settings = settings
+        self.interval_s = interval_s
+        self.batch = batch
+        self.max_items = max_items
+        self._items: deque[T] = deque()
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._idle = threading.Event()
+        self._idle.set()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+        self.dropped = 0
+        """Items dropped because the buffer was full (Redis away for long)."""
+        self.written = 0
+
+    def add(self, item: T) -> None:
+        """Buffer ``item`` (from any thread; never blocks)."""
+        items = self._items
+        items.append(item)
+        if len(items) > self.max_items:
+            try:
+                items.popleft()
+                self.dropped += 1
+            except IndexError:
+                pass
+        if len(items) >= self.batch:
+            self._wake.set()
+        if self._thread is None:
+            self._start()
+
+    def _start(self) -> None:
+        with self._lock:
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._loop, name=f"iii-{self.name}",
+                                                daemon=True)
+                self._thread.start()
+
+    def flush(self, timeout_s: float) -> bool:
+        """Write what is buffered now; True when it was all written within ``timeout_s``."""
+        deadline = time.monotonic() + timeout_s
+        if self._thread is None:
+            if not self._items:
+                return True
+            self._start()
+        while time.monotonic() < deadline:
+            if not self._items and self._idle.is_set():
+                return True
+            self._wake.set()
+            time.sleep(0.01)
+        return not self._items
+
+    def close(self, timeout_s: float = 2.0) -> None:
+        """Write what is left (up to ``timeout_s``), then stop the thread."""
+        self.flush(timeout_s)
+        self._stop.set()
+        self._wake.set()
+
+    def _loop(self) -> None:
+        backoff = Backoff()
+        outage = store_outage(self._settings)
+        while True:
+            self._wake.wait(self.interval_s)
+            self._wake.clear()
+            if not self._items:
+                if self._stop.is_set():
+                    return
+                continue
+            self._idle.clear()
+            taken: list[T] = []
+            items = self._items
+            try:
+                while items and len(taken) < self.batch * 4:
+                    taken.append(items.popleft())
+            except IndexError:
+                pass
+            try:
+                self._write(taken)
+                self.written += len(taken)
+                outage.recovered()
+                backoff.reset()
+            except Exception as exc:  # noqa: BLE001 - telemetry waits; calls never do
+                if is_outage(exc):
+                    outage.failed(exc)
+                else:
+                    log.warning("%s: writing %d item(s) failed (%s: %s); retrying", self.name,
+                                len(taken), type(exc).__name__, exc)
+                items.extendleft(reversed(taken))  # the oldest first again
+                while len(items) > self.max_items:
+                    items.popleft()
+                    self.dropped += 1
+                self._idle.set()
+                if self._stop.wait(backoff.next()):
+                    return
+                continue
+            finally:
+                if not items:
+                    self._idle.set()
+            if items:
+                self._wake.set()  # more than one batch was waiting

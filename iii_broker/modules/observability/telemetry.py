@@ -1,0 +1,118 @@
+"""One process's telemetry: its options, its Redis client and the four parts.
+
+Every process type has exactly one :class:`Telemetry` (:func:`telemetry`), made by the
+first hook that needs it (``process_started``, or a worker's ``observer``): the tracer
+(:mod:`.traces`), the log capture (:mod:`.logs`), the invocation history recorder
+(:mod:`.history`, workers and engines only) and the metrics reporter (:mod:`.metrics`).
+Each part starts its own thread where it writes, so a handler's thread only takes note.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import uuid
+from typing import Any
+
+from ...observe import Observer
+from ...settings import Settings
+from ...store import Keys, connect_store
+from .history import History
+from .logs import Logs
+from .metrics import MetricsReporter
+from .options import ObservabilityOptions
+from .traces import Tracing
+
+log = logging.getLogger("iii.observability")
+
+RUNS_INVOCATIONS = ("worker", "engine")
+"""The process types whose observers see invocations (and so record history)."""
+REFRESH_S = 5.0
+"""How often a process reads the cluster's observability settings again."""
+
+_current: Telemetry | None = None
+_current_lock = threading.Lock()
+
+
+class Telemetry:
+    """The telemetry of this process (see the module docstring)."""
+
+    def __init__(self, kind: str, settings: Settings, options: ObservabilityOptions) -> None:
+        self.kind = kind
+        self.settings = settings
+        self.options = options
+        self.keys = Keys(settings.namespace)
+        self.store: Any = connect_store(settings)
+        self.process_id = f"{kind}:{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+        self.tracing: Any = None
+        self.logs: Any = None
+        self.history: Any = None
+        self.metrics: Any = None
+        self._stop = threading.Event()
+
+    # -- life -----------------------------------------------------------------------
+
+    def start(self) -> None:
+        self.refresh()
+        self.tracing = Tracing(self)
+        self.logs = Logs(self)
+        self.history = History(self) if self.kind in RUNS_INVOCATIONS else None
+        self.metrics = MetricsReporter(self)
+        for part in self.parts():
+            part.start()
+        threading.Thread(target=self._refresh_every, name="iii-observability-settings",
+                         daemon=True).start()
+
+    def parts(self) -> list[Any]:
+        return [p for p in (self.tracing, self.logs, self.history, self.metrics) if p is not None]
+
+    def observers(self) -> list[Observer]:
+        """The observers of this process's runs: the tracer's first (it may give the run
+        its span), then the history's and the metrics'."""
+        found = [p.observer() for p in self.parts() if hasattr(p, "observer")]
+        return [o for o in found if o is not None]
+
+    def flush(self, timeout_s: float) -> None:
+        for part in self.parts():
+            part.flush(timeout_s)
+
+    def close(self) -> None:
+        self._stop.set()
+        for part in self.parts():
+            part.close()
+
+    # -- settings ---------------------------------------------------------------------
+
+    def refresh(self) -> None:
+        """Take the cluster's settings (written by the engine) when Redis has them."""
+        try:
+            shared = self.store.get(self.keys.observability)
+        except Exception:  # noqa: BLE001 - Redis away: keep what we have
+            return
+        self.options = self.options.with_shared(shared)
+
+    def _refresh_every(self) -> None:
+        while not self._stop.wait(REFRESH_S):
+            self.refresh()
+
+
+def telemetry(kind: str, settings: Settings, options: ObservabilityOptions) -> Telemetry:
+    """This process's telemetry, made and started on first use (the first caller's
+    ``kind`` names the process)."""
+    global _current
+    current = _current
+    if current is not None:
+        return current
+    with _current_lock:
+        if _current is None:
+            t = Telemetry(kind, settings, options)
+            t.start()
+            _current = t
+        return _current
+
+
+def current() -> Telemetry | None:
+    """This process's telemetry, if it was started."""
+    return _current
