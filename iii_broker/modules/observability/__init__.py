@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from ...settings import Settings
 from ..base import CONDITION, Builtin, Duty, Field, Module, TriggerType
-from . import cli, history, logs, metrics, traces
+from . import history, logs, metrics, traces
 from .options import LOG_LEVELS, OPTIONS, ObservabilityOptions
 from .telemetry import telemetry
 
@@ -93,7 +93,7 @@ class ObservabilityModule(Module):
 
     def cli_commands(self, sub: argparse._SubParsersAction[Any]
                      ) -> dict[str, Callable[[Settings, argparse.Namespace], int]]:
-        return cli.commands(sub)
+        return {**logs.cli_commands(sub), **history.cli_commands(sub)}
 
 
 def process_started(kind: str, settings: Settings) -> None:

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    import argparse
+    from collections.abc import Callable
+
+    from ...settings import Settings
     from ..base import Builtin, Duty
     from ..hosts import EngineHost
     from .options import ObservabilityOptions
@@ -31,3 +35,8 @@ def builtins(engine: EngineHost, options: ObservabilityOptions) -> list[Builtin]
 
 def duties(engine: EngineHost, options: ObservabilityOptions) -> list[Duty]:
     return []
+
+
+def cli_commands(sub: argparse._SubParsersAction[Any]
+                 ) -> dict[str, Callable[[Settings, argparse.Namespace], int]]:
+    return {}
