@@ -31,8 +31,7 @@ from .errors import (
 )
 from .function import check_function_id
 from .message import Invocation, Limits, now_ms
-from .observe import QUIET_HEADER, TRIGGER_HEADER
-from .observe import _trigger_type as _trigger_type
+from .observe import QUIET_HEADER, RERUN_HEADER, TRIGGER_HEADER, _rerun_of, _trigger_type
 from .queues.amqp import AmqpJobs
 from .queues.store import JobStore
 from .replies import ReplyConsumer
@@ -157,6 +156,9 @@ class Caller:
             headers[TRIGGER_HEADER] = trigger_type
         if parent is not None and parent.quiet:
             headers[QUIET_HEADER] = "1"
+        rerun_of = _rerun_of.get()
+        if rerun_of is not None:
+            headers[RERUN_HEADER] = rerun_of
         return inv, body, headers
 
     def call(

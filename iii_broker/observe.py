@@ -58,6 +58,19 @@ def current_trigger_type() -> str | None:
     return _trigger_type.get()
 
 
+_rerun_of: ContextVar[str | None] = ContextVar("iii_rerun_of", default=None)
+
+
+@contextmanager
+def rerunning(invocation_id: str) -> Iterator[None]:
+    """Calls made inside run ``invocation_id`` again: they carry ``iii-rerun-of``."""
+    token = _rerun_of.set(invocation_id)
+    try:
+        yield
+    finally:
+        _rerun_of.reset(token)
+
+
 @dataclass(slots=True, eq=False)
 class Run:
     """One invocation as a worker runs it (one attempt of a queued job)."""
