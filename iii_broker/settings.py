@@ -50,6 +50,9 @@ class Settings:
     """Interface the stream process (``iii-broker stream``) listens on for WebSockets."""
     stream_port: int = 3112
     """Port of the stream process."""
+    metrics_port: int = 0
+    """A port of this process's own serving its Prometheus figures (0: none; the web
+    process's ``/_iii/metrics`` serves the whole cluster's). iii uses 9464."""
     payload_max_bytes: int = 8_388_608
     """Largest payload or result a call may carry once encoded as JSON, in bytes (8 MiB)."""
     payload_max_depth: int = 64
@@ -148,6 +151,9 @@ class Settings:
             raise ConfigError("III_STREAM_HOST must not be empty")
         if not 1 <= self.stream_port <= 65535:
             raise ConfigError(f"III_STREAM_PORT={self.stream_port!r}: use a TCP port from 1 to 65535")
+        if not 0 <= self.metrics_port <= 65535:
+            raise ConfigError(f"III_METRICS_PORT={self.metrics_port!r}: use a TCP port from 1 to "
+                              "65535 (0: none)")
         if self.payload_max_bytes <= 0:
             raise ConfigError("III_PAYLOAD_MAX_BYTES must be a positive number of bytes")
         if not 1 <= self.payload_max_depth <= MAX_PAYLOAD_DEPTH:
@@ -212,6 +218,8 @@ class Settings:
             "III_STREAM_HOST": self.stream_host,
             "III_STREAM_PORT": str(self.stream_port),
         }
+        if self.metrics_port:
+            env["III_METRICS_PORT"] = str(self.metrics_port)
         if self.config_path:
             env["III_CONFIG_PATH"] = self.config_path
         if self.api_token is not None:

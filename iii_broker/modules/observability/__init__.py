@@ -48,9 +48,8 @@ class ObservabilityModule(Module):
     )
     options: ClassVar[dict[str, Field]] = OPTIONS
 
-    @property
-    def settings(self) -> ObservabilityOptions:
-        return ObservabilityOptions.of(self.config)
+    def settings(self, settings: Settings | None = None) -> ObservabilityOptions:
+        return ObservabilityOptions.of(self.config, settings)
 
     @property
     def on(self) -> bool:
@@ -60,32 +59,33 @@ class ObservabilityModule(Module):
 
     def process_started(self, kind: str, settings: Settings) -> None:
         if self.on:
-            telemetry(kind, settings, self.settings)
+            telemetry(kind, settings, self.settings(settings))
 
     def observers(self, worker: WorkerHost) -> list[Observer]:
         if not self.on:
             return []
         return telemetry(getattr(worker, "kind", "worker"), worker.settings,
-                         self.settings).observers()
+                         self.settings(worker.settings)).observers()
 
     # -- engine ---------------------------------------------------------------------------
 
     def seed(self, engine: EngineHost) -> None:
-        engine.registry.r.set(engine.registry.keys.observability, self.settings.to_json())
+        engine.registry.r.set(engine.registry.keys.observability, self.settings().to_json())
 
     def builtins(self, engine: EngineHost) -> list[Builtin]:
-        return logs.builtins(engine, self.settings) + history.builtins(engine, self.settings)
+        return logs.builtins(engine, self.settings()) + history.builtins(engine, self.settings())
 
     def duties(self, engine: EngineHost) -> list[Duty]:
-        return (logs.duties(engine, self.settings) + history.duties(engine, self.settings)
-                + metrics.duties(engine, self.settings))
+        options = self.settings(engine.settings)
+        return (logs.duties(engine, options) + history.duties(engine, options)
+                + metrics.duties(engine, options))
 
     # -- web ------------------------------------------------------------------------------
 
     def web_setup(self, app: Flask, web: WebHost) -> None:
         if not self.on:
             return
-        t = telemetry("web", web.settings, self.settings)
+        t = telemetry("web", web.settings, self.settings(web.settings))
         traces.web_setup(app, web, t)
         metrics.web_setup(app, web, t)
 

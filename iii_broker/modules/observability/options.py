@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any, ClassVar
 
+from ...settings import Settings
 from ..base import Field, at_least, port
 
 log = logging.getLogger("iii.observability")
@@ -54,7 +54,7 @@ class ObservabilityOptions:
     """Payloads and results larger than this (as JSON) are stored cut, marked ``truncated``."""
     metrics: bool = True
     metrics_port: int | None = None
-    """A port of this process's own serving Prometheus text (``III_METRICS_PORT``)."""
+    """A port of this process's own serving Prometheus text (``III_METRICS_PORT`` overrides)."""
     exporter: str = "auto"
     """Where spans and OTel log records go: ``auto`` follows the OTEL_* variables (OTLP
     when ``OTEL_EXPORTER_OTLP_ENDPOINT`` or ``OTEL_TRACES_EXPORTER`` says so), ``otlp``,
@@ -68,15 +68,13 @@ class ObservabilityOptions:
     """The settings written to Redis for the other processes (a port is each process's own)."""
 
     @classmethod
-    def of(cls, config: dict[str, Any]) -> ObservabilityOptions:
+    def of(cls, config: dict[str, Any], settings: Settings | None = None) -> ObservabilityOptions:
+        """From the module's checked config; ``III_METRICS_PORT`` (``settings``), when set,
+        overrides ``metrics_port``."""
         names = {f.name for f in fields(cls)}
         options = cls(**{k: v for k, v in config.items() if k in names})
-        port_env = os.environ.get("III_METRICS_PORT")
-        if port_env:
-            try:
-                options = replace(options, metrics_port=int(port_env))
-            except ValueError:
-                log.warning("III_METRICS_PORT=%r is not a port number: ignored", port_env)
+        if settings is not None and settings.metrics_port:
+            options = replace(options, metrics_port=settings.metrics_port)
         return options
 
     def to_json(self) -> str:
