@@ -71,6 +71,8 @@ class Telemetry:
     def observers(self) -> list[Observer]:
         """The observers of this process's runs: the tracer's first (it may give the run
         its span), then the history's and the metrics'."""
+        if not self.options.enabled:
+            return []  # the engine's settings file turned the module off for the cluster
         found = [p.observer() for p in self.parts() if hasattr(p, "observer")]
         return [o for o in found if o is not None]
 
