@@ -56,6 +56,10 @@ class Telemetry:
 
     def start(self) -> None:
         self.refresh()
+        if not self.options.enabled:
+            log.info("observability is off for this cluster ([modules.observability] "
+                     "enabled = false)")
+            return
         self.tracing = Tracing(self)
         self.logs = Logs(self)
         self.history = History(self) if self.kind in RUNS_INVOCATIONS else None
