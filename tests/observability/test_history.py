@@ -60,6 +60,9 @@ def running(cluster):
 
 
 def test_sync_void_and_failed_calls_are_recorded_with_their_outcome(running):
+    with pytest.raises(IIIError):  # a result JSON cannot carry is kept as text
+        running.trigger("test::bad_result", {})
+    assert newest(running, "test::bad_result")["result"] == {"oops": "{1, 2}"}
     echoed = running.trigger("test::echo", {"x": 1})
     rec = attempts(running, echoed["invocation_id"], status="succeeded")[0]
     assert rec["function_id"] == "test::echo" and rec["kind"] == "sync"
@@ -82,7 +85,7 @@ def test_sync_void_and_failed_calls_are_recorded_with_their_outcome(running):
     assert void["result"] == {"sum": 3}
 
     listed = invocations(running)
-    assert listed["total"] == 3  # the engine's own built-ins (this listing too) are left out
+    assert listed["total"] == 4  # the engine's own built-ins (this listing too) are left out
     assert not any(x["function_id"].startswith("engine::") for x in listed["invocations"])
 
 

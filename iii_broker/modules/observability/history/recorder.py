@@ -91,8 +91,13 @@ class History:
         for run, still in notes:
             if still and run.status != RUNNING:
                 continue  # it ended meanwhile: its outcome follows in the buffer
-            record = record_of(run, options.history_max_value_bytes,
-                               RUNNING if still else None)
+            try:
+                record = record_of(run, options.history_max_value_bytes,
+                                   RUNNING if still else None)
+            except Exception as exc:  # noqa: BLE001 - one odd run never holds up the others
+                log.warning("the history left out run %s of %s (%s: %s)", run.invocation_id,
+                            run.function_id, type(exc).__name__, exc)
+                continue
             entries.append(Entry(record, options.history_max_age_s))
         if entries:
             self.store.write(entries)

@@ -136,7 +136,7 @@ class HistoryStore:
             iid, fid, status = rec["invocation_id"], rec["function_id"], rec["status"]
             self._write(keys=[k.invocation(iid), k.invocations, k.invocations_of(fid),
                               k.inv_running, k.inv_functions, *self._status_keys],
-                        args=[iid, rec["attempt"], json.dumps(rec, separators=(",", ":")),
+                        args=[iid, rec["attempt"], json.dumps(rec, separators=(",", ":"), default=str),
                               status, rec["started_at"], e.max_age_s, rec["worker_id"], fid,
                               STATUSES.index(status) + 1],
                         client=pipe)
