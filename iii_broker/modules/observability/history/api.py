@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from ....client import Caller, Enqueue
-from ....errors import FunctionNotFound, IIIError, InvalidArgument
+from ....errors import FunctionNotFound, InvalidArgument, NotFound
 from ....observe import rerunning
 from ....transport import function_exchange, function_queue
 from .record import STATUSES
@@ -20,12 +20,6 @@ from .store import HistoryStore
 
 MAX_LIMIT = 1000
 LIST_FIELDS = ("function_id", "status", "since", "until", "limit", "offset")
-
-
-class InvocationNotFound(IIIError):
-    """No record of that invocation in the history (never made, or trimmed)."""
-
-    code = "not_found"
 
 
 def _int(payload: dict[str, Any], name: str, default: int | None, least: int,
@@ -78,10 +72,10 @@ def list_invocations(store: HistoryStore, payload: Any) -> dict[str, Any]:
 
 
 def get_invocation(store: HistoryStore, invocation_id: str) -> dict[str, Any]:
-    """Every attempt of an invocation; raises :class:`InvocationNotFound`."""
+    """Every attempt of an invocation; raises :class:`NotFound`."""
     attempts = store.attempts(invocation_id)
     if not attempts:
-        raise InvocationNotFound(
+        raise NotFound(
             f"no invocation {invocation_id!r} in the history (never recorded, or older than "
             "the history keeps: history_max_count / history_max_age_s)",
             invocation_id=invocation_id)
@@ -92,7 +86,7 @@ def get_invocation(store: HistoryStore, invocation_id: str) -> dict[str, Any]:
 def rerun(store: HistoryStore, caller: Caller, invocation_id: str) -> dict[str, Any]:
     """Run an invocation again with its original payload: a queued job goes back to its
     queue, anything else is a Void call. Returns ``{invocation_id, rerun_of}`` (the new
-    run's id). Raises :class:`InvocationNotFound`, :class:`InvalidArgument` (its payload was
+    run's id). Raises :class:`NotFound`, :class:`InvalidArgument` (its payload was
     stored truncated) or what calling raises (:class:`FunctionNotFound`...)."""
     last = get_invocation(store, invocation_id)["attempts"][-1]
     fid = last["function_id"]
