@@ -68,6 +68,14 @@ def test_records_carry_the_trace_and_iii_broker_logs_lists_one_trace(cluster: Cl
     assert {json.loads(line)["function_id"] for line in done.stdout.splitlines()} == \
         {"logs::inner"}
 
+    follow = c.spawn("logs-follow", bin_cmd("iii-broker", "logs", "--follow", "--function",
+                                            "logs::inner"))
+    wait_for(lambda: f"{tag} boom" in follow.output(), timeout=15, what="the first page")
+    c.trigger("logs::speak", {"tag": f"{tag}-later", "nested": True})
+    wait_for(lambda: f"{tag}-later boom" in follow.output(), timeout=15,
+             what="--follow to print a new record")
+    assert f"{tag}-later warn" not in follow.output()  # another function's
+
     assert [r["body"] for r in listed(c, trace_id=trace, severity_min="warn", limit=2,
                                       offset=1)] == [f"{tag} error", f"{tag} warn"]
     with pytest.raises(IIIError, match="severity_min is 'loud'") as caught:

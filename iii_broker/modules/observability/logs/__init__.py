@@ -30,7 +30,7 @@ TRIM_INTERVAL_S = 5.0
 def builtins(engine: EngineHost, options: ObservabilityOptions) -> list[Builtin]:
     store = LogStore(engine.registry.r, engine.registry.keys)
     return [Builtin(
-        "engine::logs::list", lambda payload: store.list(LogQuery.of(payload)),
+        "engine::logs::list", lambda payload: store.find(LogQuery.of(payload)),
         "Log records of handlers, newest first: {start_time?, end_time? (Unix ms), trace_id?, "
         "severity_min? (number or level name), function_id?, limit=100, offset=0} -> "
         "{logs, total?}")]

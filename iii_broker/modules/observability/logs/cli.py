@@ -70,7 +70,7 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
     check_store(store, settings)
     logs = LogStore(store, Keys(settings.namespace))
     last = logs.last_id()  # records stored after this are --follow's
-    for rec in reversed(logs.list(q)["logs"]):
+    for rec in reversed(logs.find(q)["logs"]):
         _print(rec, args.json)
     sys.stdout.flush()
     if not args.follow:

@@ -154,7 +154,7 @@ class LogStore:
         last = self.r.xrevrange(self.keys.logs, count=1)
         return last[0][0] if last else "0-0"
 
-    def list(self, q: LogQuery) -> dict[str, Any]:
+    def find(self, q: LogQuery) -> dict[str, Any]:
         """``{logs: [...], total?}``: the records matching ``q``, newest first, from
         ``offset``; ``total`` (every match) when the whole range was read."""
         found: list[dict[str, Any]] = []
