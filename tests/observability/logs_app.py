@@ -24,6 +24,7 @@ plain = logging.getLogger("plain.user")
 def speak(payload, ctx):
     """One record at each of info, warn (ctx.logger) and error (plain logging)."""
     tag = payload["tag"]
+    ctx.logger.debug("%s debug", tag)  # below the default level: not stored
     ctx.logger.info("%s info", tag)
     ctx.logger.warning("%s warn", tag)
     plain.error("%s error", tag, extra={"order_id": 42})
@@ -45,7 +46,7 @@ def inner(payload, ctx):
 @app.function("logs::many")
 def many(payload, ctx):
     for i in range(payload["n"]):
-        ctx.logger.info("%s n=%d", payload["tag"], i)
+        ctx.logger.debug("%s n=%d", payload["tag"], i)
 
 
 @app.function("logs::for_tests")

@@ -78,6 +78,8 @@ def test_records_carry_the_trace_and_iii_broker_logs_lists_one_trace(cluster: Cl
 
     assert [r["body"] for r in listed(c, trace_id=trace, severity_min="warn", limit=2,
                                       offset=1)] == [f"{tag} error", f"{tag} warn"]
+    everything = listed(c, limit=10_000)
+    assert everything and not [r for r in everything if r["function_id"].startswith("engine::")]
     with pytest.raises(IIIError, match="severity_min is 'loud'") as caught:
         listed(c, severity_min="loud")
     assert caught.value.code == "invalid_argument"
@@ -95,7 +97,8 @@ def test_records_are_kept_within_the_count_and_age_limits(cluster: Cluster,
            "meta": json.dumps({"body": "ancient", "timestamp_unix_nano": 10**12})}
     for i in range(1, 51):  # stored long before the 60 s age limit
         store.xadd(keys.logs, old, id=f"{1000 + i}-0")
-    c.engine(config="[modules.observability]\nlogs_max_count = 100\nlogs_max_age_s = 60\n")
+    c.engine(config="[modules.observability]\nlogs_max_count = 100\nlogs_max_age_s = 60\n"
+                    "level = \"debug\"\n")  # the worker logs at INFO: ctx.logger.debug is kept
     c.worker(LOGS_APP)
     tag = f"m-{uuid.uuid4().hex[:6]}"
     c.trigger("logs::many", {"tag": tag, "n": 300})
@@ -106,6 +109,7 @@ def test_records_are_kept_within_the_count_and_age_limits(cluster: Cluster,
             and not any("ancient" in e[1]["meta"] for e in entries)
     wait_for(trimmed, timeout=20, what="the records trimmed to the newest 100")
     got = listed(c, function_id="logs::many", limit=1000)
+    assert {r["severity_text"] for r in got} == {"DEBUG"}
     assert [r["body"] for r in got] == [f"{tag} n={i}" for i in range(299, 199, -1)]
     ttl = store.ttl(keys.log_trace(got[0]["trace_id"]))
     assert 0 < ttl <= 60  # the trace index goes with the records

@@ -12,6 +12,7 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from .... import context as _context
+from ....function import is_reserved
 from ....observe import Observer
 from ..batch import Batcher
 from .record import PYTHON_LEVELS, build
@@ -85,7 +86,8 @@ class Logs:
         """Note ``record``, logged inside the run of ``ctx``, when the settings keep it."""
         options = self.t.options
         if (not options.logs or record.levelno < PYTHON_LEVELS.get(options.level, 0)
-                or record.name.startswith(OWN_LOGGER) or self.batcher is None):
+                or record.name.startswith(OWN_LOGGER) or self.batcher is None
+                or is_reserved(ctx.function_id)):  # built-ins' lines stay the engine's own
             return
         rec = build(record, ctx, options.service_name)
         self.batcher.add(rec)
