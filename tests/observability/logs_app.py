@@ -26,7 +26,7 @@ def speak(payload, ctx):
     tag = payload["tag"]
     ctx.logger.debug("%s debug", tag)  # below the default level: not stored
     ctx.logger.info("%s info", tag)
-    ctx.logger.warning("%s warn", tag)
+    ctx.logger.warning("%s warn", tag, extra={"sku": "A1"})
     plain.error("%s error", tag, extra={"order_id": 42})
     if payload.get("nested"):
         ctx.trigger("logs::inner", {"tag": tag})

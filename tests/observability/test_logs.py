@@ -47,6 +47,7 @@ def test_records_carry_the_trace_and_iii_broker_logs_lists_one_trace(cluster: Cl
     assert (warn["severity_number"], warn["severity_text"]) == (13, "WARN")
     assert warn["function_id"] == "logs::speak" and warn["span_id"] == out["span_id"]
     assert warn["quiet"] is False
+    assert warn["attributes"]["sku"] == "A1"  # ctx.logger keeps a call's extra fields
     error = by_body[f"{tag} error"]  # plain logging, with extra attributes
     assert error["attributes"]["logger.name"] == "plain.user"
     assert error["attributes"]["order_id"] == 42
