@@ -6,13 +6,19 @@ processes throughout."""
 from __future__ import annotations
 
 import http.client
+import json
+import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from iii_broker import Enqueue, IIIError
+from iii_broker.modules.observability.metrics import duties
+from iii_broker.modules.observability.options import ObservabilityOptions
+from iii_broker.registry import Registry
 from tests.helpers import free_port, wait_for
 from tests.web.conftest import Web, start_web
 
@@ -154,3 +160,23 @@ def test_the_page_sits_behind_the_management_access_check(cluster):
     reply = web.get("/_iii/metrics", headers={"Authorization": "Bearer s3cret"})
     assert reply.status == 200
     assert value(parse(reply.text), "iii_workers_live") == 0
+
+
+@dataclass
+class EngineStandIn:
+    """What the metrics duty uses of an engine host: its registry (on the real Redis)."""
+
+    registry: Registry
+
+
+def test_the_engine_forgets_gauges_of_processes_gone_silent(store, settings):
+    key = f"{settings.namespace}:metrics:gauges"
+    now_ms = int(time.time() * 1000)
+    store.hset(key, mapping={
+        "worker:gone": json.dumps({"at": now_ms - 120_000, "kind": "worker", "gauges": {}}),
+        "worker:here": json.dumps({"at": now_ms, "kind": "worker", "gauges": {}}),
+        "worker:garbled": "{not json"})
+    [duty] = duties(EngineStandIn(Registry(store, settings.namespace)), ObservabilityOptions())
+    assert duty.elected
+    duty.run()
+    assert store.hkeys(key) == ["worker:here"]
