@@ -18,6 +18,14 @@ from ..base import Field, at_least, port
 log = logging.getLogger("iii.observability")
 
 LOG_LEVELS = ("trace", "debug", "info", "warn", "error")
+UNOBSERVED_PREFIX = "engine::"
+"""Runs of the management and discovery built-ins are neither recorded in the history nor
+counted in the metrics: pollers (a console, ``iii-broker`` itself) would drown the rest."""
+
+
+def observed(function_id: str) -> bool:
+    """True when runs of ``function_id`` go into the history and the metrics."""
+    return not function_id.startswith(UNOBSERVED_PREFIX)
 EXPORTERS = ("auto", "otlp", "console", "none")
 
 OPTIONS: dict[str, Field] = {

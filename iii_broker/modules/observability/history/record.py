@@ -16,16 +16,6 @@ INTERRUPTED = "interrupted"
 STATUSES = (RUNNING, SUCCEEDED, FAILED, INTERRUPTED)
 """Every status a record may have; ``interrupted``: its worker died while it ran."""
 
-SKIPPED_PREFIX = "engine::"
-"""Runs of the engine's built-ins are not recorded (the management API and its polling
-would flood the history)."""
-
-
-def recorded(function_id: str) -> bool:
-    """True when runs of ``function_id`` go into the history."""
-    return not function_id.startswith(SKIPPED_PREFIX)
-
-
 def bounded(value: Any, max_bytes: int) -> tuple[Any, bool]:
     """``(value, False)`` when its JSON text fits in ``max_bytes`` (UTF-8), else the text cut
     to the bound and True. Values JSON cannot encode are stored as their ``str``."""

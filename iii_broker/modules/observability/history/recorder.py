@@ -13,7 +13,8 @@ from typing import TYPE_CHECKING
 
 from ....observe import Observer, Run
 from ..batch import Batcher
-from .record import RUNNING, record_of, recorded
+from ..options import observed
+from .record import RUNNING, record_of
 from .store import Entry, HistoryStore
 
 if TYPE_CHECKING:
@@ -110,7 +111,7 @@ class HistoryObserver(Observer):
         self.history = history
 
     def start(self, run: Run) -> None:
-        if self.history.t.options.history and recorded(run.function_id):
+        if self.history.t.options.history and observed(run.function_id):
             self.history.began(run)
             run.notes["history:on"] = True
 

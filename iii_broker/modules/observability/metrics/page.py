@@ -13,18 +13,16 @@ from __future__ import annotations
 import json
 import logging
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from flask import Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
-from prometheus_client.registry import Collector
 
 from ....httpapi.responses import error_response
 from ....outage import is_outage
 from ....queues.amqp import AmqpJobs
 from ....queues.store import JobStore
 from ....registry import Registry
-from ...base import Duty
 from .reporter import BUSY_SLOTS
 from .series import Series, families, gauge_series, series_of
 
@@ -32,17 +30,13 @@ if TYPE_CHECKING:
     from flask import Flask
     from prometheus_client.metrics_core import Metric
 
-    from ...hosts import EngineHost, WebHost
-    from ..options import ObservabilityOptions
+    from ...hosts import WebHost
     from ..telemetry import Telemetry
 
 log = logging.getLogger("iii.observability")
 
 FRESH_S = 10.0
 """A process's gauges count while it stored them this recently (it does every second)."""
-GONE_S = 60.0
-"""The engine's duty forgets the gauges of a process silent this long."""
-SWEEP_EVERY_S = 30.0
 WORKER = "worker"
 """The registry kind (and process kind) of worker processes."""
 
@@ -73,7 +67,7 @@ def read_gauges(raw: dict[str, str], now_ms: int) -> tuple[dict[Series, float], 
     return summed, busy
 
 
-class ClusterCollector(Collector):
+class ClusterCollector:
     """The whole cluster's figures, read from Redis at each scrape (see the module docstring)."""
 
     def __init__(self, t: Telemetry) -> None:
@@ -137,25 +131,3 @@ def web_setup(app: Flask, web: WebHost, t: Telemetry) -> None:
         return Response(body, status=200, content_type=CONTENT_TYPE_LATEST)
 
     web.management_route("/metrics", "metrics", metrics_page, methods=("GET",))
-
-
-def duties(engine: EngineHost, options: ObservabilityOptions) -> list[Duty]:
-    """Forget the gauges of processes that stopped storing them (killed, not drained)."""
-    r: Any = engine.registry.r
-    key = engine.registry.keys.metric_gauges
-
-    def forget_gone() -> None:
-        now_ms = int(time.time() * 1000)
-        gone = []
-        for process_id, text in r.hgetall(key).items():
-            try:
-                at = int(json.loads(text)["at"])
-            except (ValueError, TypeError, KeyError):
-                at = 0
-            if now_ms - at > GONE_S * 1000:
-                gone.append(process_id)
-        if gone:
-            r.hdel(key, *gone)
-        return None
-
-    return [Duty("metrics-forget-gone", forget_gone, SWEEP_EVERY_S)]

@@ -20,12 +20,10 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any
 
-from prometheus_client import CollectorRegistry, start_http_server
-from prometheus_client.registry import Collector
-
 from ....errors import IIIError, InvocationFailed
 from ....observe import METRICS, Observer, Run
 from ....outage import is_outage, store_outage
+from ..options import observed
 from .series import Series, families, field_of, gauge_series
 
 if TYPE_CHECKING:
@@ -66,7 +64,7 @@ class MetricsObserver(Observer):
 
     def finish(self, run: Run) -> None:
         self.running.discard(run)
-        if not self.reporter.t.options.metrics:
+        if not self.reporter.t.options.metrics or not observed(run.function_id):
             return
         function = run.function_id
         METRICS.inc("iii_invocations_total", {"function": function, "status": run.status})
@@ -202,6 +200,8 @@ class MetricsReporter:
     def serve(self, port: int) -> None:
         """Serve this process's own figures on ``port`` (the web process's interface,
         ``III_HTTP_HOST``); a port in use is a warning, never a crash."""
+        from prometheus_client import CollectorRegistry, start_http_server  # when asked for
+
         registry = CollectorRegistry(auto_describe=False)
         registry.register(ProcessCollector(self))
         try:
@@ -216,7 +216,7 @@ class MetricsReporter:
                  self.t.settings.http_host, port)
 
 
-class ProcessCollector(Collector):
+class ProcessCollector:
     """This process's cumulative figures and its gauges, read at each scrape."""
 
     def __init__(self, reporter: MetricsReporter) -> None:

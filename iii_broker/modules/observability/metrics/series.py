@@ -18,17 +18,12 @@ import math
 import re
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
-from typing import Any
-
-from prometheus_client.metrics_core import (
-    CounterMetricFamily,
-    GaugeMetricFamily,
-    HistogramMetricFamily,
-    Metric,
-)
-from prometheus_client.utils import floatToGoString
+from typing import TYPE_CHECKING, Any
 
 from ....observe import DURATION_BUCKETS, Labels
+
+if TYPE_CHECKING:
+    from prometheus_client.metrics_core import Metric
 
 Series = tuple[str, Labels]
 
@@ -83,6 +78,12 @@ def help_of(name: str) -> str:
 
 
 def families(counts: Mapping[Series, float], gauges: Mapping[Series, float]) -> list[Metric]:
+    # prometheus-client is imported where a page is made: every process counts, few serve
+    from prometheus_client.metrics_core import (
+        CounterMetricFamily,
+        GaugeMetricFamily,
+        HistogramMetricFamily,
+    )
     """Prometheus metric families of summed ``counts`` (counters ending ``_total``,
     histograms from their ``_bucket``/``_sum``/``_count`` series, anything else untyped)
     and ``gauges``."""
@@ -146,6 +147,7 @@ def _histogram_part(name: str, histograms: set[str]) -> tuple[str | None, str]:
 
 
 def _cumulative(buckets: Mapping[str, float]) -> list[tuple[str, float]]:
+    from prometheus_client.utils import floatToGoString
     """Per-bucket counts (``le`` → values in that bucket alone) as Prometheus's cumulative
     buckets, every standard bound present and ``+Inf`` last."""
     per_bound: dict[float, float] = {float(b): 0.0 for b in DURATION_BUCKETS}
