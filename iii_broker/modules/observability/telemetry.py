@@ -9,6 +9,7 @@ Each part starts its own thread where it writes, so a handler's thread only take
 
 from __future__ import annotations
 
+import atexit
 import logging
 import os
 import socket
@@ -115,6 +116,7 @@ def telemetry(kind: str, settings: Settings, options: ObservabilityOptions) -> T
         if _current is None:
             t = Telemetry(kind, settings, options)
             t.start()
+            atexit.register(t.close)  # what is buffered goes out as the process exits
             _current = t
         return _current
 
