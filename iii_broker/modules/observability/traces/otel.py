@@ -10,9 +10,11 @@ default) and drop what does not fit; their export threads do the network I/O.
 
 from __future__ import annotations
 
+import atexit
 import logging
 import os
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -25,6 +27,8 @@ METRICS_PATH = "/_iii/metrics"
 NOTE = "otel"
 """The key of a run's ``notes`` holding its span and the context token to detach."""
 PRIMITIVE = (str, bool, int, float)
+EXIT_WAIT_S = 2.0
+"""How long a process exiting waits for the exporter to send what it holds."""
 
 
 def _ours(sc: Any) -> SpanContext | None:
@@ -33,6 +37,27 @@ def _ours(sc: Any) -> SpanContext | None:
         return None
     return SpanContext(format(sc.trace_id, "032x"), format(sc.span_id, "016x"),
                        format(int(sc.trace_flags), "02x"))
+
+
+def _bounded(what: str, fn: Callable[[], Any], timeout_s: float) -> bool:
+    """Run ``fn`` on a thread of its own, waiting at most ``timeout_s`` (the SDK's
+    force_flush and shutdown ignore their timeouts while an export hangs:
+    opentelemetry-python #4568). False when it did not finish in time."""
+    done = threading.Event()
+
+    def run() -> None:
+        try:
+            fn()
+        except Exception as exc:  # noqa: BLE001
+            log.debug("%s failed: %s", what, exc)
+        finally:
+            done.set()
+    threading.Thread(target=run, name=f"iii-otel-{what}", daemon=True).start()
+    if done.wait(timeout_s):
+        return True
+    log.warning("tracing: %s did not finish within %.1fs (is the OTLP endpoint answering?); "
+                "what is left is dropped", what, timeout_s)
+    return False
 
 
 def _value(v: Any) -> Any:
@@ -68,7 +93,7 @@ class Otel:
         self.resource = resource
         span_exporter = self._span_exporter(exporter)
         self.destination = getattr(span_exporter, "_endpoint", None) or exporter
-        self.provider = TracerProvider(resource=resource)
+        self.provider = TracerProvider(resource=resource, shutdown_on_exit=False)
         self.provider.add_span_processor(BatchSpanProcessor(span_exporter))
         if isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider):
             trace.set_tracer_provider(self.provider)  # the user's own spans nest in ours
@@ -79,6 +104,8 @@ class Otel:
             self._start_logs(exporter, resource)
         except Exception as exc:  # noqa: BLE001 - spans go on without log records
             log.warning("no OpenTelemetry log records: %s: %s", type(exc).__name__, exc)
+        self._closed = False
+        atexit.register(self.shutdown)
 
     @staticmethod
     def _span_exporter(exporter: str) -> Any:
@@ -108,7 +135,7 @@ class Otel:
             from opentelemetry.exporter.otlp.proto.http._log_exporter import OTLPLogExporter
             log_exporter = OTLPLogExporter()
         self._LogRecord, self._Severity = LogRecord, SeverityNumber
-        self.logger_provider = LoggerProvider(resource=resource)
+        self.logger_provider = LoggerProvider(resource=resource, shutdown_on_exit=False)
         self.logger_provider.add_log_record_processor(BatchLogRecordProcessor(log_exporter))
         self.logger = self.logger_provider.get_logger("iii_broker")
 
@@ -222,16 +249,27 @@ class Otel:
 
     # -- life -----------------------------------------------------------------------------
 
-    def flush(self, timeout_s: float) -> None:
-        """Export what is buffered, waiting at most about ``timeout_s``."""
-        ms = max(1, int(timeout_s * 1000))
-        if self.logger_provider is not None:
-            self.provider.force_flush(ms // 2 or 1)
-            self.logger_provider.force_flush(ms // 2 or 1)
-        else:
-            self.provider.force_flush(ms)
+    def _providers(self) -> list[Any]:
+        return [p for p in (self.provider, self.logger_provider) if p is not None]
 
-    def shutdown(self) -> None:
-        self.provider.shutdown()
-        if self.logger_provider is not None:
-            self.logger_provider.shutdown()
+    def flush(self, timeout_s: float) -> bool:
+        """Export what is buffered, waiting at most ``timeout_s``; False when the exporter
+        did not finish in time (it goes on in the background)."""
+        ms = max(1, int(timeout_s * 1000))
+
+        def flush_all() -> None:
+            for p in self._providers():
+                p.force_flush(ms)
+        return _bounded("flush", flush_all, timeout_s)
+
+    def shutdown(self, timeout_s: float = EXIT_WAIT_S) -> None:
+        """Export what is left and stop the export threads, waiting at most ``timeout_s``
+        (at exit: a hung endpoint never holds a process up)."""
+        if self._closed:
+            return
+        self._closed = True
+
+        def shutdown_all() -> None:
+            for p in self._providers():
+                p.shutdown()
+        _bounded("shutdown", shutdown_all, timeout_s)
