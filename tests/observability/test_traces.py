@@ -16,6 +16,7 @@ from collections.abc import Iterator
 import pytest
 
 from iii_broker.modules.observability.traces import exporter_choice
+from tests.cron.conftest import beat, cron_worker, engine
 from tests.observability.otlp_sink import OtlpSink, Span
 from tests.web.conftest import start_web
 
@@ -151,3 +152,62 @@ print(sorted(m for m in now if m.startswith(("opentelemetry.sdk.trace", "opentel
                          timeout=60)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]"
+
+
+def test_a_cron_fire_is_a_span_that_its_condition_and_its_function_continue(cluster, sink, store,
+                                                                            settings):
+    exporting_to(cluster, sink.url)
+    store.set(f"{settings.namespace}:test:allow", "1")
+    engine(cluster)
+    cron_worker(cluster, ("cron::tick", {"expression": "* * * * * *",
+                                         "condition_function_id": "cron::allow"}))
+    beat(cluster)
+
+    def fired(spans: list[Span]) -> list[Span] | None:
+        for fire in (s for s in spans if s.name == "cron cron::tick" or
+                     s.attributes.get("iii.cron.job_id")):
+            mine = [s for s in spans if s.trace_id == fire.trace_id]
+            if {"cron::allow", "cron::tick"} <= {s.name for s in mine}:
+                return mine
+        return None
+    spans = sink.wait_for(fired, timeout=20, what="a fire with its condition and function")
+    [fire] = [s for s in spans if s.kind == "producer"]
+    assert fire.resource["iii.process"] == "beat" and fire.parent_span_id is None
+    assert fire.attributes["iii.function_id"] == "cron::tick"
+    for name in ("cron::allow", "cron::tick"):
+        [run] = by_name(spans, name)
+        assert (run.parent_span_id, run.attributes["iii.trigger_type"]) == (fire.span_id, "cron")
+
+
+def test_emit_log_sends_a_log_record_with_its_trace_and_span_over_otlp(sink):
+    """What the logs part hands the tracer (``t.tracing.emit_log``) reaches the endpoint as
+    an OTel log record in the run's trace."""
+    trace_id, span_id = secrets.token_hex(16), secrets.token_hex(8)
+    record = {"timestamp_unix_nano": time.time_ns(), "severity_number": 13,
+              "severity_text": "WARN", "body": "disk almost full",
+              "attributes": {"disk": "/data", "free": 0.05, "nested": {"a": 1}, "none": None},
+              "trace_id": trace_id, "span_id": span_id, "service_name": "x",
+              "function_id": "fs::check", "invocation_id": "inv-1", "quiet": False}
+    code = f"""
+import types
+from iii_broker.modules.observability.traces import Tracing
+from iii_broker.modules.observability.options import ObservabilityOptions
+t = types.SimpleNamespace(options=ObservabilityOptions(), kind="worker", process_id="p")
+tracing = Tracing(t)
+tracing.start()
+assert tracing.exporting
+tracing.emit_log({record!r})
+tracing.emit_log({{"body": object(), "severity_number": 99}})  # dropped, never raised
+tracing.flush(5.0)
+"""
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("OTEL_")},
+           "OTEL_EXPORTER_OTLP_ENDPOINT": sink.url}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                         timeout=60)
+    assert out.returncode == 0, out.stderr
+    [log] = sink.logs
+    assert (log.trace_id, log.span_id) == (trace_id, span_id)
+    assert (log.severity_number, log.severity_text, log.body) == (13, "WARN", "disk almost full")
+    assert log.attributes == {"disk": "/data", "free": 0.05, "nested": '{"a": 1}',
+                              "iii.function_id": "fs::check", "iii.invocation_id": "inv-1"}
+    assert log.resource["service.name"] == "iii-broker"

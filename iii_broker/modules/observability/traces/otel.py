@@ -11,6 +11,7 @@ default) and drop what does not fit; their export threads do the network I/O.
 from __future__ import annotations
 
 import atexit
+import json
 import logging
 import os
 import threading
@@ -61,8 +62,13 @@ def _bounded(what: str, fn: Callable[[], Any], timeout_s: float) -> bool:
 
 
 def _value(v: Any) -> Any:
-    """An attribute value OpenTelemetry takes (a primitive; anything else as text)."""
-    return v if isinstance(v, PRIMITIVE) else str(v)
+    """An attribute value OpenTelemetry takes: a primitive, else its JSON text."""
+    if isinstance(v, PRIMITIVE):
+        return v
+    try:
+        return json.dumps(v, default=str)
+    except (TypeError, ValueError):
+        return str(v)
 
 
 class Otel:
