@@ -33,3 +33,8 @@ def job(payload, ctx):
 @app.function("traced::plain")
 def plain(payload):
     return {"ok": True}
+
+
+@app.function("traced::async_outer")
+async def async_outer(payload, ctx):
+    return await ctx.atrigger("traced::plain", {})

@@ -95,6 +95,13 @@ def test_a_call_without_a_traceparent_starts_a_trace_of_its_own(cluster, sink):
     # the client's own (unexported) span is its parent: the trace starts at the caller
     assert span.parent_span_id is not None
 
+    # an ``async def`` handler's span is current while it awaits its own calls
+    assert cluster.trigger("traced::async_outer", {}) == {"ok": True}
+    outer = sink.wait_for(lambda spans: by_name(spans, "traced::async_outer"))[0]
+    [inner] = sink.wait_for(lambda spans: [s for s in by_name(spans, "traced::plain")
+                                           if s.trace_id == outer.trace_id])
+    assert inner.parent_span_id == outer.span_id
+
 
 def test_an_endpoint_that_never_answers_slows_no_call_and_no_drain(cluster):
     with OtlpSink(stall=True) as stalled:
