@@ -38,3 +38,17 @@ def plain(payload):
 @app.function("traced::async_outer")
 async def async_outer(payload, ctx):
     return await ctx.atrigger("traced::plain", {})
+
+
+@app.function("traced::writer")
+def writer(payload, ctx):
+    ctx.trigger("state::set", {"scope": "traced", "key": "k", "value": payload.get("value", 1)})
+    return {"ok": True}
+
+
+@app.function("traced::watch")
+def watch(payload):
+    return None
+
+
+app.register_trigger("state", "traced::watch", {"scope": "traced"})

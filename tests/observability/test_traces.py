@@ -218,3 +218,17 @@ tracing.flush(5.0)
     assert log.attributes == {"disk": "/data", "free": 0.05, "nested": '{"a": 1}',
                               "iii.function_id": "fs::check", "iii.invocation_id": "inv-1"}
     assert log.resource["service.name"] == "iii-broker"
+
+
+def test_a_state_trigger_continues_the_trace_of_the_run_that_wrote(cluster, sink):
+    exporting_to(cluster, sink.url)
+    cluster.engine(config=CONFIG)
+    cluster.worker(APP)
+    assert cluster.trigger("traced::writer", {"value": 2}) == {"ok": True}
+    [writer] = sink.wait_for(lambda spans: by_name(spans, "traced::writer"))
+    spans = sink.wait_for(lambda spans: (mine := [s for s in spans if s.trace_id == writer.trace_id])
+                          and by_name(mine, "traced::watch") and mine, what="the state trigger")
+    [write] = by_name(spans, "state::set")
+    [watch] = by_name(spans, "traced::watch")
+    assert write.parent_span_id == writer.span_id and write.resource["iii.process"] == "engine"
+    assert (watch.parent_span_id, watch.attributes["iii.trigger_type"]) == (write.span_id, "state")

@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from ....observe import Observer, Run
-from ....tracing import set_ambient, set_producer
+from ....tracing import SpanContext, set_ambient, set_producer
 from .otel import METRICS_PATH, Otel
 
 if TYPE_CHECKING:
@@ -29,8 +29,8 @@ log = logging.getLogger("iii.observability")
 OTLP = "otlp"
 CONSOLE = "console"
 SKIPPED_PREFIX = "engine::"
-"""Runs of built-ins get no span: the engine's own polling (registration, lists) would
-fill the exporter with one-span traces."""
+"""Runs of the engine's built-ins get no span: its own polling (registration, lists) would
+fill the exporter with one-span traces. What they call continues their caller's span."""
 
 
 def exporter_choice(exporter: str, env: Mapping[str, str] | None = None) -> str | None:
@@ -112,6 +112,8 @@ class RunSpans(Observer):
         """Start the run's span and make it current: ``run.span`` becomes it, so nested
         calls (and the user's own OpenTelemetry spans) are its children."""
         if run.function_id.startswith(SKIPPED_PREFIX):
+            if run.parent_span_id:  # no span of its own: what it calls continues its caller's
+                run.span = SpanContext(run.span.trace_id, run.parent_span_id, run.span.flags)
             return
         self.otel.start_run(run)
 
