@@ -22,3 +22,11 @@ def noop(_payload: Any) -> None:
 def arm(payload: dict[str, Any]) -> dict[str, Any]:
     countdown.arm(payload["redis_url"], payload["key"], payload["n"])
     return {}
+
+
+@app.function("bench::noop_logged",
+              description="Logs one INFO line and does nothing else (counts its runs)")
+def noop_logged(_payload: Any, ctx: Any) -> None:
+    ctx.logger.info("noop ran")
+    countdown.tick()
+    return None

@@ -58,7 +58,7 @@ class Context:
     def logger(self) -> logging.LoggerAdapter[logging.Logger]:
         """A logger whose records carry function_id, invocation_id and trace_id."""
         base = logging.getLogger(f"iii.fn.{self.function_id}")
-        return logging.LoggerAdapter(base, {
+        return _RunLogger(base, {
             "function_id": self.function_id,
             "invocation_id": self.invocation_id,
             "trace_id": self.trace_id,
@@ -77,6 +77,16 @@ class Context:
         if name in extras:
             return extras[name]
         raise AttributeError(name)
+
+
+class _RunLogger(logging.LoggerAdapter):  # type: ignore[type-arg]
+    """Adds the run's ids to each record and keeps the call's own ``extra`` fields (the
+    standard adapter replaces them, before Python 3.13's ``merge_extra``)."""
+
+    def process(self, msg: Any, kwargs: Any) -> tuple[Any, Any]:
+        extra = kwargs.get("extra")
+        kwargs["extra"] = {**extra, **self.extra} if extra else self.extra
+        return msg, kwargs
 
 
 def current_context() -> Context:

@@ -117,6 +117,12 @@ class InvalidArgument(IIIError):
     code = "invalid_argument"
 
 
+class NotFound(IIIError):
+    """A record a built-in was asked for does not exist (never made, or trimmed)."""
+
+    code = "not_found"
+
+
 class TriggerConfigError(IIIError):
     """A trigger has an unknown type or a config its module rejects."""
 
@@ -158,6 +164,7 @@ _BY_CODE: dict[str, type[IIIError]] = {
         InvalidFunctionId,
         PayloadError,
         InvalidArgument,
+        NotFound,
         TriggerConfigError,
     )
 }

@@ -97,7 +97,10 @@ class Keys:
         self.logs = f"{ns}:logs"                        # STREAM log records (JSON), by time
         self.log_cursors = f"{ns}:log-cursors"          # HASH log trigger id -> last record read
         self.invocations = f"{ns}:inv:by-start"         # ZSET invocation id -> start (ms)
-        self.inv_running = f"{ns}:inv:running"          # HASH invocation id -> worker id
+        self.inv_running = f"{ns}:inv:running"          # HASH invocation id -> worker id, while
+                                                        # its record says running
+        self.inv_functions = f"{ns}:inv:functions"      # SET function ids with an invocations_of
+                                                        # index (what the age trim walks)
         self.metrics = f"{ns}:metrics"                  # HASH series -> cluster-wide count
         self.metric_gauges = f"{ns}:metrics:gauges"     # HASH process id -> its gauges (JSON)
         self.kombu_unacked = f"{ns}:kombu:unacked"      # Kombu's Redis ack emulation (unused)
@@ -110,8 +113,9 @@ class Keys:
         return f"{self.logs}:trace:{trace_id}"
 
     def invocation(self, invocation_id: str) -> str:
-        """STRING: one invocation's history record (JSON)."""
-        return f"{self._ns}:inv:{invocation_id}"
+        """HASH: one invocation's history: field ``<attempt>`` -> that attempt's record (JSON),
+        ``latest`` (attempt), ``status`` and ``function_id`` of the latest attempt."""
+        return f"{self._ns}:inv:id:{invocation_id}"
 
     def invocations_of(self, function_id: str) -> str:
         """ZSET: the invocations of one function, by start (ms)."""
@@ -120,6 +124,10 @@ class Keys:
     def invocations_with(self, status: str) -> str:
         """ZSET: the invocations that ended with ``status`` (or still run), by start (ms)."""
         return f"{self._ns}:inv:by-status:{_part(status)}"
+
+    def inv_scratch(self, token: str) -> str:
+        """ZSET: an intersection of two indexes, made and deleted by one script call."""
+        return f"{self._ns}:inv:scratch:{token}"
 
     def worker(self, worker_id: str) -> str:
         return f"{self._ns}:worker:{worker_id}"           # HASH worker info

@@ -80,6 +80,9 @@ class ObservabilityModule(Module):
         return (logs.duties(engine, options) + history.duties(engine, options)
                 + metrics.duties(engine, options))
 
+    def triggers_registered(self, engine: EngineHost, triggers: list[dict[str, Any]]) -> None:
+        logs.triggers_registered(engine, triggers)
+
     # -- web ------------------------------------------------------------------------------
 
     def web_setup(self, app: Flask, web: WebHost) -> None:

@@ -56,6 +56,10 @@ class Telemetry:
 
     def start(self) -> None:
         self.refresh()
+        if not self.options.enabled:
+            log.info("observability is off for this cluster ([modules.observability] "
+                     "enabled = false)")
+            return
         self.tracing = Tracing(self)
         self.logs = Logs(self)
         self.history = History(self) if self.kind in RUNS_INVOCATIONS else None
@@ -71,6 +75,8 @@ class Telemetry:
     def observers(self) -> list[Observer]:
         """The observers of this process's runs: the tracer's first (it may give the run
         its span), then the history's and the metrics'."""
+        if not self.options.enabled:
+            return []  # the engine's settings file turned the module off for the cluster
         found = [p.observer() for p in self.parts() if hasattr(p, "observer")]
         return [o for o in found if o is not None]
 

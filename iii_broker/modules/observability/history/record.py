@@ -1,0 +1,74 @@
+"""One attempt of one invocation as the history stores it: a JSON object built from a
+:class:`~iii_broker.observe.Run` on the history's own thread (never the handler's)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from ....errors import IIIError
+from ....observe import Run
+
+RUNNING = "running"
+SUCCEEDED = "succeeded"
+FAILED = "failed"
+INTERRUPTED = "interrupted"
+STATUSES = (RUNNING, SUCCEEDED, FAILED, INTERRUPTED)
+"""Every status a record may have; ``interrupted``: its worker died while it ran."""
+
+SKIPPED_PREFIX = "engine::"
+"""Runs of the engine's built-ins are not recorded (the management API and its polling
+would flood the history)."""
+
+
+def recorded(function_id: str) -> bool:
+    """True when runs of ``function_id`` go into the history."""
+    return not function_id.startswith(SKIPPED_PREFIX)
+
+
+def bounded(value: Any, max_bytes: int) -> tuple[Any, bool]:
+    """``(value, False)`` when its JSON text fits in ``max_bytes`` (UTF-8), else the text cut
+    to the bound and True. Values JSON cannot encode are stored as their ``str``."""
+    text = json.dumps(value, default=str, separators=(",", ":"), ensure_ascii=False)
+    data = text.encode()
+    if len(data) <= max_bytes:
+        return value, False
+    return data[:max_bytes].decode(errors="ignore"), True
+
+
+def error_of(exc: BaseException | None) -> dict[str, str] | None:
+    """``{code, message}``: an :class:`IIIError`'s own code, else ``invocation_failed``."""
+    if exc is None:
+        return None
+    if isinstance(exc, IIIError):
+        return {"code": exc.code, "message": exc.message}
+    return {"code": "invocation_failed", "message": f"{type(exc).__name__}: {exc}"}
+
+
+def record_of(run: Run, max_value_bytes: int, status: str | None = None) -> dict[str, Any]:
+    """The record of ``run`` now (``status`` overrides the run's own: ``running``)."""
+    status = status or run.status
+    finished = status != RUNNING
+    payload, payload_cut = bounded(run.payload, max_value_bytes)
+    result, result_cut = bounded(run.result, max_value_bytes) if finished else (None, False)
+    return {
+        "invocation_id": run.invocation_id,
+        "function_id": run.function_id,
+        "attempt": run.attempt,
+        "status": status,
+        "trigger_type": run.trigger_type,
+        "kind": run.kind,
+        "queue": run.queue,
+        "started_at": run.started_ms,
+        "duration_ms": round(run.duration_s * 1000, 3) if finished else None,
+        "error": error_of(run.error) if finished else None,
+        "trace_id": run.span.trace_id,
+        "span_id": run.span.span_id,
+        "parent_span_id": run.parent_span_id,
+        "worker_id": run.worker_id,
+        "payload": payload,
+        "payload_truncated": payload_cut,
+        "result": result,
+        "result_truncated": result_cut,
+        "rerun_of": run.rerun_of,
+    }

@@ -1,0 +1,143 @@
+"""Capturing what handlers log: one ``logging.Handler`` on the root logger of a worker (or
+engine) process keeps the records emitted while a run's Context is current.
+
+On the handler's thread a record costs a context lookup, a level check, building a dict
+and a deque append; a :class:`~..batch.Batcher` thread stores the records in Redis (and a
+second one hands them to the OpenTelemetry exporter when the tracer exports).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+
+from .... import context as _context
+from ....function import is_reserved
+from ....observe import Observer
+from ..batch import Batcher
+from .record import PYTHON_LEVELS, build
+from .store import LogStore
+
+if TYPE_CHECKING:
+    from ..telemetry import Telemetry
+
+log = logging.getLogger("iii.observability")
+
+CAPTURING = ("worker", "engine")
+"""The process types whose handlers' logs are captured (the ones that run functions)."""
+OWN_LOGGER = "iii.observability"
+"""Never captured: telemetry must not feed on its own warnings."""
+FN_LOGGER = "iii.fn"
+"""The parent of every ``ctx.logger`` (``iii.fn.<function id>``)."""
+
+
+class CaptureHandler(logging.Handler):
+    """Hands each record logged inside a run to :meth:`Logs.take` (never raises, never
+    takes a lock: records outside a run cost one context-variable lookup)."""
+
+    def __init__(self, logs: Logs) -> None:
+        super().__init__(logging.NOTSET)
+        self.logs = logs
+
+    def handle(self, record: logging.LogRecord) -> bool:  # type: ignore[override]
+        ctx = _context._peek()
+        if ctx is None:
+            return False
+        try:
+            self.logs.take(record, ctx)
+        except Exception:  # noqa: BLE001 - a log line never fails a call
+            return False
+        return True
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.handle(record)
+
+
+class Logs:
+    """The log part of this process's telemetry."""
+
+    def __init__(self, t: Telemetry) -> None:
+        self.t = t
+        self.store: LogStore | None = None
+        self.batcher: Batcher[dict[str, Any]] | None = None
+        self.exported: Batcher[dict[str, Any]] | None = None
+        self.handler: CaptureHandler | None = None
+
+    def start(self) -> None:
+        if self.t.kind not in CAPTURING:
+            return
+        self.store = LogStore(self.t.store, self.t.keys)
+        self.batcher = Batcher("logs", self._write, self.t.settings)
+        root = logging.getLogger()
+        for old in [h for h in root.handlers if isinstance(h, CaptureHandler)]:
+            root.removeHandler(old)  # one capture per process
+        self.handler = CaptureHandler(self)
+        root.addHandler(self.handler)
+        # ctx.logger records at the configured level must reach the handler, whatever
+        # level the process logs at itself (III_LOG_LEVEL, INFO by default)
+        want = PYTHON_LEVELS[self.t.options.level]
+        fn = logging.getLogger(FN_LOGGER)
+        if fn.getEffectiveLevel() > want:
+            fn.setLevel(want)
+
+    # -- the handler's thread ----------------------------------------------------------
+
+    def take(self, record: logging.LogRecord, ctx: _context.Context) -> None:
+        """Note ``record``, logged inside the run of ``ctx``, when the settings keep it."""
+        options = self.t.options
+        if (not options.logs or record.levelno < PYTHON_LEVELS.get(options.level, 0)
+                or record.name.startswith(OWN_LOGGER) or self.batcher is None
+                or is_reserved(ctx.function_id)):  # built-ins' lines stay the engine's own
+            return
+        rec = build(record, ctx, options.service_name)
+        self.batcher.add(rec)
+        if getattr(self.t.tracing, "emit_log", None) is not None:
+            if self.exported is None:
+                self.exported = Batcher("logs-otel", self._export, self.t.settings)
+            self.exported.add(rec)
+
+    # -- the batchers' threads ---------------------------------------------------------
+
+    def _write(self, records: list[dict[str, Any]]) -> None:
+        assert self.store is not None
+        options = self.t.options
+        self.store.append(records, options.logs_max_count, options.logs_max_age_s)
+
+    def _export(self, records: list[dict[str, Any]]) -> None:
+        emit = getattr(self.t.tracing, "emit_log", None)
+        if emit is None:
+            return
+        for rec in records:
+            try:
+                emit(rec)
+            except Exception as exc:  # noqa: BLE001 - the exporter's trouble, not Redis's
+                log.warning("handing a log record to the OpenTelemetry exporter failed "
+                            "(%s: %s)", type(exc).__name__, exc)
+                return
+
+    # -- life --------------------------------------------------------------------------
+
+    def observer(self) -> Observer | None:
+        """An observer whose ``flush`` stores what is buffered (a worker draining)."""
+        return LogFlusher(self) if self.batcher is not None else None
+
+    def flush(self, timeout_s: float) -> None:
+        if self.batcher is not None:
+            self.batcher.flush(timeout_s)
+        if self.exported is not None:
+            self.exported.flush(timeout_s)
+
+    def close(self) -> None:
+        """Store what is buffered; the capture stays (the process is exiting)."""
+        self.flush(2.0)
+
+
+class LogFlusher(Observer):
+    """Sees no run (records come through the logging handler); flushes on drain. Its
+    ``close`` leaves the process-wide capture alone (other workers of the process use it)."""
+
+    def __init__(self, logs: Logs) -> None:
+        self.logs = logs
+
+    def flush(self, timeout_s: float) -> None:
+        self.logs.flush(timeout_s)
