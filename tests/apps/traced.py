@@ -52,3 +52,9 @@ def watch(payload):
 
 
 app.register_trigger("state", "traced::watch", {"scope": "traced"})
+
+
+@app.function("traced::logs")
+def logs(payload, ctx):
+    ctx.logger.warning("disk %s almost full", payload.get("disk", "/data"))
+    return {"ok": True}

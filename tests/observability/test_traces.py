@@ -17,6 +17,7 @@ import pytest
 
 from iii_broker.modules.observability.traces import exporter_choice
 from tests.cron.conftest import beat, cron_worker, engine
+from tests.helpers import wait_for
 from tests.observability.otlp_sink import OtlpSink, Span
 from tests.web.conftest import start_web
 
@@ -147,7 +148,7 @@ t = types.SimpleNamespace(options=ObservabilityOptions(), kind="worker", process
 before = {m for m in sys.modules if m.startswith("opentelemetry")}
 tracing = Tracing(t)
 tracing.start()
-assert tracing.observer() is None
+assert tracing.observer() is None and tracing.emit_log is None
 now = {m for m in sys.modules if m.startswith("opentelemetry")}
 print(sorted(m for m in now if m.startswith(("opentelemetry.sdk.trace", "opentelemetry.sdk._logs",
                                               "opentelemetry.exporter", "opentelemetry.instrumentation"))
@@ -232,3 +233,17 @@ def test_a_state_trigger_continues_the_trace_of_the_run_that_wrote(cluster, sink
     [watch] = by_name(spans, "traced::watch")
     assert write.parent_span_id == writer.span_id and write.resource["iii.process"] == "engine"
     assert (watch.parent_span_id, watch.attributes["iii.trigger_type"]) == (write.span_id, "state")
+
+
+def test_a_handlers_log_record_reaches_the_endpoint_in_its_runs_span(cluster, sink):
+    exporting_to(cluster, sink.url)
+    cluster.engine(config=CONFIG)
+    cluster.worker(APP)
+    assert cluster.trigger("traced::logs", {"disk": "/var"}) == {"ok": True}
+    [span] = sink.wait_for(lambda spans: by_name(spans, "traced::logs"))
+    wait_for(lambda: any(r.body == "disk /var almost full" for r in sink.logs), timeout=15,
+             what="the log record at the endpoint")
+    [record] = [r for r in sink.logs if r.body == "disk /var almost full"]
+    assert (record.trace_id, record.span_id) == (span.trace_id, span.span_id)
+    assert (record.severity_number, record.attributes["iii.function_id"]) == (13, "traced::logs")
+    assert record.resource["service.name"] == "traced-test"

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from ....observe import Observer, Run
@@ -60,6 +60,10 @@ class Tracing:
         self.t = t
         self.otel: Otel | None = None
         self._observer: RunSpans | None = None
+        self.emit_log: Callable[[dict[str, Any]], None] | None = None
+        """Set when exporting: hands one log record (the logs part's shape) to the
+        exporter as an OTel log record; never raises. None otherwise, so the logs part
+        keeps no export buffer for nothing."""
 
     @property
     def exporting(self) -> bool:
@@ -79,15 +83,11 @@ class Tracing:
         set_ambient(self.otel.current_span)
         set_producer(self.otel.producer_span)
         self._observer = RunSpans(self.otel)
+        self.emit_log = self.otel.emit_log
         log.info("tracing: spans (and log records) exported to %s", self.otel.destination)
 
     def observer(self) -> Observer | None:
         return self._observer
-
-    def emit_log(self, record: dict[str, Any]) -> None:
-        """A log record (the logs part's shape) as an OTel log record; never raises."""
-        if self.otel is not None:
-            self.otel.emit_log(record)
 
     def flush(self, timeout_s: float) -> None:
         if self.otel is not None:
@@ -96,6 +96,7 @@ class Tracing:
     def close(self) -> None:
         """The process is exiting: export what is left, stop the export threads."""
         otel, self.otel = self.otel, None
+        self.emit_log = None
         if otel is not None:
             set_ambient(None)
             set_producer(None)
