@@ -8,8 +8,11 @@ from __future__ import annotations
 
 import re
 import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
+from typing import Any
 
 _TRACEPARENT = re.compile(r"^00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})$")
 
@@ -55,7 +58,11 @@ def set_ambient(source: Callable[[], SpanContext | None] | None) -> None:
 
 
 def ambient_span() -> SpanContext | None:
-    """The current span of the process's tracer, if one is set and active."""
+    """The span that calls made outside any run continue: one made current by
+    :func:`continuing`, else the current span of the process's tracer, if one is set."""
+    resumed = _continued.get()
+    if resumed is not None:
+        return resumed
     source = _ambient
     if source is None:
         return None
@@ -63,3 +70,52 @@ def ambient_span() -> SpanContext | None:
         return source()
     except Exception:  # noqa: BLE001 - tracing never fails a call
         return None
+
+
+_producer: Callable[[str, dict[str, Any]], AbstractContextManager[SpanContext | None]] | None = None
+_continued: ContextVar[SpanContext | None] = ContextVar("iii_continued_span", default=None)
+
+
+def set_producer(source: Callable[[str, dict[str, Any]],
+                                  AbstractContextManager[SpanContext | None]] | None) -> None:
+    """How :func:`producer_span` makes a span: the observability module's tracer."""
+    global _producer
+    _producer = source
+
+
+@contextmanager
+def producer_span(name: str, attributes: dict[str, Any]) -> Iterator[SpanContext | None]:
+    """A span of the process's tracer around sending work nobody's run asked for (a cron
+    fire), current inside so the calls made there continue it. Yields its span context,
+    or None when no tracer is set (or it failed: tracing never fails the work)."""
+    source = _producer
+    manager = None
+    span = None
+    if source is not None:
+        try:
+            manager = source(name, attributes)
+            span = manager.__enter__()
+        except Exception:  # noqa: BLE001 - tracing never fails the work
+            manager = None
+    try:
+        yield span
+    finally:
+        if manager is not None:
+            try:
+                manager.__exit__(None, None, None)
+            except Exception:  # noqa: BLE001
+                pass
+
+
+@contextmanager
+def continuing(span: SpanContext | None) -> Iterator[None]:
+    """Calls made inside (outside any run) continue ``span``: for work a span started that
+    goes on on another thread (a cron fire's call made when its condition answers)."""
+    if span is None:
+        yield
+        return
+    token = _continued.set(span)
+    try:
+        yield
+    finally:
+        _continued.reset(token)

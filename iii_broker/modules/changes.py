@@ -27,6 +27,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
+from .. import context as _context
 from ..errors import (
     BrokerUnavailable,
     FunctionNotFound,
@@ -36,6 +37,7 @@ from ..errors import (
 )
 from ..observe import triggered_by
 from ..store import RedisError
+from ..tracing import SpanContext, ambient_span, continuing
 from .hosts import EngineHost
 
 log = logging.getLogger("iii.engine")
@@ -50,6 +52,16 @@ TRIGGERS_TTL_S = 0.5
 IDLE_S = TRIGGERS_TTL_S
 """How long the feed sleeps while no trigger of its type is active (it looks again then)."""
 TRANSIENT = (InvocationStopped, InvocationTimeout, FunctionNotFound, BrokerUnavailable)
+TRACEPARENT = "traceparent"
+"""The key of a change record's ``meta`` holding the writer's span."""
+
+
+def traced(meta: dict[str, Any]) -> dict[str, Any]:
+    """A change record's ``meta`` with the writer's span (the run's, when a handler wrote
+    it), so the calls of the triggers it fires continue the writer's trace."""
+    ctx = _context._peek()
+    span = ctx.span if ctx is not None else ambient_span()
+    return {**meta, TRACEPARENT: span.traceparent} if span is not None else meta
 
 
 @dataclass(frozen=True)
@@ -181,7 +193,7 @@ class ChangeFeed:
             payload = self.payload(c)
             try:
                 condition = config.get("condition_function_id")
-                with triggered_by(self.type):
+                with triggered_by(self.type), continuing(SpanContext.parse(c.meta.get(TRACEPARENT))):
                     if condition and not self.engine.caller.call(condition, payload):
                         continue
                     self.engine.caller.call(t["function_id"], payload)

@@ -25,6 +25,7 @@ from ...observe import METRICS, triggered_by
 from ...outage import is_outage, store_outage
 from ...settings import Settings
 from ...store import Keys, RedisError
+from ...tracing import SpanContext, continuing, producer_span
 from .codec import utcnow
 from .entries import Job
 
@@ -132,8 +133,18 @@ class _Run:
         self.payload: dict[str, Any] = {}
         self.actual = utcnow()
         self.started = time.monotonic()
+        self.span: SpanContext | None = None
 
     def start(self) -> Future[dict[str, str]]:
+        # The fire is a span (when tracing is on) that the function's run continues.
+        job = self.fire.job
+        with producer_span(f"cron {job.job_id}", {
+                "iii.cron.job_id": job.job_id, "iii.function_id": job.function_id,
+                "iii.trigger_type": "cron", "iii.cron.scheduled_time": rfc3339(self.fire.scheduled),
+        }) as self.span:
+            return self._start()
+
+    def _start(self) -> Future[dict[str, str]]:
         try:
             if self.config.get("overlap") == "skip":
                 marker = uuid.uuid4().hex
@@ -162,7 +173,8 @@ class _Run:
     def _after(self, fut: Future[Any], then: Any) -> None:
         def done(f: Future[Any]) -> None:
             try:
-                then(f.result())
+                with continuing(self.span):  # the function's call, on the reply thread
+                    then(f.result())
             except Exception as exc:  # noqa: BLE001
                 self._failed(exc)
         fut.add_done_callback(done)

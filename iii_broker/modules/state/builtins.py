@@ -8,6 +8,7 @@ from ...documents import Collection, DocumentStore
 from ...errors import InvalidArgument
 from ...store import Keys
 from ..base import Builtin
+from ..changes import traced
 
 
 class StateBuiltins:
@@ -36,7 +37,7 @@ class StateBuiltins:
         scope = limits.check_name("scope", payload.get("scope"), scope=True)
         key = limits.check_name("key", payload.get("key")) if with_key else ""
         coll = Collection(key=self.keys.state_scope(scope), index=self.keys.state_scopes,
-                          member=scope, changes=self.keys.state_changes, meta={"scope": scope})
+                          member=scope, changes=self.keys.state_changes, meta=traced({"scope": scope}))
         return coll, key
 
     def set(self, payload: Any) -> dict[str, Any]:

@@ -15,7 +15,7 @@ from ...documents.codec import unpack
 from ...errors import BrokerUnavailable, InvalidArgument
 from ...store import Keys, RedisError
 from ..base import Builtin
-from ..changes import Change
+from ..changes import Change, traced
 
 STREAM = "stream"
 
@@ -54,7 +54,7 @@ class StreamBuiltins:
         coll = Collection(key=self.keys.stream_group(name, group),
                           index=self.keys.stream_groups(name), member=group,
                           changes=self.keys.stream_changes, live=self.keys.stream_live,
-                          meta={"stream_name": name, "group_id": group})
+                          meta=traced({"stream_name": name, "group_id": group}))
         return coll, item_id
 
     def set(self, payload: Any) -> dict[str, Any]:
