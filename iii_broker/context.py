@@ -84,8 +84,8 @@ class _RunLogger(logging.LoggerAdapter):  # type: ignore[type-arg]
     standard adapter replaces them, before Python 3.13's ``merge_extra``)."""
 
     def process(self, msg: Any, kwargs: Any) -> tuple[Any, Any]:
-        extra = kwargs.get("extra")
-        kwargs["extra"] = {**extra, **self.extra} if extra else self.extra
+        extra, own = kwargs.get("extra"), dict(self.extra or {})
+        kwargs["extra"] = {**extra, **own} if extra else own
         return msg, kwargs
 
 
