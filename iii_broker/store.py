@@ -80,6 +80,7 @@ class Keys:
         self.orphaned = f"{ns}:functions:orphaned"      # ZSET function id -> until (ms): lost its
                                                         # last worker, queued calls get answered
         self.seeded = f"{ns}:seeded"                    # STRING engine id: the modules' seed is in
+        self.modules = f"{ns}:modules"                  # STRING JSON list: the enabled modules
         self.queues = f"{ns}:queues"                    # HASH queue name -> settings JSON
         self.job_holders = f"{ns}:jobholders"           # SET workers that may hold claimed jobs
         self.redbeat_prefix = f"{ns}:redbeat:"          # RedBeat's key prefix: entries are

@@ -11,6 +11,7 @@ only in the engine that holds the sweeper lock in Redis.
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
@@ -124,6 +125,9 @@ class Engine:
         empty) seeds again. Raises ``RedisError``."""
         for module in self.modules:
             module.seed(self)
+        # Which modules the settings file enables, for processes that do not read it (workers)
+        self.registry.r.set(self.registry.keys.modules,
+                            json.dumps(sorted(m.name for m in self.modules)))
         self.registry.r.set(self.registry.keys.seeded, self.engine_id)
 
     def _duty_loop(self, duty: Duty) -> None:

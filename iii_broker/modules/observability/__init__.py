@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from ...settings import Settings
 from ..base import CONDITION, Builtin, Duty, Field, Module, TriggerType
 from . import history, logs, metrics, traces
-from .options import LOG_LEVELS, OPTIONS, ObservabilityOptions
+from .options import LOG_LEVELS, MODULE, OPTIONS, ObservabilityOptions
 from .telemetry import telemetry
 
 if TYPE_CHECKING:
@@ -39,7 +39,7 @@ LOG = "log"
 
 
 class ObservabilityModule(Module):
-    name = "observability"
+    name = MODULE
     trigger_types: ClassVar[tuple[TriggerType, ...]] = (
         TriggerType(LOG, {
             "level": Field(str, choices=LOG_LEVELS),

@@ -17,6 +17,8 @@ from ..base import Field, at_least, port
 
 log = logging.getLogger("iii.observability")
 
+MODULE = "observability"
+"""The module's name (its ``[modules.observability]`` table)."""
 LOG_LEVELS = ("trace", "debug", "info", "warn", "error")
 UNOBSERVED_PREFIX = "engine::"
 """Runs of the management and discovery built-ins are neither recorded in the history nor

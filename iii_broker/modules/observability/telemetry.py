@@ -10,11 +10,13 @@ Each part starts its own thread where it writes, so a handler's thread only take
 from __future__ import annotations
 
 import atexit
+import json
 import logging
 import os
 import socket
 import threading
 import uuid
+from dataclasses import replace
 from typing import Any
 
 from ...observe import Observer
@@ -23,7 +25,7 @@ from ...store import Keys, connect_store
 from .history import History
 from .logs import Logs
 from .metrics import MetricsReporter
-from .options import ObservabilityOptions
+from .options import MODULE, ObservabilityOptions
 from .traces import Tracing
 
 log = logging.getLogger("iii.observability")
@@ -95,10 +97,16 @@ class Telemetry:
     def refresh(self) -> None:
         """Take the cluster's settings (written by the engine) when Redis has them."""
         try:
-            shared = self.store.get(self.keys.observability)
+            shared, enabled = self.store.mget(self.keys.observability, self.keys.modules)
         except Exception:  # noqa: BLE001 - Redis away: keep what we have
             return
-        self.options = self.options.with_shared(shared)
+        options = self.options.with_shared(shared)
+        try:
+            if enabled is not None and MODULE not in json.loads(enabled):
+                options = replace(options, enabled=False)  # the engine's file turned it off
+        except (ValueError, TypeError):
+            pass
+        self.options = options
 
     def _refresh_every(self) -> None:
         while not self._stop.wait(REFRESH_S):

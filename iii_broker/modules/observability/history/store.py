@@ -22,33 +22,45 @@ from ....store import Keys
 from .record import INTERRUPTED, RUNNING, STATUSES
 
 WRITE = """
--- KEYS[1] the record HASH, [2] every invocation ZSET, [3] the function's ZSET,
--- [4] running HASH, [5] the functions SET, [6..9] the status ZSETs (in STATUSES order)
--- ARGV[1] invocation id, [2] attempt, [3] record JSON, [4] status, [5] started (ms),
--- [6] max age (s), [7] worker id, [8] function id, [9] the status's position (1..4)
-local attempt = tonumber(ARGV[2])
-local latest = tonumber(redis.call('HGET', KEYS[1], 'latest') or '0')
-if ARGV[4] == 'running' then
-  -- a late "still running" note never hides an outcome
-  if attempt < latest then return 0 end
-  if attempt == latest and redis.call('HGET', KEYS[1], 'status') ~= 'running' then return 0 end
-end
-redis.call('HSET', KEYS[1], ARGV[2], ARGV[3])
-if attempt >= latest then
-  redis.call('HSET', KEYS[1], 'latest', ARGV[2], 'status', ARGV[4], 'function_id', ARGV[8])
-  redis.call('ZADD', KEYS[2], ARGV[5], ARGV[1])
-  redis.call('ZADD', KEYS[3], ARGV[5], ARGV[1])
-  redis.call('SADD', KEYS[5], ARGV[8])
-  for i = 6, 9 do redis.call('ZREM', KEYS[i], ARGV[1]) end
-  redis.call('ZADD', KEYS[5 + tonumber(ARGV[9])], ARGV[5], ARGV[1])
-  if ARGV[4] == 'running' then
-    redis.call('HSET', KEYS[4], ARGV[1], ARGV[7])
-  else
-    redis.call('HDEL', KEYS[4], ARGV[1])
+-- One batch of records in one call.
+-- KEYS[1] every invocation ZSET, [2] running HASH, [3] the functions SET, [4..7] the status
+-- ZSETs (in STATUSES order); then for record i (from 0): KEYS[8 + 2i] its HASH and
+-- KEYS[9 + 2i] its function's ZSET.
+-- ARGV[1] max age (s); then for record i, from ARGV[2 + 8i]: invocation id, attempt, record
+-- JSON, status, started (ms), worker id, function id, the status's position (1..4)
+local max_age = ARGV[1]
+local n = (#ARGV - 1) / 8
+for r = 0, n - 1 do
+  local a = 2 + 8 * r
+  local rec, fn = KEYS[8 + 2 * r], KEYS[9 + 2 * r]
+  local iid, att, status = ARGV[a], ARGV[a + 1], ARGV[a + 3]
+  local attempt = tonumber(att)
+  local latest = tonumber(redis.call('HGET', rec, 'latest') or '0')
+  local skip = false
+  if status == 'running' then
+    -- a late "still running" note never hides an outcome
+    if attempt < latest then skip = true end
+    if attempt == latest and redis.call('HGET', rec, 'status') ~= 'running' then skip = true end
+  end
+  if not skip then
+    redis.call('HSET', rec, att, ARGV[a + 2])
+    if attempt >= latest then
+      redis.call('HSET', rec, 'latest', att, 'status', status, 'function_id', ARGV[a + 6])
+      redis.call('ZADD', KEYS[1], ARGV[a + 4], iid)
+      redis.call('ZADD', fn, ARGV[a + 4], iid)
+      redis.call('SADD', KEYS[3], ARGV[a + 6])
+      for i = 4, 7 do redis.call('ZREM', KEYS[i], iid) end
+      redis.call('ZADD', KEYS[3 + tonumber(ARGV[a + 7])], ARGV[a + 4], iid)
+      if status == 'running' then
+        redis.call('HSET', KEYS[2], iid, ARGV[a + 5])
+      else
+        redis.call('HDEL', KEYS[2], iid)
+      end
+    end
+    redis.call('EXPIRE', rec, max_age)
   end
 end
-redis.call('EXPIRE', KEYS[1], ARGV[6])
-return 1
+return n
 """
 
 INTERRUPT = """
@@ -128,19 +140,20 @@ class HistoryStore:
     # -- writing --------------------------------------------------------------------
 
     def write(self, entries: list[Entry]) -> None:
-        """Store ``entries`` in one round trip (raises RedisError)."""
-        pipe = self.r.pipeline(transaction=False)
+        """Store ``entries`` in one round trip, one script call (raises RedisError)."""
+        if not entries:
+            return
         k = self.keys
+        keys: list[str] = [k.invocations, k.inv_running, k.inv_functions, *self._status_keys]
+        args: list[Any] = [entries[0].max_age_s]
         for e in entries:
             rec = e.record
             iid, fid, status = rec["invocation_id"], rec["function_id"], rec["status"]
-            self._write(keys=[k.invocation(iid), k.invocations, k.invocations_of(fid),
-                              k.inv_running, k.inv_functions, *self._status_keys],
-                        args=[iid, rec["attempt"], json.dumps(rec, separators=(",", ":"), default=str),
-                              status, rec["started_at"], e.max_age_s, rec["worker_id"], fid,
-                              STATUSES.index(status) + 1],
-                        client=pipe)
-        pipe.execute()
+            keys += [k.invocation(iid), k.invocations_of(fid)]
+            args += [iid, rec["attempt"], json.dumps(rec, separators=(",", ":"), default=str),
+                     status, rec["started_at"], rec["worker_id"], fid,
+                     STATUSES.index(status) + 1]
+        self._write(keys=keys, args=args)
 
     def running(self) -> dict[str, str]:
         """Invocations recorded as running: id -> the worker running it."""
