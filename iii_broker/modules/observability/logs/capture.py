@@ -78,6 +78,12 @@ class Logs:
         want = PYTHON_LEVELS[self.t.options.level]
         fn = logging.getLogger(FN_LOGGER)
         if fn.getEffectiveLevel() > want:
+            # ... without them reaching the process's own output: its handlers keep its level
+            # (a record below a handler's level never takes that handler's lock)
+            own = root.getEffectiveLevel()
+            for other in root.handlers:
+                if other is not self.handler and other.level == logging.NOTSET:
+                    other.setLevel(own)
             fn.setLevel(want)
 
     # -- the handler's thread ----------------------------------------------------------
