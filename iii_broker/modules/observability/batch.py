@@ -24,6 +24,9 @@ log = logging.getLogger("iii.observability")
 
 T = TypeVar("T")
 
+MAX_REFUSALS = 3
+"""A batch Redis refuses this many times in a row (not an outage: a bad item) is dropped."""
+
 
 class Batcher(Generic[T]):
     """A bounded buffer of ``T`` written in batches by a daemon thread."""
@@ -92,6 +95,7 @@ class Batcher(Generic[T]):
     def _loop(self) -> None:
         backoff = Backoff()
         outage = store_outage(self._settings)
+        refused = 0
         while True:
             self._wake.wait(self.interval_s)
             self._wake.clear()
@@ -109,6 +113,7 @@ class Batcher(Generic[T]):
                 pass
             try:
                 self._write(taken)
+                refused = 0
                 self.written += len(taken)
                 outage.recovered()
                 backoff.reset()
@@ -116,6 +121,14 @@ class Batcher(Generic[T]):
                 if is_outage(exc):
                     outage.failed(exc)
                 else:
+                    refused += 1
+                    if refused >= MAX_REFUSALS:  # not an outage: the batch itself is bad
+                        log.error("%s: dropped %d item(s) that could not be written %d times "
+                                  "(%s: %s)", self.name, len(taken), refused,
+                                  type(exc).__name__, exc)
+                        self.dropped += len(taken)
+                        refused = 0
+                        continue
                     log.warning("%s: writing %d item(s) failed (%s: %s); retrying", self.name,
                                 len(taken), type(exc).__name__, exc)
                 items.extendleft(reversed(taken))  # the oldest first again

@@ -103,7 +103,10 @@ class Telemetry:
         options = self.options.with_shared(shared)
         try:
             if enabled is not None and MODULE not in json.loads(enabled):
-                options = replace(options, enabled=False)  # the engine's file turned it off
+                # the engine's file turned it off: parts that started before the engine said
+                # so (a worker up first) see every switch off from now on
+                options = replace(options, enabled=False, logs=False, history=False,
+                                  metrics=False)
         except (ValueError, TypeError):
             pass
         self.options = options

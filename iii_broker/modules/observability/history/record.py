@@ -16,10 +16,17 @@ INTERRUPTED = "interrupted"
 STATUSES = (RUNNING, SUCCEEDED, FAILED, INTERRUPTED)
 """Every status a record may have; ``interrupted``: its worker died while it ran."""
 
+_VALUE = json.JSONEncoder(default=str, separators=(",", ":"), ensure_ascii=False)
+"""Encodes a payload or result to measure it (one encoder: ``json.dumps`` with options
+builds a new one per call)."""
+RECORD = json.JSONEncoder(default=str, separators=(",", ":"))
+"""Encodes a record for Redis."""
+
+
 def bounded(value: Any, max_bytes: int) -> tuple[Any, bool]:
     """``(value, False)`` when its JSON text fits in ``max_bytes`` (UTF-8), else the text cut
     to the bound and True. Values JSON cannot encode are stored as their ``str``."""
-    text = json.dumps(value, default=str, separators=(",", ":"), ensure_ascii=False)
+    text = _VALUE.encode(value)
     data = text.encode()
     if len(data) <= max_bytes:
         return value, False

@@ -19,43 +19,51 @@ from typing import Any
 
 from ....message import now_ms
 from ....store import Keys
-from .record import INTERRUPTED, RUNNING, STATUSES
+from .record import INTERRUPTED, RECORD, RUNNING, STATUSES
 
 WRITE = """
 -- One batch of records in one call.
 -- KEYS[1] every invocation ZSET, [2] running HASH, [3] the functions SET, [4..7] the status
 -- ZSETs (in STATUSES order); then for record i (from 0): KEYS[8 + 2i] its HASH and
 -- KEYS[9 + 2i] its function's ZSET.
--- ARGV[1] max age (s); then for record i, from ARGV[2 + 8i]: invocation id, attempt, record
--- JSON, status, started (ms), worker id, function id, the status's position (1..4)
+-- ARGV[1] max age (s), [2] F, [3 .. 2 + F] the batch's function ids; then for record i:
+-- ARGV[3 + F + 2i] its fields joined by \\31 (invocation id, attempt, status, started (ms),
+-- worker id, function id, the status's position 1..4) and ARGV[4 + F + 2i] its JSON
+-- (two arguments a record rather than eight: packing arguments is most of the client's cost)
 local max_age = ARGV[1]
-local n = (#ARGV - 1) / 8
+local f = tonumber(ARGV[2])
+local base = 3 + f
+local n = (#ARGV - base + 1) / 2
+if f > 0 then redis.call('SADD', KEYS[3], unpack(ARGV, 3, 2 + f)) end
+local position = {running = 4, succeeded = 5, failed = 6, interrupted = 7}
 for r = 0, n - 1 do
-  local a = 2 + 8 * r
+  local m = {}
+  for part in string.gmatch(ARGV[base + 2 * r] .. '\\31', '(.-)\\31') do m[#m + 1] = part end
+  local json = ARGV[base + 2 * r + 1]
   local rec, fn = KEYS[8 + 2 * r], KEYS[9 + 2 * r]
-  local iid, att, status = ARGV[a], ARGV[a + 1], ARGV[a + 3]
+  local iid, att, status, started, worker, fid, pos = m[1], m[2], m[3], m[4], m[5], m[6], m[7]
   local attempt = tonumber(att)
-  local latest = tonumber(redis.call('HGET', rec, 'latest') or '0')
-  local skip = false
-  if status == 'running' then
-    -- a late "still running" note never hides an outcome
-    if attempt < latest then skip = true end
-    if attempt == latest and redis.call('HGET', rec, 'status') ~= 'running' then skip = true end
-  end
-  if not skip then
-    redis.call('HSET', rec, att, ARGV[a + 2])
+  local seen = redis.call('HMGET', rec, 'latest', 'status')
+  local latest, before = tonumber(seen[1] or '0'), seen[2]
+  -- a late "still running" note never hides an outcome
+  local stale = status == 'running' and (attempt < latest or
+                                         (attempt == latest and before ~= 'running'))
+  if not stale then
     if attempt >= latest then
-      redis.call('HSET', rec, 'latest', att, 'status', status, 'function_id', ARGV[a + 6])
-      redis.call('ZADD', KEYS[1], ARGV[a + 4], iid)
-      redis.call('ZADD', fn, ARGV[a + 4], iid)
-      redis.call('SADD', KEYS[3], ARGV[a + 6])
-      for i = 4, 7 do redis.call('ZREM', KEYS[i], iid) end
-      redis.call('ZADD', KEYS[3 + tonumber(ARGV[a + 7])], ARGV[a + 4], iid)
+      redis.call('HSET', rec, att, json, 'latest', att, 'status', status, 'function_id', fid)
+      redis.call('ZADD', KEYS[1], started, iid)
+      redis.call('ZADD', fn, started, iid)
+      if before and before ~= status and position[before] then
+        redis.call('ZREM', KEYS[position[before]], iid)
+      end
+      redis.call('ZADD', KEYS[3 + tonumber(pos)], started, iid)
       if status == 'running' then
-        redis.call('HSET', KEYS[2], iid, ARGV[a + 5])
-      else
+        redis.call('HSET', KEYS[2], iid, worker)
+      elseif before == 'running' then
         redis.call('HDEL', KEYS[2], iid)
       end
+    else
+      redis.call('HSET', rec, att, json)
     end
     redis.call('EXPIRE', rec, max_age)
   end
@@ -145,14 +153,16 @@ class HistoryStore:
             return
         k = self.keys
         keys: list[str] = [k.invocations, k.inv_running, k.inv_functions, *self._status_keys]
-        args: list[Any] = [entries[0].max_age_s]
+        functions = sorted({e.record["function_id"] for e in entries})
+        args: list[Any] = [entries[0].max_age_s, len(functions), *functions]
         for e in entries:
             rec = e.record
             iid, fid, status = rec["invocation_id"], rec["function_id"], rec["status"]
             keys += [k.invocation(iid), k.invocations_of(fid)]
-            args += [iid, rec["attempt"], json.dumps(rec, separators=(",", ":"), default=str),
-                     status, rec["started_at"], rec["worker_id"], fid,
-                     STATUSES.index(status) + 1]
+            args += ["\x1f".join((iid, str(rec["attempt"]), status, str(rec["started_at"]),
+                                   str(rec["worker_id"]), fid,
+                                   str(STATUSES.index(status) + 1))),
+                     RECORD.encode(rec)]
         self._write(keys=keys, args=args)
 
     def running(self) -> dict[str, str]:

@@ -18,6 +18,7 @@ import json
 import logging
 import threading
 import time
+from collections import deque
 from typing import TYPE_CHECKING, Any
 
 from ....errors import IIIError, InvocationFailed
@@ -33,6 +34,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("iii.observability")
 
+MAX_UNCOUNTED = 200_000
+"""Runs ended and not counted yet (a second's worth, many times over); older ones are
+dropped past it rather than grow without bound."""
 REPORT_EVERY_S = 1.0
 """How often a process adds its counts to the cluster's."""
 GAUGES_TTL_S = 60
@@ -48,30 +52,42 @@ def error_code(error: BaseException) -> str:
 
 
 class MetricsObserver(Observer):
-    """Counts each run as it finishes (one per process, shared by its workers)."""
+    """Notes each run as it finishes (one per process, shared by its workers): a deque
+    append on the handler's thread; the reporter's thread counts them (:meth:`count`)."""
 
     def __init__(self, reporter: MetricsReporter) -> None:
         self.reporter = reporter
         self.running: set[Run] = set()
+        self.ended: deque[Run] = deque(maxlen=MAX_UNCOUNTED)
 
     def start(self, run: Run) -> None:
         self.running.add(run)
-        if (run.kind == "job" and run.attempt == 1 and run.queue and run.enqueued_ms
-                and self.reporter.t.options.metrics):
-            METRICS.observe("iii_queued_to_started_seconds",
-                            max(0.0, (run.started_ms - run.enqueued_ms) / 1000.0),
-                            {"queue": run.queue})
 
     def finish(self, run: Run) -> None:
         self.running.discard(run)
-        if not self.reporter.t.options.metrics or not observed(run.function_id):
-            return
-        function = run.function_id
-        METRICS.inc("iii_invocations_total", {"function": function, "status": run.status})
-        METRICS.observe("iii_invocation_duration_seconds", run.duration_s, {"function": function})
-        if run.error is not None:
-            METRICS.inc("iii_invocation_errors_total",
-                        {"function": function, "code": error_code(run.error)})
+        self.ended.append(run)
+
+    def count(self) -> None:
+        """Reporter's thread: add the runs that ended since the last call to ``METRICS``."""
+        ended, on = self.ended, self.reporter.t.options.metrics
+        while ended:
+            try:
+                run = ended.popleft()
+            except IndexError:
+                break
+            if not on or not observed(run.function_id):
+                continue
+            function = run.function_id
+            if run.kind == "job" and run.attempt == 1 and run.queue and run.enqueued_ms:
+                METRICS.observe("iii_queued_to_started_seconds",
+                                max(0.0, (run.started_ms - run.enqueued_ms) / 1000.0),
+                                {"queue": run.queue})
+            METRICS.inc("iii_invocations_total", {"function": function, "status": run.status})
+            METRICS.observe("iii_invocation_duration_seconds", run.duration_s,
+                            {"function": function})
+            if run.error is not None:
+                METRICS.inc("iii_invocation_errors_total",
+                            {"function": function, "code": error_code(run.error)})
 
     def flush(self, timeout_s: float) -> None:
         self.reporter.flush(timeout_s)
@@ -156,6 +172,7 @@ class MetricsReporter:
 
     def report(self) -> bool:
         """One round: this process's increments and gauges to Redis; True when stored."""
+        self._observer.count()
         taken = METRICS.take()
         if not self.t.options.metrics:
             return True  # counted while metrics are off: dropped
