@@ -111,6 +111,9 @@ def cluster(b: Bench, setup: str) -> Iterator[tuple[Any, Any, Any]]:
                 env.update(OTEL_EXPORTER_OTLP_ENDPOINT=f"http://127.0.0.1:{port}",
                            OTEL_SERVICE_NAME="iii-bench")
             engine = spawn("engine", [str(BINDIR / "iii-broker"), "engine"])
+            # the worker reads the cluster's observability settings as it starts
+            wait_until(lambda: engine.check() or b.r.exists(f"{ns}:seeded"), 60,
+                       "the engine to write the cluster's settings")
             worker = spawn("iii-worker", [str(BINDIR / "iii-worker"), "-A", "bench.apps",
                                           "--concurrency", str(CONCURRENCY)])
             wait_until(lambda: iii_ready(client, (engine, worker), {FUNCTION, "bench::arm"}),

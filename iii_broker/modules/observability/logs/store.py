@@ -25,21 +25,26 @@ from ....store import Keys
 from .record import parse_severity
 
 WRITE = """
--- KEYS[1] the log stream; KEYS[1+i] the trace index of record i
--- ARGV[1] max count (approximate), ARGV[2] trace index TTL (s);
--- then per record: function id, severity text, record JSON, logged at (Unix ms)
-local n = #KEYS - 1
-for i = 1, n do
-  local b = 2 + (i - 1) * 4
-  local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', 'key', ARGV[b + 1],
-                        'event', ARGV[b + 2], 'meta', ARGV[b + 3], 'ts', ARGV[b + 4])
-  redis.call('ZADD', KEYS[1 + i], ARGV[b + 4], id)
-  redis.call('EXPIRE', KEYS[1 + i], ARGV[2])
+-- KEYS[1] the log stream; KEYS[2..] the trace indexes of the batch (each once)
+-- ARGV[1] max count (approximate), ARGV[2] trace index TTL (s); then two per record: its
+-- fields joined by \\31 (its trace index's position in KEYS, function id, severity text,
+-- logged at (Unix ms)), and its JSON
+local n = (#ARGV - 2) / 2
+for i = 0, n - 1 do
+  local m = {}
+  for part in string.gmatch(ARGV[3 + 2 * i] .. '\\31', '(.-)\\31') do m[#m + 1] = part end
+  local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', 'key', m[2],
+                        'event', m[3], 'meta', ARGV[4 + 2 * i], 'ts', m[4])
+  redis.call('ZADD', KEYS[tonumber(m[1])], m[4], id)
 end
+for k = 2, #KEYS do redis.call('EXPIRE', KEYS[k], ARGV[2]) end
 return n
 """
 """Appends a batch of records and indexes them by trace, in one atomic step (a batch
 retried after a Redis outage is never half written)."""
+
+_RECORD = json.JSONEncoder(default=str)
+"""Encodes a record (built once: ``json.dumps`` with options builds one per call)."""
 
 CHUNK = 500
 """Entries read per round trip while listing."""
@@ -132,11 +137,17 @@ class LogStore:
         if not records:
             return
         keys = [self.keys.logs]
+        position: dict[str, int] = {}
         args: list[Any] = [max_count, max_age_s]
         for rec in records:
-            keys.append(self.keys.log_trace(rec["trace_id"]))
-            args += [rec["function_id"], rec["severity_text"], json.dumps(rec, default=str),
-                     rec["timestamp_unix_nano"] // 1_000_000]
+            trace = rec["trace_id"]
+            at = position.get(trace)
+            if at is None:
+                keys.append(self.keys.log_trace(trace))
+                at = position[trace] = len(keys)
+            args += ["\x1f".join((str(at), rec["function_id"], rec["severity_text"],
+                                   str(rec["timestamp_unix_nano"] // 1_000_000))),
+                     _RECORD.encode(rec)]
         self._write(keys=keys, args=args)
 
     def trim(self, max_count: int, max_age_s: int) -> int:
