@@ -9,6 +9,8 @@
     iii-broker queues
     iii-broker queues purge QUEUE --yes
     iii-broker dlq list payment | show payment ID | redrive payment [ID] | discard payment ID
+    iii-broker logs --trace TRACE_ID | --follow | --level warn --function orders::create
+    iii-broker invocations --status failed --since 10m | show ID | rerun ID
     iii-broker up -A examples.quickstart
 """
 
