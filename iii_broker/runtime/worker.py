@@ -104,8 +104,7 @@ class Worker:
         self._pool = HandlerPool(max_workers=concurrency * 2 + 32,
                                  thread_name_prefix="iii-handler")
         self.limits = Limits.of(self.settings)
-        self.handlers = Handlers(app, self.modules, Observers(
-            [o for m in self.modules for o in m.observers(self)]))
+        self.handlers = Handlers(app, self.modules)  # observers join once it serves (run)
         self._consumer: Consumer | None = None
         self._qos: RedisQoS | None = None  # batches acks and in-flight records (Redis)
         self._fetcher: RedisFetcher | None = None  # pops messages itself (redis:// brokers)
@@ -142,6 +141,7 @@ class Worker:
             self._install_signals()
         for module in self.modules:
             module.process_started(self.kind, self.settings)
+        self.handlers.observers = Observers([o for m in self.modules for o in m.observers(self)])
         self.app.caller.on_block = self._on_block
         self.app.on_change(self._changed.set)
         self._registrar(self)
