@@ -17,6 +17,8 @@ from collections import deque
 from collections.abc import Callable
 from typing import Generic, TypeVar
 
+import redis
+
 from ...outage import Backoff, is_outage, store_outage
 from ...settings import Settings
 
@@ -26,6 +28,15 @@ T = TypeVar("T")
 
 MAX_REFUSALS = 3
 """A batch Redis refuses this many times in a row (not an outage: a bad item) is dropped."""
+
+
+_PASSING = ("READONLY", "LOADING", "MASTERDOWN", "BUSY", "TRYAGAIN", "CLUSTERDOWN", "OOM")
+"""Replies of a Redis that will take the batch later (a fail-over, a restart loading its
+data, a busy script, memory full): waited out like an outage, never counted as refusals."""
+
+
+def _passing(exc: BaseException) -> bool:
+    return isinstance(exc, redis.ResponseError) and str(exc).startswith(_PASSING)
 
 
 class Batcher(Generic[T]):
@@ -118,7 +129,7 @@ class Batcher(Generic[T]):
                 outage.recovered()
                 backoff.reset()
             except Exception as exc:  # noqa: BLE001 - telemetry waits; calls never do
-                if is_outage(exc):
+                if is_outage(exc) or _passing(exc):
                     outage.failed(exc)
                 else:
                     refused += 1
