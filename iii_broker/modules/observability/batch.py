@@ -35,8 +35,14 @@ _PASSING = ("READONLY", "LOADING", "MASTERDOWN", "BUSY", "TRYAGAIN", "CLUSTERDOW
 data, a busy script, memory full): waited out like an outage, never counted as refusals."""
 
 
+_PASSING_TYPES = (redis.exceptions.ReadOnlyError, redis.exceptions.BusyLoadingError,
+                  redis.exceptions.OutOfMemoryError, redis.exceptions.TryAgainError,
+                  redis.exceptions.MasterDownError, redis.exceptions.ClusterDownError)
+
+
 def _passing(exc: BaseException) -> bool:
-    return isinstance(exc, redis.ResponseError) and str(exc).startswith(_PASSING)
+    return isinstance(exc, _PASSING_TYPES) or (isinstance(exc, redis.ResponseError)
+                                              and str(exc).startswith(_PASSING))
 
 
 class Batcher(Generic[T]):
