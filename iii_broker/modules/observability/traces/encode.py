@@ -28,6 +28,8 @@ MAX_ATTRIBUTES = 128
 CACHE_MAX = 4096
 """Encoded attributes kept for reuse (cleared when full)."""
 PRIMITIVE = (str, bool, int, float)
+STRING = "\0string"
+"""The cache's key for a plain string field (no attribute has this key)."""
 INT64 = (-(1 << 63), (1 << 63) - 1)
 
 _fixed64 = struct.Struct("<Q").pack
@@ -135,18 +137,27 @@ class Encoder:
     def __init__(self, resource_attributes: Any) -> None:
         self.resource = b"".join(_field(b"\x0a", key_value(k, v))
                                  for k, v in resource_attributes.items())
-        self._cache: dict[tuple[str, Any], bytes] = {}
-        """Encoded attribute fields by (key, value); each key's values are of one type
+        self._cache: dict[tuple[bytes, str, Any], bytes] = {}
+        """Encoded attribute fields by (tag, key, value); each key's values are of one type
         (``1 == True`` would otherwise mix them up)."""
-        self._names: dict[str, bytes] = {}
 
-    def _attr(self, key: str, value: Any) -> bytes:
-        """A span's attribute field (9), cached: most repeat from run to run."""
-        cached = self._cache.get((key, value))
+    def _attr(self, key: str, value: Any, tag: bytes = b"\x4a") -> bytes:
+        """An attribute field (a span's: 9; a log record's: 6, ``tag`` b"\\x32"), cached:
+        most repeat from run to run."""
+        cached = self._cache.get((tag, key, value))
         if cached is None:
             if len(self._cache) >= CACHE_MAX:
                 self._cache.clear()
-            cached = self._cache[(key, value)] = _field(b"\x4a", key_value(key, value))
+            cached = self._cache[(tag, key, value)] = _field(tag, key_value(key, value))
+        return cached
+
+    def _string(self, tag: bytes, text: str) -> bytes:
+        """A string field (a span's name, a record's severity text), cached."""
+        cached = self._cache.get((tag, STRING, text))
+        if cached is None:
+            if len(self._cache) >= CACHE_MAX:
+                self._cache.clear()
+            cached = self._cache[(tag, STRING, text)] = _field(tag, _utf8(text))
         return cached
 
     def spans_request(self, notes: list[RunNote]) -> bytes:
@@ -160,12 +171,7 @@ class Encoder:
         parts = [b"\x0a\x10", bytes.fromhex(n.trace_id), b"\x12\x08", bytes.fromhex(n.span_id)]
         if n.parent_span_id:
             parts += (b"\x22\x08", bytes.fromhex(n.parent_span_id))
-        name = self._names.get(n.function_id)
-        if name is None:
-            if len(self._names) >= CACHE_MAX:
-                self._names.clear()
-            name = self._names[n.function_id] = _field(b"\x2a", _utf8(n.function_id))
-        parts += (name,
+        parts += (self._string(b"\x2a", n.function_id),  # the name
                   b"\x30\x05" if job else b"\x30\x02",
                   b"\x39", _fixed64(n.start_ns), b"\x41", _fixed64(n.end_ns),
                   attr("iii.function_id", n.function_id),
@@ -215,7 +221,7 @@ class Encoder:
         if severity:
             parts += (b"\x10", _BYTE[severity])
         if record.get("severity_text"):
-            parts.append(_field(b"\x1a", _utf8(str(record["severity_text"]))))
+            parts.append(self._string(b"\x1a", str(record["severity_text"])))
         body = record.get("body")
         if body is not None:
             parts.append(_field(b"\x2a", any_value(
@@ -225,9 +231,11 @@ class Encoder:
             if v is not None and count < MAX_ATTRIBUTES:
                 parts.append(_field(b"\x32", key_value(str(k), v)))
                 count += 1
-        for field in ("function_id", "invocation_id"):
-            if record.get(field):
-                parts.append(_field(b"\x32", key_value(f"iii.{field}", str(record[field]))))
+        if record.get("function_id"):
+            parts.append(self._attr("iii.function_id", str(record["function_id"]), b"\x32"))
+        if record.get("invocation_id"):
+            parts.append(_field(b"\x32", key_value("iii.invocation_id",
+                                                    str(record["invocation_id"]))))
         trace_id, span_id = record.get("trace_id"), record.get("span_id")
         if trace_id and span_id:
             parts += (b"\x45", _fixed32(1), _field(b"\x4a", bytes.fromhex(trace_id)),
