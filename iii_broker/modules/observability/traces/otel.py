@@ -116,13 +116,14 @@ class Otel:
         self.runs: ExportedRuns | None = None
         if exporter == "otlp":
             # runs' spans and log records: noted on the calling thread, sent by our threads
-            logs = os.environ.get("OTEL_LOGS_EXPORTER", "").strip().lower() != "none"
-            self.runs = ExportedRuns(resource, self.provider.sampler, logs=logs)
+            logs = os.environ.get("OTEL_LOGS_EXPORTER", "").strip().lower()
+            self.runs = ExportedRuns(resource, self.provider.sampler, logs=logs in ("", "otlp"))
             self.start_run = self.runs.start_run  # type: ignore[method-assign]
             self.finish_run = self.runs.finish_run  # type: ignore[method-assign]
-            self.emit_log = self.runs.emit_log  # type: ignore[method-assign]
             self.destination = self.runs.destination
-        else:
+            if logs in ("", "otlp"):
+                self.emit_log = self.runs.emit_log  # type: ignore[method-assign]
+        if self.runs is None or self.runs.logs is None:
             try:
                 self._start_logs(exporter, resource)
             except Exception as exc:  # noqa: BLE001 - spans go on without log records
@@ -144,15 +145,21 @@ class Otel:
         return OTLPSpanExporter()
 
     def _start_logs(self, exporter: str, resource: Any) -> None:
-        """Log records through the SDK (the console exporter)."""
+        """Log records through the SDK (the console exporter, or ``OTEL_LOGS_EXPORTER``
+        naming neither ``otlp`` nor ``none``)."""
         named = os.environ.get("OTEL_LOGS_EXPORTER", "").strip().lower()
         if named == "none":
             return
         from opentelemetry._logs import LogRecord, SeverityNumber
         from opentelemetry.sdk._logs import LoggerProvider
-        from opentelemetry.sdk._logs.export import BatchLogRecordProcessor, ConsoleLogRecordExporter
+        from opentelemetry.sdk._logs.export import BatchLogRecordProcessor
 
-        log_exporter = ConsoleLogRecordExporter()
+        if exporter == "console" or named == "console":
+            from opentelemetry.sdk._logs.export import ConsoleLogRecordExporter
+            log_exporter: Any = ConsoleLogRecordExporter()
+        else:  # OTEL_LOGS_EXPORTER names one we do not write ourselves: the SDK's
+            from opentelemetry.exporter.otlp.proto.http._log_exporter import OTLPLogExporter
+            log_exporter = OTLPLogExporter()
         self._LogRecord, self._Severity = LogRecord, SeverityNumber
         self.logger_provider = LoggerProvider(resource=resource, shutdown_on_exit=False)
         self.logger_provider.add_log_record_processor(BatchLogRecordProcessor(log_exporter))
