@@ -118,6 +118,7 @@ class Exporter:
         self.dropped = 0
         """Items dropped: the queue was full, or their batch could not be sent."""
         self.sent = 0
+        self.requests = 0
         self._wake = threading.Event()
         self._cond = threading.Condition()
         self._asked = 0  # flushes asked for ...
@@ -195,6 +196,7 @@ class Exporter:
                 log.warning("tracing: a batch of %d %s could not be encoded (%s: %s)",
                             len(batch), self.endpoint.signal, type(exc).__name__, exc)
                 continue
+            self.requests += 1
             try:
                 self.endpoint.post(body)
             except Exception as exc:  # noqa: BLE001 - unreachable, stalled, refused
