@@ -20,7 +20,7 @@ import time
 from typing import Any
 
 from ....observe import Run
-from ....tracing import SpanContext
+from ....tracing import SpanContext, _span_id
 from .encode import Encoder, RunNote
 from .otlp import Endpoint, Exporter, env_int
 
@@ -64,8 +64,10 @@ class ExportedRuns:
         span = run.span
         sampled = (self._sample(run) if self.sampler is not None
                    else span.flags[-1] in "13579bdf")  # the sampled bit of the flags
-        if sampled != (span.flags[-1] in "13579bdf"):
-            span = run.span = SpanContext(span.trace_id, span.span_id, "01" if sampled else "00")
+        if sampled != (span.flags[-1] in "13579bdf") or span.span_id == run.parent_span_id:
+            # (a run made with its caller's span as its own gets an id of its own)
+            span_id = _span_id() if span.span_id == run.parent_span_id else span.span_id
+            span = run.span = SpanContext(span.trace_id, span_id, "01" if sampled else "00")
         sc = self._OtelSpanContext(trace_id=int(span.trace_id, 16), span_id=int(span.span_id, 16),
                                    is_remote=False, trace_flags=self._flags[sampled])
         token = self._attach(self._set_span(self._NonRecordingSpan(sc), self._empty))
