@@ -170,7 +170,10 @@ class Exporter:
             self._wake.clear()
             with self._cond:
                 asked, stopping = self._asked, self._stopping
-            self._send_all()
+            try:
+                self._send_all()
+            except Exception:  # noqa: BLE001 - the thread goes on whatever happened
+                log.exception("tracing: exporting %s failed", self.endpoint.signal)
             with self._cond:
                 self._done = asked
                 self._cond.notify_all()
