@@ -166,12 +166,15 @@ class Exporter:
 
     def _loop(self) -> None:
         while True:
-            self._wake.wait(self.delay_s)
+            woken = self._wake.wait(self.delay_s)
             self._wake.clear()
             with self._cond:
                 asked, stopping = self._asked, self._stopping
             try:
-                self._send_all()
+                # woken by a full batch: full batches only (the rest waits for the next
+                # one or the delay: sending what trickles in meanwhile would make a
+                # request of a few items each time); else everything
+                self._send_all(everything=not woken or asked > self._done or stopping)
             except Exception:  # noqa: BLE001 - the thread goes on whatever happened
                 log.exception("tracing: exporting %s failed", self.endpoint.signal)
             with self._cond:
@@ -181,7 +184,7 @@ class Exporter:
                 self.endpoint.close()
                 return
 
-    def _send_all(self) -> None:
+    def _send_all(self, everything: bool) -> None:
         q = self.queue
         if self._full:
             self._full = False
@@ -190,8 +193,10 @@ class Exporter:
                 log.warning("tracing: the %s export queue is full (%d): %s dropped so far "
                             "(is the OTLP endpoint keeping up?)", self.endpoint.signal,
                             self.max_queue, self.dropped)
-        while q:
-            batch = [q.popleft() for _ in range(min(len(q), self.batch))]
+        left = len(q)  # what was noted before now: what arrives meanwhile waits
+        while left >= self.batch or (everything and left > 0):
+            batch = [q.popleft() for _ in range(min(left, self.batch))]
+            left -= len(batch)
             try:
                 body = self.encode(batch)
             except Exception as exc:  # noqa: BLE001 - a bug here never stops the thread
