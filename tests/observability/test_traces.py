@@ -60,9 +60,12 @@ def test_one_trace_runs_from_the_request_through_nested_calls_to_each_attempt_of
     assert json.loads(reply.body)["trace_id"] == trace_id
 
     def complete(spans: list[Span]) -> list[Span] | None:
+        # the web process's request span and the worker's spans come from two processes'
+        # exporters: either may arrive first
         mine = [s for s in spans if s.trace_id == trace_id]
-        return mine if len(by_name(mine, "traced::job")) >= 2 else None
-    spans = sink.wait_for(complete, what="both attempts of the job")
+        web_too = any(s.resource.get("iii.process") == "web" for s in mine)
+        return mine if len(by_name(mine, "traced::job")) >= 2 and web_too else None
+    spans = sink.wait_for(complete, what="the request's span and both attempts of the job")
 
     [request] = [s for s in spans if s.resource.get("iii.process") == "web"]
     [front] = by_name(spans, "traced::front")
@@ -228,7 +231,8 @@ def test_a_state_trigger_continues_the_trace_of_the_run_that_wrote(cluster, sink
     assert cluster.trigger("traced::writer", {"value": 2}) == {"ok": True}
     [writer] = sink.wait_for(lambda spans: by_name(spans, "traced::writer"))
     spans = sink.wait_for(lambda spans: (mine := [s for s in spans if s.trace_id == writer.trace_id])
-                          and by_name(mine, "traced::watch") and mine, what="the state trigger")
+                          and by_name(mine, "traced::watch") and by_name(mine, "state::set")
+                          and mine, what="the state trigger and the engine's state::set")
     [write] = by_name(spans, "state::set")
     [watch] = by_name(spans, "traced::watch")
     assert write.parent_span_id == writer.span_id and write.resource["iii.process"] == "engine"

@@ -3,9 +3,14 @@
 OpenTelemetry is imported here only when :class:`Otel` is made, so a process that exports
 nothing never pays for importing the SDK (or the exporter's ``requests``).
 
-Nothing here blocks a call: spans and log records go to the SDK's batch processors, whose
-queues are bounded (``OTEL_BSP_MAX_QUEUE_SIZE``, ``OTEL_BLRP_MAX_QUEUE_SIZE``; 2048 by
-default) and drop what does not fit; their export threads do the network I/O.
+With OTLP, runs' spans and handlers' log records skip the SDK's per-item objects: see
+:mod:`.runs` (the hot path only takes note; our own export threads encode and send). The
+SDK's provider stays, for the spans the user's code makes, the web process's request spans
+and beat's cron fires; with the console exporter runs' spans go through it too.
+
+Nothing here blocks a call: every queue is bounded (``OTEL_BSP_MAX_QUEUE_SIZE``,
+``OTEL_BLRP_MAX_QUEUE_SIZE``; 2048 by default) and drops what does not fit; the export
+threads do the network I/O.
 """
 
 from __future__ import annotations
@@ -15,12 +20,14 @@ import json
 import logging
 import os
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
 from ....observe import Run
 from ....tracing import SpanContext
+from .runs import ExportedRuns
 
 log = logging.getLogger("iii.observability")
 
@@ -106,10 +113,21 @@ class Otel:
         self.tracer = self.provider.get_tracer("iii_broker")
         self.logger_provider: Any = None
         self.logger: Any = None
-        try:
-            self._start_logs(exporter, resource)
-        except Exception as exc:  # noqa: BLE001 - spans go on without log records
-            log.warning("no OpenTelemetry log records: %s: %s", type(exc).__name__, exc)
+        self.runs: ExportedRuns | None = None
+        if exporter == "otlp":
+            # runs' spans and log records: noted on the calling thread, sent by our threads
+            logs = os.environ.get("OTEL_LOGS_EXPORTER", "").strip().lower()
+            self.runs = ExportedRuns(resource, self.provider.sampler, logs=logs in ("", "otlp"))
+            self.start_run = self.runs.start_run  # type: ignore[method-assign]
+            self.finish_run = self.runs.finish_run  # type: ignore[method-assign]
+            self.destination = self.runs.destination
+            if logs in ("", "otlp"):
+                self.emit_log = self.runs.emit_log  # type: ignore[method-assign]
+        if self.runs is None or self.runs.logs is None:
+            try:
+                self._start_logs(exporter, resource)
+            except Exception as exc:  # noqa: BLE001 - spans go on without log records
+                log.warning("no OpenTelemetry log records: %s: %s", type(exc).__name__, exc)
         self._closed = False
         atexit.register(self.shutdown)
 
@@ -127,6 +145,8 @@ class Otel:
         return OTLPSpanExporter()
 
     def _start_logs(self, exporter: str, resource: Any) -> None:
+        """Log records through the SDK (the console exporter, or ``OTEL_LOGS_EXPORTER``
+        naming neither ``otlp`` nor ``none``)."""
         named = os.environ.get("OTEL_LOGS_EXPORTER", "").strip().lower()
         if named == "none":
             return
@@ -137,7 +157,7 @@ class Otel:
         if exporter == "console" or named == "console":
             from opentelemetry.sdk._logs.export import ConsoleLogRecordExporter
             log_exporter: Any = ConsoleLogRecordExporter()
-        else:
+        else:  # OTEL_LOGS_EXPORTER names one we do not write ourselves: the SDK's
             from opentelemetry.exporter.otlp.proto.http._log_exporter import OTLPLogExporter
             log_exporter = OTLPLogExporter()
         self._LogRecord, self._Severity = LogRecord, SeverityNumber
@@ -154,7 +174,8 @@ class Otel:
         return self._trace.set_span_in_context(self._NonRecordingSpan(sc), self._Context())
 
     def start_run(self, run: Run) -> None:
-        """Start ``run``'s span, child of its caller's span (a new trace when it has none),
+        """(The console exporter's; OTLP's is :meth:`.runs.ExportedRuns.start_run`.)
+        Start ``run``'s span, child of its caller's span (a new trace when it has none),
         make it current on this thread and make it ``run.span``."""
         if run.parent_span_id:
             parent = self._remote(run.span.trace_id, run.parent_span_id, run.span.flags)
@@ -222,7 +243,8 @@ class Otel:
     # -- log records ----------------------------------------------------------------------
 
     def emit_log(self, record: dict[str, Any]) -> None:
-        """One record of the logs part (``{timestamp_unix_nano, severity_number,
+        """(The console exporter's; OTLP's is :meth:`.runs.ExportedRuns.emit_log`.)
+        One record of the logs part (``{timestamp_unix_nano, severity_number,
         severity_text, body, attributes, trace_id, span_id, function_id, ...}``) as an
         OpenTelemetry log record; never raises."""
         if self.logger is None:
@@ -261,12 +283,21 @@ class Otel:
     def flush(self, timeout_s: float) -> bool:
         """Export what is buffered, waiting at most ``timeout_s``; False when the exporter
         did not finish in time (it goes on in the background)."""
-        ms = max(1, int(timeout_s * 1000))
+        deadline = time.monotonic() + timeout_s
+        done = True
+        for exporter in self.runs.exporters() if self.runs is not None else ():
+            if not exporter.flush(max(0.0, deadline - time.monotonic())):
+                done = False
+                log.warning("tracing: flushing %s did not finish within %.1fs (is the OTLP "
+                            "endpoint answering?); what is left is dropped",
+                            exporter.endpoint.signal, timeout_s)
+        left = max(0.01, deadline - time.monotonic())
+        ms = max(1, int(left * 1000))
 
         def flush_all() -> None:
             for p in self._providers():
                 p.force_flush(ms)
-        return _bounded("flush", flush_all, timeout_s)
+        return _bounded("flush", flush_all, left) and done
 
     def shutdown(self, timeout_s: float = EXIT_WAIT_S) -> None:
         """Export what is left and stop the export threads, waiting at most ``timeout_s``
@@ -274,8 +305,13 @@ class Otel:
         if self._closed:
             return
         self._closed = True
+        deadline = time.monotonic() + timeout_s
+        for exporter in self.runs.exporters() if self.runs is not None else ():
+            if not exporter.shutdown(max(0.0, deadline - time.monotonic())):
+                log.warning("tracing: sending the last %s did not finish within %.1fs; what "
+                            "is left is dropped", exporter.endpoint.signal, timeout_s)
 
         def shutdown_all() -> None:
             for p in self._providers():
                 p.shutdown()
-        _bounded("shutdown", shutdown_all, timeout_s)
+        _bounded("shutdown", shutdown_all, max(0.01, deadline - time.monotonic()))
