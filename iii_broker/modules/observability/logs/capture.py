@@ -2,8 +2,8 @@
 engine) process keeps the records emitted while a run's Context is current.
 
 On the handler's thread a record costs a context lookup, a level check, building a dict
-and a deque append; a :class:`~..batch.Batcher` thread stores the records in Redis (and a
-second one hands them to the OpenTelemetry exporter when the tracer exports).
+and a deque append (two when the tracer exports: its queue of log records); a
+:class:`~..batch.Batcher` thread stores the records in Redis.
 """
 
 from __future__ import annotations
@@ -60,7 +60,6 @@ class Logs:
         self.t = t
         self.store: LogStore | None = None
         self.batcher: Batcher[dict[str, Any]] | None = None
-        self.exported: Batcher[dict[str, Any]] | None = None
         self.handler: CaptureHandler | None = None
 
     def start(self) -> None:
@@ -97,10 +96,9 @@ class Logs:
             return
         rec = build(record, ctx, options.service_name)
         self.batcher.add(rec)
-        if getattr(self.t.tracing, "emit_log", None) is not None:
-            if self.exported is None:
-                self.exported = Batcher("logs-otel", self._export, self.t.settings)
-            self.exported.add(rec)
+        emit = getattr(self.t.tracing, "emit_log", None)
+        if emit is not None:
+            emit(rec)  # a bounded queue's append: the exporter's thread encodes and sends
 
     # -- the batchers' threads ---------------------------------------------------------
 
@@ -108,18 +106,6 @@ class Logs:
         assert self.store is not None
         options = self.t.options
         self.store.append(records, options.logs_max_count, options.logs_max_age_s)
-
-    def _export(self, records: list[dict[str, Any]]) -> None:
-        emit = getattr(self.t.tracing, "emit_log", None)
-        if emit is None:
-            return
-        for rec in records:
-            try:
-                emit(rec)
-            except Exception as exc:  # noqa: BLE001 - the exporter's trouble, not Redis's
-                log.warning("handing a log record to the OpenTelemetry exporter failed "
-                            "(%s: %s)", type(exc).__name__, exc)
-                return
 
     # -- life --------------------------------------------------------------------------
 
@@ -130,8 +116,6 @@ class Logs:
     def flush(self, timeout_s: float) -> None:
         if self.batcher is not None:
             self.batcher.flush(timeout_s)
-        if self.exported is not None:
-            self.exported.flush(timeout_s)
 
     def close(self) -> None:
         """Store what is buffered; the capture stays (the process is exiting)."""

@@ -88,7 +88,9 @@ class ExportedRuns:
 
     def _sample(self, run: Run) -> bool:
         """The configured sampler's decision (not the default: see the module)."""
-        span = run.span
+        span, sampler = run.span, self.sampler
+        if sampler is None:
+            return True
         parent = None
         if run.parent_span_id:
             remote = self._OtelSpanContext(
@@ -96,7 +98,7 @@ class ExportedRuns:
                 is_remote=True, trace_flags=self._flags[span.flags[-1] in "13579bdf"])
             parent = self._set_span(self._NonRecordingSpan(remote), self._empty)
         try:
-            decision = self.sampler.should_sample(
+            decision = sampler.should_sample(
                 parent, int(span.trace_id, 16), run.function_id,
                 self._kinds[run.kind == "job"], None)
             return bool(decision.decision.is_sampled())
