@@ -240,3 +240,21 @@ def test_since_accepts_durations_ago_and_unix_ms():
     assert when_ms("1234") == 1234
     with pytest.raises(IIIError):
         when_ms("soon")
+
+
+def test_the_writers_json_is_the_record_whatever_the_values_hold():
+    """The writer's hand-made JSON (record_json) says what record_of says: quotes, non-ASCII,
+    errors, cut values and running records included."""
+    import json
+
+    from iii_broker.observe import Run
+    from iii_broker.modules.observability.history.record import record_json, record_of
+
+    run = Run.of("orders::place", 'odd "id" é', 2, {"traceparent": f"00-{'1' * 32}-{'2' * 16}-01"},
+                 kind="job", worker_id='host "x"-1', payload={"note": "é" * 40, "n": [1, 2]},
+                 queue="payment", trigger_type='weird"type')
+    run.status, run.result, run.error, run.duration_s = "failed", {"ok": False}, \
+        ValueError('bad "card"'), 0.0123456
+    for status in (None, "running"):
+        for bound in (4096, 7):
+            assert json.loads(record_json(run, bound, status)) == record_of(run, bound, status)

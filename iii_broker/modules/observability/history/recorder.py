@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 from ....observe import Observer, Run
 from ..batch import Batcher
 from ..options import observed
-from .record import RUNNING, record_of
+from .record import RUNNING, record_json
 from .store import Entry, HistoryStore
 
 if TYPE_CHECKING:
@@ -92,14 +92,17 @@ class History:
         for run, still in notes:
             if still and run.status != RUNNING:
                 continue  # it ended meanwhile: its outcome follows in the buffer
+            status = RUNNING if still else run.status
             try:
-                record = record_of(run, options.history_max_value_bytes,
-                                   RUNNING if still else None)
+                text = record_json(run, options.history_max_value_bytes, status)
             except Exception as exc:  # noqa: BLE001 - one odd run never holds up the others
                 log.warning("the history left out run %s of %s (%s: %s)", run.invocation_id,
                             run.function_id, type(exc).__name__, exc)
                 continue
-            entries.append(Entry(record, options.history_max_age_s))
+            fields = {"invocation_id": run.invocation_id, "function_id": run.function_id,
+                      "attempt": run.attempt, "status": status,
+                      "started_at": run.started_ms, "worker_id": run.worker_id}
+            entries.append(Entry(fields, options.history_max_age_s, text))
         if entries:
             self.store.write(entries)
 

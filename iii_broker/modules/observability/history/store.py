@@ -122,7 +122,11 @@ class Entry:
     """A record to write, with what its indexes need."""
 
     record: dict[str, Any]
+    """The record, or (with ``text``) the fields the indexes need: invocation_id,
+    function_id, attempt, status, started_at, worker_id."""
     max_age_s: int
+    text: str | None = None
+    """The record's JSON when the writer made it already."""
 
 
 @dataclass(frozen=True)
@@ -162,7 +166,7 @@ class HistoryStore:
             args += ["\x1f".join((iid, str(rec["attempt"]), status, str(rec["started_at"]),
                                    str(rec["worker_id"]), fid,
                                    str(STATUSES.index(status) + 1))),
-                     RECORD.encode(rec)]
+                     e.text if e.text is not None else RECORD.encode(rec)]
         self._write(keys=keys, args=args)
 
     def running(self) -> dict[str, str]:
