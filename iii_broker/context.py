@@ -7,8 +7,11 @@ A handler gets it as its second parameter (``def handler(payload, ctx)``) or fro
 from __future__ import annotations
 
 import logging
+import os
+import sys
 from contextvars import ContextVar
 from dataclasses import dataclass, field
+from types import FrameType
 from typing import Any, Protocol
 
 from .tracing import SpanContext
@@ -79,9 +82,48 @@ class Context:
         raise AttributeError(name)
 
 
+class LogSink(Protocol):
+    """Where a run logger's records go when only a log store would take them (set by the
+    observability module with :func:`set_log_sink`)."""
+
+    below: int
+    """Records under this level reach no logging handler but the store's."""
+
+    def take(self, logger: logging.Logger, level: int, msg: Any, args: tuple[Any, ...],
+             extra: Any, frame: FrameType) -> None: ...
+
+
+_sink: LogSink | None = None
+_LOGGING_FILE = os.path.normcase(logging.__file__)
+
+
+def set_log_sink(sink: LogSink | None) -> None:
+    """Send ``ctx.logger`` records under ``sink.below`` straight to ``sink`` (None: stop)."""
+    global _sink
+    _sink = sink
+
+
 class _RunLogger(logging.LoggerAdapter):  # type: ignore[type-arg]
     """Adds the run's ids to each record and keeps the call's own ``extra`` fields (the
-    standard adapter replaces them, before Python 3.13's ``merge_extra``)."""
+    standard adapter replaces them, before Python 3.13's ``merge_extra``).
+
+    A record that no logging handler would take (under the process's own level; the log
+    store lowered this logger's level to keep it) goes straight to the store's sink: the
+    standard machinery (a ``LogRecord``, the caller's lookup, every handler up the tree)
+    costs several times what the store needs."""
+
+    def log(self, level: int, msg: Any, *args: Any, **kwargs: Any) -> None:
+        sink = _sink
+        if (sink is not None and level < sink.below and not self.logger.handlers
+                and "exc_info" not in kwargs and "stack_info" not in kwargs
+                and self.logger.isEnabledFor(level)):
+            frame = sys._getframe(1)
+            while frame.f_back is not None and \
+                    os.path.normcase(frame.f_code.co_filename) == _LOGGING_FILE:
+                frame = frame.f_back  # .info() and friends: the caller is past them
+            sink.take(self.logger, level, msg, args, kwargs.get("extra"), frame)
+            return
+        super().log(level, msg, *args, **kwargs)
 
     def process(self, msg: Any, kwargs: Any) -> tuple[Any, Any]:
         extra, own = kwargs.get("extra"), dict(self.extra or {})

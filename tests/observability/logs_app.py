@@ -46,7 +46,7 @@ def inner(payload, ctx):
 @app.function("logs::many")
 def many(payload, ctx):
     for i in range(payload["n"]):
-        ctx.logger.debug("%s n=%d", payload["tag"], i)
+        ctx.logger.debug("%s n=%d", payload["tag"], i, extra={"i": i})
 
 
 @app.function("logs::for_tests")

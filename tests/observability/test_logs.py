@@ -112,6 +112,11 @@ def test_records_are_kept_within_the_count_and_age_limits(cluster: Cluster,
     got = listed(c, function_id="logs::many", limit=1000)
     assert {r["severity_text"] for r in got} == {"DEBUG"}
     assert [r["body"] for r in got] == [f"{tag} n={i}" for i in range(299, 199, -1)]
+    # under the worker's own level these took the direct way (no LogRecord): the same record
+    attributes = got[0]["attributes"]
+    assert attributes["logger.name"] == "iii.fn.logs::many" and attributes["i"] == 299
+    assert attributes["code.function"] == "many" and \
+        attributes["code.filepath"].endswith("logs_app.py")
     ttl = store.ttl(keys.log_trace(got[0]["trace_id"]))
     assert 0 < ttl <= 60  # the trace index goes with the records
 

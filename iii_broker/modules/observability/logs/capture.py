@@ -15,7 +15,7 @@ from .... import context as _context
 from ....function import is_reserved
 from ....observe import Observer
 from ..batch import Batcher
-from .record import PYTHON_LEVELS, build
+from .record import PYTHON_LEVELS, build, build_direct
 from .store import LogStore
 
 if TYPE_CHECKING:
@@ -53,6 +53,19 @@ class CaptureHandler(logging.Handler):
         self.handle(record)
 
 
+class DirectSink:
+    """Takes the ``ctx.logger`` records under ``below`` (the process's own level, which the
+    capture lowered ``iii.fn`` past): no handler but the store's would see them."""
+
+    def __init__(self, logs: Logs, below: int) -> None:
+        self.logs = logs
+        self.below = below
+
+    def take(self, logger: logging.Logger, level: int, msg: Any, args: tuple[Any, ...],
+             extra: Any, frame: Any) -> None:
+        self.logs.take_direct(logger, level, msg, args, extra, frame)
+
+
 class Logs:
     """The log part of this process's telemetry."""
 
@@ -76,7 +89,8 @@ class Logs:
         # level the process logs at itself (III_LOG_LEVEL, INFO by default)
         want = PYTHON_LEVELS[self.t.options.level]
         fn = logging.getLogger(FN_LOGGER)
-        if fn.getEffectiveLevel() > want:
+        fn_before = fn.getEffectiveLevel()
+        if fn_before > want:
             # ... without them reaching the process's own output: its handlers keep its level
             # (a record below a handler's level never takes that handler's lock)
             own = root.getEffectiveLevel()
@@ -84,8 +98,28 @@ class Logs:
                 if other is not self.handler and other.level == logging.NOTSET:
                     other.setLevel(own)
             fn.setLevel(want)
+            # records under the process's level reach no handler but ours: straight here
+            _context.set_log_sink(DirectSink(self, fn_before))
 
     # -- the handler's thread ----------------------------------------------------------
+
+    def take_direct(self, logger: logging.Logger, level: int, msg: Any, args: tuple[Any, ...],
+                    extra: Any, frame: Any) -> None:
+        """A ``ctx.logger`` record only the store takes (``context.set_log_sink``)."""
+        ctx = _context._peek()
+        options = self.t.options
+        if (ctx is None or not options.logs or level < PYTHON_LEVELS.get(options.level, 0)
+                or self.batcher is None or is_reserved(ctx.function_id)):
+            return
+        try:
+            rec = build_direct(logger, level, msg, args, extra, frame, ctx,
+                               options.service_name)
+        except Exception:  # noqa: BLE001 - a log line never fails a call
+            return
+        self.batcher.add(rec)
+        emit = getattr(self.t.tracing, "emit_log", None)
+        if emit is not None:
+            emit(rec)
 
     def take(self, record: logging.LogRecord, ctx: _context.Context) -> None:
         """Note ``record``, logged inside the run of ``ctx``, when the settings keep it."""

@@ -9,6 +9,7 @@ Severity numbers are OpenTelemetry's: TRACE 1, DEBUG 5, INFO 9, WARN 13, ERROR 1
 from __future__ import annotations
 
 import logging
+import time
 import traceback
 from typing import Any
 
@@ -90,6 +91,40 @@ def build(record: logging.LogRecord, ctx: Context, service_name: str) -> dict[st
         attributes["code.stacktrace"] = record.stack_info
     return {
         "timestamp_unix_nano": int(record.created * 1e9),
+        "severity_number": severity,
+        "severity_text": SEVERITY_TEXT[severity],
+        "body": body,
+        "attributes": attributes,
+        "trace_id": ctx.span.trace_id,
+        "span_id": ctx.span.span_id,
+        "service_name": service_name,
+        "function_id": ctx.function_id,
+        "invocation_id": ctx.invocation_id,
+        "quiet": bool(ctx.quiet),
+    }
+
+
+def build_direct(logger: logging.Logger, level: int, msg: Any, args: tuple[Any, ...],
+                 extra: Any, frame: Any, ctx: Context, service_name: str) -> dict[str, Any]:
+    """:func:`build` for a run logger's record that skipped the logging machinery (no
+    exception, no stack: those take the standard way)."""
+    if args and len(args) == 1 and isinstance(args[0], dict) and args[0]:
+        args = args[0]  # type: ignore[assignment]  # LogRecord's mapping case
+    try:
+        body = str(msg) % args if args else str(msg)
+    except Exception:  # noqa: BLE001 - a bad format string still leaves a record
+        body = str(msg)
+    severity = severity_of(level)
+    code = frame.f_code
+    attributes: dict[str, Any] = {"logger.name": logger.name, "code.filepath": code.co_filename,
+                                  "code.function": code.co_name, "code.lineno": frame.f_lineno}
+    if extra:
+        for key, value in extra.items():
+            if key not in _STANDARD and not key.startswith("_"):
+                attributes[key] = value if isinstance(value, str | int | float | bool | None) \
+                    else repr(value)
+    return {
+        "timestamp_unix_nano": time.time_ns(),
         "severity_number": severity,
         "severity_text": SEVERITY_TEXT[severity],
         "body": body,
