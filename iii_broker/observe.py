@@ -247,6 +247,13 @@ class Metrics:
             key = (f"{name}_count", base)
             counts[key] = counts.get(key, 0.0) + 1
 
+    def add(self, counts: dict[tuple[str, Labels], float]) -> None:
+        """Add many series' increments at once (one lock), keyed as :meth:`take` gives them."""
+        with self._lock:
+            own = self._counts
+            for key, value in counts.items():
+                own[key] = own.get(key, 0.0) + value
+
     def take(self) -> dict[tuple[str, Labels], float]:
         """The increments since the last call (non-cumulative buckets: one per value)."""
         with self._lock:

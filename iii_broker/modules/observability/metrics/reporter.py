@@ -18,11 +18,12 @@ import json
 import logging
 import threading
 import time
+from bisect import bisect_left
 from collections import deque
 from typing import TYPE_CHECKING, Any
 
 from ....errors import IIIError, InvocationFailed
-from ....observe import METRICS, Observer, Run
+from ....observe import DURATION_BUCKETS, METRICS, Labels, Observer, Run
 from ....outage import is_outage, store_outage
 from ..options import observed
 from .series import Series, families, field_of, gauge_series
@@ -34,6 +35,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("iii.observability")
 
+_BOUNDS = [repr(float(b)) for b in DURATION_BUCKETS] + ["+Inf"]
+"""The ``le`` label of each bucket (as ``METRICS.observe`` writes it), +Inf last."""
 MAX_UNCOUNTED = 200_000
 """Runs ended and not counted yet (a second's worth, many times over); older ones are
 dropped past it rather than grow without bound."""
@@ -68,8 +71,20 @@ class MetricsObserver(Observer):
         self.ended.append(run)
 
     def count(self) -> None:
-        """Reporter's thread: add the runs that ended since the last call to ``METRICS``."""
+        """Reporter's thread: add the runs that ended since the last call to ``METRICS``
+        (summed here first, then added under one lock)."""
         ended, on = self.ended, self.reporter.t.options.metrics
+        counts: dict[Series, float] = {}
+
+        def add(key: Series, value: float) -> None:
+            counts[key] = counts.get(key, 0.0) + value
+
+        def observe(name: str, base: Labels, value: float) -> None:
+            at = bisect_left(DURATION_BUCKETS, value)
+            add((f"{name}_bucket", (*base, ("le", _BOUNDS[at]))), 1.0)
+            add((f"{name}_sum", base), value)
+            add((f"{name}_count", base), 1.0)
+
         while ended:
             try:
                 run = ended.popleft()
@@ -79,15 +94,17 @@ class MetricsObserver(Observer):
                 continue
             function = run.function_id
             if run.kind == "job" and run.attempt == 1 and run.queue and run.enqueued_ms:
-                METRICS.observe("iii_queued_to_started_seconds",
-                                max(0.0, (run.started_ms - run.enqueued_ms) / 1000.0),
-                                {"queue": run.queue})
-            METRICS.inc("iii_invocations_total", {"function": function, "status": run.status})
-            METRICS.observe("iii_invocation_duration_seconds", run.duration_s,
-                            {"function": function})
+                observe("iii_queued_to_started_seconds", (("queue", run.queue),),
+                        max(0.0, (run.started_ms - run.enqueued_ms) / 1000.0))
+            add(("iii_invocations_total", (("function", function), ("status", run.status))),
+                1.0)
+            observe("iii_invocation_duration_seconds", (("function", function),),
+                    run.duration_s)
             if run.error is not None:
-                METRICS.inc("iii_invocation_errors_total",
-                            {"function": function, "code": error_code(run.error)})
+                add(("iii_invocation_errors_total",
+                     (("code", error_code(run.error)), ("function", function))), 1.0)
+        if counts:
+            METRICS.add(counts)
 
     def flush(self, timeout_s: float) -> None:
         self.reporter.flush(timeout_s)
