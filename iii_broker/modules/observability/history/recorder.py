@@ -18,7 +18,7 @@ from .record import RUNNING, record_json
 from .store import Entry, HistoryStore
 
 if TYPE_CHECKING:
-    from ..telemetry import Telemetry
+    from ..host import TelemetryHost
 
 log = logging.getLogger("iii.observability")
 
@@ -34,7 +34,7 @@ Note = tuple[Run, bool]
 class History:
     """The history part of a process's telemetry (workers and engines)."""
 
-    def __init__(self, t: Telemetry) -> None:
+    def __init__(self, t: TelemetryHost) -> None:
         self.t = t
         self.store = HistoryStore(t.store, t.keys)
         self.batcher: Batcher[Note] = Batcher("history", self._write, t.settings)

@@ -19,7 +19,7 @@ from .record import PYTHON_LEVELS, build, build_direct
 from .store import LogStore
 
 if TYPE_CHECKING:
-    from ..telemetry import Telemetry
+    from ..host import TelemetryHost
 
 log = logging.getLogger("iii.observability")
 
@@ -69,7 +69,7 @@ class DirectSink:
 class Logs:
     """The log part of this process's telemetry."""
 
-    def __init__(self, t: Telemetry) -> None:
+    def __init__(self, t: TelemetryHost) -> None:
         self.t = t
         self.store: LogStore | None = None
         self.batcher: Batcher[dict[str, Any]] | None = None

@@ -89,19 +89,7 @@ def build(record: logging.LogRecord, ctx: Context, service_name: str) -> dict[st
             traceback.format_exception(*record.exc_info)).rstrip()
     if record.stack_info:
         attributes["code.stacktrace"] = record.stack_info
-    return {
-        "timestamp_unix_nano": int(record.created * 1e9),
-        "severity_number": severity,
-        "severity_text": SEVERITY_TEXT[severity],
-        "body": body,
-        "attributes": attributes,
-        "trace_id": ctx.span.trace_id,
-        "span_id": ctx.span.span_id,
-        "service_name": service_name,
-        "function_id": ctx.function_id,
-        "invocation_id": ctx.invocation_id,
-        "quiet": bool(ctx.quiet),
-    }
+    return _shaped(int(record.created * 1e9), severity, body, attributes, ctx, service_name)
 
 
 def build_direct(logger: logging.Logger, level: int, msg: Any, args: tuple[Any, ...],
@@ -123,8 +111,14 @@ def build_direct(logger: logging.Logger, level: int, msg: Any, args: tuple[Any, 
             if key not in _STANDARD and not key.startswith("_"):
                 attributes[key] = value if isinstance(value, str | int | float | bool | None) \
                     else repr(value)
+    return _shaped(time.time_ns(), severity, body, attributes, ctx, service_name)
+
+
+def _shaped(at_ns: int, severity: int, body: str, attributes: dict[str, Any], ctx: Context,
+            service_name: str) -> dict[str, Any]:
+    """The stored record: iii's shape, and where it came from."""
     return {
-        "timestamp_unix_nano": time.time_ns(),
+        "timestamp_unix_nano": at_ns,
         "severity_number": severity,
         "severity_text": SEVERITY_TEXT[severity],
         "body": body,

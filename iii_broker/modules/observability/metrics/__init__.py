@@ -14,10 +14,10 @@ if TYPE_CHECKING:
     from flask import Flask
 
     from ...hosts import WebHost
-    from ..telemetry import Telemetry
+    from ..host import TelemetryHost
 
 
-def web_setup(app: Flask, web: WebHost, t: Telemetry) -> None:
+def web_setup(app: Flask, web: WebHost, t: TelemetryHost) -> None:
     """Serve ``/_iii/metrics`` (behind the management API's access check)."""
     # Flask and prometheus-client load in web processes only (see modules/http).
     importlib.import_module(f"{__name__}.page").web_setup(app, web, t)

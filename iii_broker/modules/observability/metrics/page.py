@@ -31,7 +31,7 @@ if TYPE_CHECKING:
     from prometheus_client.metrics_core import Metric
 
     from ...hosts import WebHost
-    from ..telemetry import Telemetry
+    from ..host import TelemetryHost
 
 log = logging.getLogger("iii.observability")
 
@@ -70,7 +70,7 @@ def read_gauges(raw: dict[str, str], now_ms: int) -> tuple[dict[Series, float], 
 class ClusterCollector:
     """The whole cluster's figures, read from Redis at each scrape (see the module docstring)."""
 
-    def __init__(self, t: Telemetry) -> None:
+    def __init__(self, t: TelemetryHost) -> None:
         self.t = t
         settings = t.settings
         self.jobs = JobStore(t.store, settings.namespace,
@@ -112,7 +112,7 @@ class ClusterCollector:
         return out
 
 
-def web_setup(app: Flask, web: WebHost, t: Telemetry) -> None:
+def web_setup(app: Flask, web: WebHost, t: TelemetryHost) -> None:
     """Serve ``/_iii/metrics`` (behind the management API's access check)."""
     registry = CollectorRegistry(auto_describe=False)
     registry.register(ClusterCollector(t))

@@ -31,7 +31,7 @@ from .series import Series, families, field_of, gauge_series
 if TYPE_CHECKING:
     from prometheus_client.metrics_core import Metric
 
-    from ..telemetry import Telemetry
+    from ..host import TelemetryHost
 
 log = logging.getLogger("iii.observability")
 
@@ -116,7 +116,7 @@ class MetricsObserver(Observer):
 class MetricsReporter:
     """The metrics part of one process's telemetry (see the module docstring)."""
 
-    def __init__(self, t: Telemetry) -> None:
+    def __init__(self, t: TelemetryHost) -> None:
         self.t = t
         self._observer = MetricsObserver(self)
         self._pending: dict[Series, float] = {}

@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from flask import Flask
 
     from ...hosts import WebHost
-    from ..telemetry import Telemetry
+    from ..host import TelemetryHost
 
 log = logging.getLogger("iii.observability")
 
@@ -56,7 +56,7 @@ def exporter_choice(exporter: str, env: Mapping[str, str] | None = None) -> str 
 class Tracing:
     """This process's tracer, when spans go anywhere (``self.otel``), else nothing."""
 
-    def __init__(self, t: Telemetry) -> None:
+    def __init__(self, t: TelemetryHost) -> None:
         self.t = t
         self.otel: Otel | None = None
         self._observer: RunSpans | None = None
@@ -129,7 +129,7 @@ class RunSpans(Observer):
         down as the process exits."""
 
 
-def web_setup(app: Flask, web: WebHost, t: Telemetry) -> None:
+def web_setup(app: Flask, web: WebHost, t: TelemetryHost) -> None:
     """A span per request (opentelemetry-instrumentation-flask), continuing the request's
     ``traceparent``; the route's calls continue it (``ambient_span``). Not ``/_iii/metrics``."""
     otel = getattr(t.tracing, "otel", None)
