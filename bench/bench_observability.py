@@ -234,8 +234,8 @@ def report(args: argparse.Namespace, results: dict[str, list[dict[str, Any]]], r
         "thread, then SIGCONT; drain rate = N / (worker's last-job time − resume time). CPU "
         "columns from /proc over the drain.",
         "- OTLP: the endpoint is a separate process (`--serve-sink`) answering 200 to every "
-        "POST without decoding it; the SDK's batch processors export spans and log records to "
-        "it (OTLP/HTTP protobuf).",
+        "POST without decoding it; runs' spans and handlers' log records go to it through "
+        "iii-broker's own exporter threads (OTLP/HTTP protobuf).",
     ]
     return "\n".join(lines) + "\n"
 
