@@ -12,8 +12,9 @@ import pytest
 from iii_broker import Enqueue, IIIError, Void
 from iii_broker.message import now_ms
 from iii_broker.modules.observability.history.cli import when_ms
-from iii_broker.modules.observability.history.record import bounded
+from iii_broker.modules.observability.history.record import bounded, record_json, record_of
 from iii_broker.modules.observability.history.store import Entry, HistoryStore
+from iii_broker.observe import Run
 from iii_broker.store import Keys
 from tests.helpers import wait_for
 from tests.test_cli import cli
@@ -245,11 +246,6 @@ def test_since_accepts_durations_ago_and_unix_ms():
 def test_the_writers_json_is_the_record_whatever_the_values_hold():
     """The writer's hand-made JSON (record_json) says what record_of says: quotes, non-ASCII,
     errors, cut values and running records included."""
-    import json
-
-    from iii_broker.observe import Run
-    from iii_broker.modules.observability.history.record import record_json, record_of
-
     run = Run.of("orders::place", 'odd "id" é', 2, {"traceparent": f"00-{'1' * 32}-{'2' * 16}-01"},
                  kind="job", worker_id='host "x"-1', payload={"note": "é" * 40, "n": [1, 2]},
                  queue="payment", trigger_type='weird"type')
