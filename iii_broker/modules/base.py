@@ -181,8 +181,9 @@ class Module:
         return {}
 
     def process_started(self, kind: str, settings: Settings) -> None:
-        """Called once as a process starts serving: ``engine``, ``worker``, ``web``, and a
-        module's own process types (``beat``, ``stream``)."""
+        """Called once as a process starts serving: ``engine``, ``worker`` and ``web``. (A
+        module's own process types, which load no module list, start the telemetry through
+        the observability module's ``process_started`` function.)"""
 
     def observers(self, worker: WorkerHost) -> list[Observer]:
         """What sees every invocation this worker (or engine) runs start and finish."""
