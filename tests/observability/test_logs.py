@@ -86,8 +86,13 @@ def test_records_carry_the_trace_and_iii_broker_logs_lists_one_trace(cluster: Cl
     assert caught.value.code == "invalid_argument"
     with pytest.raises(IIIError, match="limit must be an integer"):
         listed(c, limit="ten")
+    with pytest.raises(IIIError, match="trace_id 'nope' is not a trace id"):
+        listed(c, trace_id="nope")
+    assert [r["body"] for r in listed(c, trace_id=trace.upper(), limit=1)] == [f"{tag} boom"]
     done = cli(c, "--since", "yesterday")
     assert done.returncode == 2 and "--since 'yesterday' is not a duration" in done.stderr
+    done = cli(c, "--trace", "nope")
+    assert done.returncode == 2 and "--trace 'nope' is not a trace id" in done.stderr
 
 
 def test_records_are_kept_within_the_count_and_age_limits(cluster: Cluster,

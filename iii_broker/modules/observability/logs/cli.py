@@ -64,14 +64,21 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
             "limit": args.limit,
         })
     except InvalidArgument as exc:
-        message = exc.message.replace("severity_min", "--level").replace("limit", "--limit")
+        message = exc.message.replace("severity_min", "--level").replace("limit", "--limit") \
+            .replace("trace_id", "--trace")
         return fail(message, 2)
     store = connect_store(settings)
     check_store(store, settings)
     logs = LogStore(store, Keys(settings.namespace))
     last = logs.last_id()  # records stored after this are --follow's
-    for rec in reversed(logs.find(q)["logs"]):
+    found = logs.find(q)["logs"]
+    for rec in reversed(found):
         _print(rec, args.json)
+    if not found and not args.json:
+        print("no log records" + (" match" if (args.trace or args.function or args.level
+                                               or args.since) else " stored yet")
+              + (" (following: new ones appear here)" if args.follow else ""),
+              file=sys.stderr)
     sys.stdout.flush()
     if not args.follow:
         return 0

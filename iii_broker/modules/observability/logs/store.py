@@ -84,7 +84,7 @@ class LogQuery:
         return cls(
             start_time=_int(payload, "start_time", 0),
             end_time=_int(payload, "end_time", 0),
-            trace_id=_text(payload, "trace_id"),
+            trace_id=_trace_id(payload),
             severity_min=None if severity is None else parse_severity(severity),
             function_id=_text(payload, "function_id"),
             limit=_int(payload, "limit", 1, MAX_LIMIT) or 100,
@@ -111,6 +111,17 @@ def _int(payload: dict[str, Any], key: str, least: int, most: int | None = None)
         bound = f"from {least} to {most}" if most is not None else f">= {least}"
         raise InvalidArgument(f"{key} is {value}; it must be {bound}")
     return value
+
+
+def _trace_id(payload: dict[str, Any]) -> str | None:
+    value = _text(payload, "trace_id")
+    if value is None:
+        return None
+    trace = value.strip().lower()
+    if len(trace) != 32 or any(c not in "0123456789abcdef" for c in trace):
+        raise InvalidArgument(f"trace_id {value!r} is not a trace id: 32 hexadecimal digits, "
+                              "as in a traceparent header or a stored record")
+    return trace
 
 
 def _text(payload: dict[str, Any], key: str) -> str | None:
