@@ -2,6 +2,7 @@
 
 Then, in another terminal: ``iii-broker trigger math::add '{"a": 2, "b": 3}'``, or over
 HTTP: ``curl -X POST localhost:3111/add -H 'content-type: application/json' -d '{"a": 2, "b": 3}'``.
+What ran and what it logged: ``iii-broker invocations``, ``iii-broker logs``.
 """
 
 import asyncio
@@ -30,11 +31,13 @@ async def square(payload):
 
 
 @app.function("math::add_http", description="POST /add: math::add over HTTP")
-def add_over_http(request):
+def add_over_http(request, ctx):
     # An http trigger's function gets the request (iii-reference §3) and answers a response.
     body = request["body"]
     if not isinstance(body, dict) or not all(
             isinstance(body.get(k), (int, float)) for k in ("a", "b")):
+        # stored with the request's trace id: `iii-broker logs --level warn`
+        ctx.logger.warning("refused a body that is not {a, b}: %r", body)
         return {"status_code": 400, "body": {"error": 'send a JSON object {"a": 2, "b": 3}'}}
     return {"status_code": 200, "body": add(body)}
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from examples import quickstart
+from tests.helpers import wait_for
 
 
 @pytest.fixture
@@ -72,3 +73,17 @@ def test_post_add_over_http_adds_and_refuses_a_bad_body(quick):
     assert (reply.status, reply.json()) == (200, {"sum": 5})
     reply = web.request("POST", "/add", b'{"a": "two"}', headers={"Content-Type": "application/json"})
     assert reply.status == 400 and "send a JSON object" in reply.json()["error"]
+
+
+def test_a_refused_body_is_logged_with_its_trace_and_the_run_is_in_the_history(quick):
+    """What the quickstart's docstring promises: `iii-broker invocations` and `logs` show it."""
+    request = {"body": [1, 2], "headers": {}, "method": "POST", "path": "/add"}
+    answer = quick.client.trigger("math::add_http", request)
+    assert answer["status_code"] == 400
+    logs = wait_for(lambda: quick.client.trigger("engine::logs::list", {
+        "function_id": "math::add_http", "severity_min": "warn"})["logs"], timeout=10,
+        what="the warning in the log store")
+    assert "refused a body that is not {a, b}: [1, 2]" in logs[0]["body"]
+    runs = wait_for(lambda: quick.client.trigger("engine::invocations::list", {
+        "function_id": "math::add_http"})["invocations"], timeout=10, what="the run's record")
+    assert runs[0]["status"] == "succeeded" and runs[0]["trace_id"] == logs[0]["trace_id"]
