@@ -143,6 +143,10 @@ class Observers:
 
     def __init__(self, observers: Sequence[Observer]) -> None:
         self.observers = list(observers)
+        # Only those that look at runs are called for each (a flush-only one is not).
+        self._starting = [o for o in self.observers if type(o).start is not Observer.start]
+        self._finishing = [o for o in reversed(self.observers)
+                           if type(o).finish is not Observer.finish]
         self._warned: set[int] = set()
 
     def __bool__(self) -> bool:
@@ -151,7 +155,7 @@ class Observers:
     def start(self, run: Run) -> None:
         run.started_ms = int(time.time() * 1000)
         run.started = time.perf_counter()
-        for o in self.observers:
+        for o in self._starting:
             try:
                 o.start(run)
             except Exception as exc:  # noqa: BLE001 - telemetry never fails a call
@@ -161,7 +165,7 @@ class Observers:
         run.duration_s = time.perf_counter() - run.started
         run.result, run.error = result, error
         run.status = "failed" if error is not None else "succeeded"
-        for o in reversed(self.observers):
+        for o in self._finishing:
             try:
                 o.finish(run)
             except Exception as exc:  # noqa: BLE001
