@@ -15,7 +15,7 @@ from ....observe import Observer, Run
 from ..batch import Batcher
 from ..options import observed
 from .record import RUNNING, record_json
-from .store import Entry, HistoryStore
+from .store import HistoryStore, line
 
 if TYPE_CHECKING:
     from ..host import TelemetryHost
@@ -88,23 +88,29 @@ class History:
 
     def _write(self, notes: list[Note]) -> None:
         options = self.t.options
-        entries = []
+        lines = []
+        left_out = 0
         for run, still in notes:
             if still and run.status != RUNNING:
                 continue  # it ended meanwhile: its outcome follows in the buffer
             status = RUNNING if still else run.status
             try:
-                text = record_json(run, options.history_max_value_bytes, status)
+                one = line(run.invocation_id, run.attempt, status, run.started_ms,
+                           run.worker_id, run.function_id,
+                           record_json(run, options.history_max_value_bytes, status))
             except Exception as exc:  # noqa: BLE001 - one odd run never holds up the others
                 log.warning("the history left out run %s of %s (%s: %s)", run.invocation_id,
                             run.function_id, type(exc).__name__, exc)
                 continue
-            fields = {"invocation_id": run.invocation_id, "function_id": run.function_id,
-                      "attempt": run.attempt, "status": status,
-                      "started_at": run.started_ms, "worker_id": run.worker_id}
-            entries.append(Entry(fields, options.history_max_age_s, text))
-        if entries:
-            self.store.write(entries)
+            if one is None:
+                left_out += 1
+            else:
+                lines.append(one)
+        if left_out:
+            log.warning("the history left out %d run(s) whose invocation id holds a control "
+                        "character (\\x1e or \\x1f)", left_out)
+        if lines:
+            self.store.write_lines(options.history_max_age_s, lines)
 
 
 class HistoryObserver(Observer):

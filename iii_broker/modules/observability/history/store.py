@@ -24,24 +24,23 @@ from .record import INTERRUPTED, RECORD, RUNNING, STATUSES
 WRITE = """
 -- One batch of records in one call.
 -- KEYS[1] every invocation ZSET, [2] running HASH, [3] the functions SET, [4..7] the status
--- ZSETs (in STATUSES order); then for record i (from 0): KEYS[8 + 2i] its HASH and
--- KEYS[9 + 2i] its function's ZSET.
--- ARGV[1] max age (s), [2] F, [3 .. 2 + F] the batch's function ids; then for record i:
--- ARGV[3 + F + 2i] its fields joined by \\31 (invocation id, attempt, status, started (ms),
--- worker id, function id, the status's position 1..4) and ARGV[4 + F + 2i] its JSON
--- (two arguments a record rather than eight: packing arguments is most of the client's cost)
-local max_age = ARGV[1]
-local f = tonumber(ARGV[2])
-local base = 3 + f
-local n = (#ARGV - base + 1) / 2
-if f > 0 then redis.call('SADD', KEYS[3], unpack(ARGV, 3, 2 + f)) end
+-- ZSETs (in STATUSES order).
+-- ARGV[1] max age (s), [2] the prefix of a record's HASH key (+ invocation id), [3] the
+-- prefix of a function's ZSET key (+ function id, '%' and ':' escaped as Keys does), [4] the
+-- records, all in one argument: separated by \\30, each its fields joined by \\31
+-- (invocation id, attempt, status, started (ms), worker id, function id, its JSON). One
+-- argument for the batch rather than several a record: packing arguments is most of the
+-- client's cost. JSON never holds \\30 or \\31 (it escapes control characters); the
+-- writer leaves out a record whose other fields do (:func:`line`).
+local max_age, prefix, fn_prefix = ARGV[1], ARGV[2], ARGV[3]
 local position = {running = 4, succeeded = 5, failed = 6, interrupted = 7}
-for r = 0, n - 1 do
+local functions = {}
+local n = 0
+for line in string.gmatch(ARGV[4] .. '\\30', '(.-)\\30') do
   local m = {}
-  for part in string.gmatch(ARGV[base + 2 * r] .. '\\31', '(.-)\\31') do m[#m + 1] = part end
-  local json = ARGV[base + 2 * r + 1]
-  local rec, fn = KEYS[8 + 2 * r], KEYS[9 + 2 * r]
-  local iid, att, status, started, worker, fid, pos = m[1], m[2], m[3], m[4], m[5], m[6], m[7]
+  for part in string.gmatch(line .. '\\31', '(.-)\\31') do m[#m + 1] = part end
+  local iid, att, status, started, worker, fid, json = m[1], m[2], m[3], m[4], m[5], m[6], m[7]
+  local rec = prefix .. iid
   local attempt = tonumber(att)
   local seen = redis.call('HMGET', rec, 'latest', 'status')
   local latest, before = tonumber(seen[1] or '0'), seen[2]
@@ -50,13 +49,19 @@ for r = 0, n - 1 do
                                          (attempt == latest and before ~= 'running'))
   if not stale then
     if attempt >= latest then
+      local fn = functions[fid]
+      if not fn then
+        fn = fn_prefix .. (string.gsub((string.gsub(fid, '%%', '%%25')), ':', '%%3A'))
+        functions[fid] = fn
+        redis.call('SADD', KEYS[3], fid)
+      end
       redis.call('HSET', rec, att, json, 'latest', att, 'status', status, 'function_id', fid)
       redis.call('ZADD', KEYS[1], started, iid)
       redis.call('ZADD', fn, started, iid)
       if before and before ~= status and position[before] then
         redis.call('ZREM', KEYS[position[before]], iid)
       end
-      redis.call('ZADD', KEYS[3 + tonumber(pos)], started, iid)
+      redis.call('ZADD', KEYS[position[status]], started, iid)
       if status == 'running' then
         redis.call('HSET', KEYS[2], iid, worker)
       elseif before == 'running' then
@@ -67,6 +72,7 @@ for r = 0, n - 1 do
     end
     redis.call('EXPIRE', rec, max_age)
   end
+  n = n + 1
 end
 return n
 """
@@ -113,6 +119,15 @@ end
 return 0
 """
 
+def line(invocation_id: str, attempt: int, status: str, started_ms: int, worker_id: str,
+         function_id: str, text: str) -> str | None:
+    """One record as :data:`WRITE` takes it (``text``: its JSON); None when an id holds
+    ``\\x1e`` or ``\\x1f``, which would split the batch (such a record is left out)."""
+    one = "\x1f".join((invocation_id, str(attempt), status, str(started_ms), worker_id,
+                        function_id, text))
+    return one if one.count("\x1f") == 6 and "\x1e" not in one else None
+
+
 TRIM_BATCH = 5000
 """Invocations dropped per round of the count trim (the rest go at the next round)."""
 
@@ -151,23 +166,30 @@ class HistoryStore:
 
     # -- writing --------------------------------------------------------------------
 
-    def write(self, entries: list[Entry]) -> None:
-        """Store ``entries`` in one round trip, one script call (raises RedisError)."""
-        if not entries:
-            return
-        k = self.keys
-        keys: list[str] = [k.invocations, k.inv_running, k.inv_functions, *self._status_keys]
-        functions = sorted({e.record["function_id"] for e in entries})
-        args: list[Any] = [entries[0].max_age_s, len(functions), *functions]
+    def write(self, entries: list[Entry]) -> int:
+        """Store ``entries`` in one round trip (raises RedisError); returns how many were
+        left out (an id holding a separator character: see :func:`line`)."""
+        lines = []
         for e in entries:
             rec = e.record
-            iid, fid, status = rec["invocation_id"], rec["function_id"], rec["status"]
-            keys += [k.invocation(iid), k.invocations_of(fid)]
-            args += ["\x1f".join((iid, str(rec["attempt"]), status, str(rec["started_at"]),
-                                   str(rec["worker_id"]), fid,
-                                   str(STATUSES.index(status) + 1))),
-                     e.text if e.text is not None else RECORD.encode(rec)]
-        self._write(keys=keys, args=args)
+            one = line(rec["invocation_id"], rec["attempt"], rec["status"], rec["started_at"],
+                       rec["worker_id"], rec["function_id"],
+                       e.text if e.text is not None else RECORD.encode(rec))
+            if one is not None:
+                lines.append(one)
+        if lines:
+            self.write_lines(entries[0].max_age_s, lines)
+        return len(entries) - len(lines)
+
+    def write_lines(self, max_age_s: int, lines: list[str]) -> None:
+        """Store records made by :func:`line` in one round trip, one script call (raises
+        RedisError; nothing is stored then)."""
+        if not lines:
+            return
+        k = self.keys
+        self._write(keys=[k.invocations, k.inv_running, k.inv_functions, *self._status_keys],
+                    args=[max_age_s, k.invocation(""), k.invocations_of(""),
+                          "\x1e".join(lines)])
 
     def running(self) -> dict[str, str]:
         """Invocations recorded as running: id -> the worker running it."""

@@ -139,7 +139,9 @@ class Logs:
     def _write(self, records: list[dict[str, Any]]) -> None:
         assert self.store is not None
         options = self.t.options
-        self.store.append(records, options.logs_max_count, options.logs_max_age_s)
+        if self.store.append(records, options.logs_max_count, options.logs_max_age_s):
+            log.warning("the log store left out record(s) whose function id or trace id holds "
+                        "a control character (\\x1e or \\x1f)")
 
     # -- life --------------------------------------------------------------------------
 

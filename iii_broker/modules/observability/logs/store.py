@@ -25,19 +25,26 @@ from ....store import Keys
 from .record import parse_severity
 
 WRITE = """
--- KEYS[1] the log stream; KEYS[2..] the trace indexes of the batch (each once)
--- ARGV[1] max count (approximate), ARGV[2] trace index TTL (s); then two per record: its
--- fields joined by \\31 (its trace index's position in KEYS, function id, severity text,
--- logged at (Unix ms)), and its JSON
-local n = (#ARGV - 2) / 2
-for i = 0, n - 1 do
+-- KEYS[1] the log stream
+-- ARGV[1] max count (approximate), ARGV[2] trace index TTL (s), ARGV[3] the prefix of a
+-- trace's index key (+ trace id); ARGV[4] the records, all in one argument: separated by
+-- \\30, each its fields joined by \\31 (trace id, function id, severity text, logged at
+-- (Unix ms), its JSON). One argument for the batch: packing arguments is most of the
+-- client's cost (JSON never holds \\30 or \\31; the writer leaves out a record whose
+-- other fields do).
+local traces = {}
+local n = 0
+for line in string.gmatch(ARGV[4] .. '\\30', '(.-)\\30') do
   local m = {}
-  for part in string.gmatch(ARGV[3 + 2 * i] .. '\\31', '(.-)\\31') do m[#m + 1] = part end
+  for part in string.gmatch(line .. '\\31', '(.-)\\31') do m[#m + 1] = part end
   local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', 'key', m[2],
-                        'event', m[3], 'meta', ARGV[4 + 2 * i], 'ts', m[4])
-  redis.call('ZADD', KEYS[tonumber(m[1])], m[4], id)
+                        'event', m[3], 'meta', m[5], 'ts', m[4])
+  local index = ARGV[3] .. m[1]
+  redis.call('ZADD', index, m[4], id)
+  traces[index] = true
+  n = n + 1
 end
-for k = 2, #KEYS do redis.call('EXPIRE', KEYS[k], ARGV[2]) end
+for index in pairs(traces) do redis.call('EXPIRE', index, ARGV[2]) end
 return n
 """
 """Appends a batch of records and indexes them by trace, in one atomic step (a batch
@@ -52,6 +59,14 @@ LATE_MS = 60_000
 """How much later than it was logged a record may have been stored (a batch held back by
 a Redis outage): a time range is widened by this before the records' own times decide."""
 MAX_LIMIT = 10_000
+
+
+def line(record: dict[str, Any]) -> str | None:
+    """One record as :data:`WRITE` takes it; None when a field holds ``\\x1e`` or
+    ``\\x1f``, which would split the batch (such a record is left out)."""
+    one = "\x1f".join((record["trace_id"], record["function_id"], record["severity_text"],
+                        str(record["timestamp_unix_nano"] // 1_000_000), _RECORD.encode(record)))
+    return one if one.count("\x1f") == 4 and "\x1e" not in one else None
 
 
 @dataclass(frozen=True)
@@ -143,23 +158,20 @@ class LogStore:
 
     # -- writing ------------------------------------------------------------------
 
-    def append(self, records: list[dict[str, Any]], max_count: int, max_age_s: int) -> None:
-        """Store ``records`` (raises ``RedisError``; nothing is stored then)."""
-        if not records:
-            return
-        keys = [self.keys.logs]
-        position: dict[str, int] = {}
-        args: list[Any] = [max_count, max_age_s]
-        for rec in records:
-            trace = rec["trace_id"]
-            at = position.get(trace)
-            if at is None:
-                keys.append(self.keys.log_trace(trace))
-                at = position[trace] = len(keys)
-            args += ["\x1f".join((str(at), rec["function_id"], rec["severity_text"],
-                                   str(rec["timestamp_unix_nano"] // 1_000_000))),
-                     _RECORD.encode(rec)]
-        self._write(keys=keys, args=args)
+    def append(self, records: list[dict[str, Any]], max_count: int, max_age_s: int) -> int:
+        """Store ``records`` (raises ``RedisError``; nothing is stored then); returns how
+        many were left out (see :func:`line`)."""
+        lines = [one for one in map(line, records) if one is not None]
+        self.write_lines(max_count, max_age_s, lines)
+        return len(records) - len(lines)
+
+    def write_lines(self, max_count: int, max_age_s: int, lines: list[str]) -> None:
+        """Store records made by :func:`line` in one round trip (raises ``RedisError``;
+        nothing is stored then)."""
+        if lines:
+            self._write(keys=[self.keys.logs],
+                        args=[max_count, max_age_s, self.keys.log_trace(""),
+                              "\x1e".join(lines)])
 
     def trim(self, max_count: int, max_age_s: int) -> int:
         """Drop records stored more than ``max_age_s`` ago and all but the newest

@@ -71,20 +71,13 @@ class MetricsObserver(Observer):
         self.ended.append(run)
 
     def count(self) -> None:
-        """Reporter's thread: add the runs that ended since the last call to ``METRICS``
-        (summed here first, then added under one lock)."""
+        """Reporter's thread: add the runs that ended since the last call to ``METRICS``.
+        Runs are first grouped by what their series share (function, status, error code,
+        duration bucket), so each run costs one small tuple and one dict update; the
+        series are made per group."""
         ended, on = self.ended, self.reporter.t.options.metrics
-        counts: dict[Series, float] = {}
-
-        def add(key: Series, value: float) -> None:
-            counts[key] = counts.get(key, 0.0) + value
-
-        def observe(name: str, base: Labels, value: float) -> None:
-            at = bisect_left(DURATION_BUCKETS, value)
-            add((f"{name}_bucket", (*base, ("le", _BOUNDS[at]))), 1.0)
-            add((f"{name}_sum", base), value)
-            add((f"{name}_count", base), 1.0)
-
+        runs: dict[tuple[str, str, str | None, int], list[float]] = {}
+        queued: dict[tuple[str, int], list[float]] = {}
         while ended:
             try:
                 run = ended.popleft()
@@ -92,19 +85,46 @@ class MetricsObserver(Observer):
                 break
             if not on or not observed(run.function_id):
                 continue
-            function = run.function_id
             if run.kind == "job" and run.attempt == 1 and run.queue and run.enqueued_ms:
-                observe("iii_queued_to_started_seconds", (("queue", run.queue),),
-                        max(0.0, (run.started_ms - run.enqueued_ms) / 1000.0))
-            add(("iii_invocations_total", (("function", function), ("status", run.status))),
-                1.0)
-            observe("iii_invocation_duration_seconds", (("function", function),),
-                    run.duration_s)
-            if run.error is not None:
-                add(("iii_invocation_errors_total",
-                     (("code", error_code(run.error)), ("function", function))), 1.0)
-        if counts:
-            METRICS.add(counts)
+                wait = max(0.0, (run.started_ms - run.enqueued_ms) / 1000.0)
+                key2 = (run.queue, bisect_left(DURATION_BUCKETS, wait))
+                g = queued.get(key2)
+                if g is None:
+                    queued[key2] = [1.0, wait]
+                else:
+                    g[0] += 1.0
+                    g[1] += wait
+            d = run.duration_s
+            key = (run.function_id, run.status,
+                   None if run.error is None else error_code(run.error),
+                   bisect_left(DURATION_BUCKETS, d))
+            g = runs.get(key)
+            if g is None:
+                runs[key] = [1.0, d]
+            else:
+                g[0] += 1.0
+                g[1] += d
+        if not runs and not queued:
+            return
+        counts: dict[Series, float] = {}
+
+        def add(series: Series, value: float) -> None:
+            counts[series] = counts.get(series, 0.0) + value
+
+        def observe(name: str, base: Labels, at: int, n: float, total: float) -> None:
+            add((f"{name}_bucket", (*base, ("le", _BOUNDS[at]))), n)
+            add((f"{name}_sum", base), total)
+            add((f"{name}_count", base), n)
+
+        for (function, status, code, at), (n, total) in runs.items():
+            add(("iii_invocations_total", (("function", function), ("status", status))), n)
+            observe("iii_invocation_duration_seconds", (("function", function),), at, n, total)
+            if code is not None:
+                add(("iii_invocation_errors_total", (("code", code), ("function", function))),
+                    n)
+        for (queue, at), (n, total) in queued.items():
+            observe("iii_queued_to_started_seconds", (("queue", queue),), at, n, total)
+        METRICS.add(counts)
 
     def flush(self, timeout_s: float) -> None:
         self.reporter.flush(timeout_s)
