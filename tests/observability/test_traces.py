@@ -121,7 +121,8 @@ def test_an_endpoint_that_never_answers_slows_no_call_and_no_drain(cluster):
             assert cluster.trigger("traced::plain", {}) == {"ok": True}
             slowest = max(slowest, time.perf_counter() - t0)
         total = time.perf_counter() - started
-        assert stalled.requests >= 1  # the exporter did reach it, and is stuck there
+        # the exporter did reach it, and is stuck there
+        wait_for(lambda: stalled.requests >= 1, timeout=10)
         assert slowest < 1.0, f"a call took {slowest:.3f}s"
         assert total < 10.0, f"200 calls took {total:.1f}s"
         # a draining worker waits a bounded time for its spans, then exits
@@ -147,7 +148,8 @@ def test_spans_go_nowhere_by_default_and_then_no_sdk_is_imported():
 import sys, types
 from iii_broker.modules.observability.traces import Tracing
 from iii_broker.modules.observability.options import ObservabilityOptions
-t = types.SimpleNamespace(options=ObservabilityOptions(), kind="worker", process_id="p")
+t = types.SimpleNamespace(options=ObservabilityOptions(), kind="worker", process_id="p",
+                          writer=None)
 before = {m for m in sys.modules if m.startswith("opentelemetry")}
 tracing = Tracing(t)
 tracing.start()
@@ -203,7 +205,8 @@ def test_emit_log_sends_a_log_record_with_its_trace_and_span_over_otlp(sink):
 import types
 from iii_broker.modules.observability.traces import Tracing
 from iii_broker.modules.observability.options import ObservabilityOptions
-t = types.SimpleNamespace(options=ObservabilityOptions(), kind="worker", process_id="p")
+t = types.SimpleNamespace(options=ObservabilityOptions(), kind="worker", process_id="p",
+                          writer=None)
 tracing = Tracing(t)
 tracing.start()
 assert tracing.exporting

@@ -40,6 +40,12 @@ _PASSING_TYPES = (redis.exceptions.ReadOnlyError, redis.exceptions.BusyLoadingEr
                   redis.exceptions.MasterDownError, redis.exceptions.ClusterDownError)
 
 
+class Unavailable(OSError):
+    """Where the batch goes is not there just now (the telemetry writer process is
+    restarting): the batch is kept and tried again, as in an outage, without saying that
+    Redis is away."""
+
+
 def _passing(exc: BaseException) -> bool:
     return isinstance(exc, _PASSING_TYPES) or (isinstance(exc, redis.ResponseError)
                                               and str(exc).startswith(_PASSING))
@@ -49,7 +55,10 @@ class Batcher(Generic[T]):
     """A bounded buffer of ``T`` written in batches by a daemon thread."""
 
     def __init__(self, name: str, write: Callable[[list[T]], None], settings: Settings, *,
-                 interval_s: float = 0.2, batch: int = 500, max_items: int = 20_000) -> None:
+                 interval_s: float = 0.2, batch: int = 500, max_items: int = 20_000,
+                 to_redis: bool = True) -> None:
+        """``to_redis``: ``write`` talks to Redis, so its failures and successes tell of a
+        Redis outage (False: it hands the batch to the telemetry writer process)."""
         self.name = name
         self._write = write
         self._settings = settings
@@ -66,6 +75,7 @@ class Batcher(Generic[T]):
         self.dropped = 0
         """Items dropped because the buffer was full (Redis away for long)."""
         self.written = 0
+        self.to_redis = to_redis
 
     def add(self, item: T) -> None:
         """Buffer ``item`` (from any thread; never blocks)."""
@@ -111,7 +121,7 @@ class Batcher(Generic[T]):
 
     def _loop(self) -> None:
         backoff = Backoff()
-        outage = store_outage(self._settings)
+        outage = store_outage(self._settings) if self.to_redis else None
         refused = 0
         while True:
             self._wake.wait(self.interval_s)
@@ -132,11 +142,15 @@ class Batcher(Generic[T]):
                 self._write(taken)
                 refused = 0
                 self.written += len(taken)
-                outage.recovered()
+                if outage is not None:
+                    outage.recovered()
                 backoff.reset()
             except Exception as exc:  # noqa: BLE001 - telemetry waits; calls never do
-                if is_outage(exc) or _passing(exc):
-                    outage.failed(exc)
+                if isinstance(exc, Unavailable):
+                    pass  # the writer says so itself
+                elif is_outage(exc) or _passing(exc):
+                    if outage is not None:
+                        outage.failed(exc)
                 else:
                     refused += 1
                     if refused >= MAX_REFUSALS:  # not an outage: the batch itself is bad

@@ -23,4 +23,6 @@ class TelemetryHost(Protocol):
     """A Redis client of the process's own (decode_responses)."""
     process_id: str
     tracing: Any
+    writer: Any
+    """The worker's :class:`~.writer.ProcessWriter`, or None (the parts write themselves)."""
     """The traces part (its ``emit_log`` takes log records while it exports)."""

@@ -29,6 +29,7 @@ def observed(function_id: str) -> bool:
     """True when runs of ``function_id`` go into the history and the metrics."""
     return not function_id.startswith(UNOBSERVED_PREFIX)
 EXPORTERS = ("auto", "otlp", "console", "none")
+WRITERS = ("process", "thread")
 
 OPTIONS: dict[str, Field] = {
     "enabled": Field(bool, default=True),
@@ -44,6 +45,7 @@ OPTIONS: dict[str, Field] = {
     "metrics_port": Field(int, check=port),
     "exporter": Field(str, default="auto", choices=EXPORTERS),
     "service_name": Field(str, default="iii-broker"),
+    "writer": Field(str, default="process", choices=WRITERS),
 }
 
 
@@ -70,11 +72,15 @@ class ObservabilityOptions:
     when ``OTEL_EXPORTER_OTLP_ENDPOINT`` or ``OTEL_TRACES_EXPORTER`` says so), ``otlp``,
     ``console`` or ``none``."""
     service_name: str = "iii-broker"
+    writer: str = "process"
+    """Where a worker stores its telemetry and sends its OTLP: ``process``, a child
+    process of its own (:mod:`.writer`), or ``thread``, its own threads."""
 
     SHARED: ClassVar[tuple[str, ...]] = ("enabled", "level", "logs", "logs_max_count",
                                          "logs_max_age_s", "history", "history_max_count",
                                          "history_max_age_s", "history_max_value_bytes",
-                                         "metrics", "exporter", "service_name")
+                                         "metrics", "exporter", "service_name",
+                                         "writer")
     """The settings written to Redis for the other processes (a port is each process's own)."""
 
     @classmethod

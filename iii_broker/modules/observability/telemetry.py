@@ -27,11 +27,14 @@ from .logs import Logs
 from .metrics import MetricsReporter
 from .options import MODULE, ObservabilityOptions
 from .traces import Tracing
+from .writer import ProcessWriter
 
 log = logging.getLogger("iii.observability")
 
 RUNS_INVOCATIONS = ("worker", "engine")
 """The process types whose observers see invocations (and so record history)."""
+WRITES_ELSEWHERE = ("worker",)
+"""The process types whose telemetry I/O goes to a writer process (:mod:`.writer`)."""
 REFRESH_S = 5.0
 """How often a process reads the cluster's observability settings again."""
 
@@ -50,6 +53,7 @@ class Telemetry:
         self.store: Any = connect_store(settings)
         self.process_id = f"{kind}:{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         self.tracing: Any = None
+        self.writer: Any = None
         self.logs: Any = None
         self.history: Any = None
         self.metrics: Any = None
@@ -63,12 +67,16 @@ class Telemetry:
             log.info("observability is off for this cluster ([modules.observability] "
                      "enabled = false)")
             return
+        if self.kind in WRITES_ELSEWHERE and self.options.writer == "process":
+            self.writer = ProcessWriter(self.settings)
         self.tracing = Tracing(self)
         self.logs = Logs(self)
         self.history = History(self) if self.kind in RUNS_INVOCATIONS else None
         self.metrics = MetricsReporter(self)
         for part in self.parts():
             part.start()
+        if self.writer is not None:
+            self.writer.start()  # after the parts: the tracer tells it where spans go
         threading.Thread(target=self._refresh_every, name="iii-observability-settings",
                          daemon=True).start()
 
@@ -91,6 +99,8 @@ class Telemetry:
         self._stop.set()
         for part in self.parts():
             part.close()
+        if self.writer is not None:
+            self.writer.close()
 
     # -- settings ---------------------------------------------------------------------
 

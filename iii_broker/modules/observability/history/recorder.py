@@ -37,7 +37,8 @@ class History:
     def __init__(self, t: TelemetryHost) -> None:
         self.t = t
         self.store = HistoryStore(t.store, t.keys)
-        self.batcher: Batcher[Note] = Batcher("history", self._write, t.settings)
+        self.batcher: Batcher[Note] = Batcher("history", self._write, t.settings,
+                                                  to_redis=t.writer is None)
         self.running: dict[Run, None] = {}
         """The runs in progress of this process (a dict: inserts and pops are atomic)."""
         self._observer = HistoryObserver(self)
@@ -51,7 +52,10 @@ class History:
         return self._observer
 
     def flush(self, timeout_s: float) -> None:
+        deadline = time.monotonic() + timeout_s
         self.batcher.flush(timeout_s)
+        if self.t.writer is not None:
+            self.t.writer.flush(max(0.0, deadline - time.monotonic()))
 
     def close(self) -> None:
         self.batcher.flush(2.0)
@@ -109,7 +113,11 @@ class History:
         if left_out:
             log.warning("the history left out %d run(s) whose invocation id holds a control "
                         "character (\\x1e or \\x1f)", left_out)
-        if lines:
+        if not lines:
+            return
+        if self.t.writer is not None:
+            self.t.writer.history(options.history_max_age_s, lines)
+        else:
             self.store.write_lines(options.history_max_age_s, lines)
 
 

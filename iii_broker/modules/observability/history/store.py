@@ -36,10 +36,20 @@ local max_age, prefix, fn_prefix = ARGV[1], ARGV[2], ARGV[3]
 local position = {running = 4, succeeded = 5, failed = 6, interrupted = 7}
 local functions = {}
 local n = 0
-for line in string.gmatch(ARGV[4] .. '\\30', '(.-)\\30') do
-  local m = {}
-  for part in string.gmatch(line .. '\\31', '(.-)\\31') do m[#m + 1] = part end
-  local iid, att, status, started, worker, fid, json = m[1], m[2], m[3], m[4], m[5], m[6], m[7]
+local blob = ARGV[4]
+local pos, size = 1, #blob
+-- plain finds (C) rather than patterns: a pattern would walk the JSON a character at a time
+while pos <= size do
+  local stop = string.find(blob, '\\30', pos, true) or size + 1
+  local m, p = {}, pos
+  for i = 1, 6 do
+    local q = string.find(blob, '\\31', p, true)
+    m[i] = string.sub(blob, p, q - 1)
+    p = q + 1
+  end
+  local iid, att, status, started, worker, fid = m[1], m[2], m[3], m[4], m[5], m[6]
+  local json = string.sub(blob, p, stop - 1)
+  pos = stop + 1
   local rec = prefix .. iid
   local attempt = tonumber(att)
   local seen = redis.call('HMGET', rec, 'latest', 'status')

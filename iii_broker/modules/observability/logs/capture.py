@@ -9,6 +9,7 @@ and a deque append (two when the tracer exports: its queue of log records); a
 from __future__ import annotations
 
 import logging
+import time
 from typing import TYPE_CHECKING, Any
 
 from .... import context as _context
@@ -16,7 +17,7 @@ from ....function import is_reserved
 from ....observe import Observer
 from ..batch import Batcher
 from .record import PYTHON_LEVELS, build, build_direct
-from .store import LogStore
+from .store import LogStore, line
 
 if TYPE_CHECKING:
     from ..host import TelemetryHost
@@ -79,7 +80,8 @@ class Logs:
         if self.t.kind not in CAPTURING:
             return
         self.store = LogStore(self.t.store, self.t.keys)
-        self.batcher = Batcher("logs", self._write, self.t.settings)
+        self.batcher = Batcher("logs", self._write, self.t.settings,
+                               to_redis=self.t.writer is None)
         root = logging.getLogger()
         for old in [h for h in root.handlers if isinstance(h, CaptureHandler)]:
             root.removeHandler(old)  # one capture per process
@@ -139,9 +141,16 @@ class Logs:
     def _write(self, records: list[dict[str, Any]]) -> None:
         assert self.store is not None
         options = self.t.options
-        if self.store.append(records, options.logs_max_count, options.logs_max_age_s):
-            log.warning("the log store left out record(s) whose function id or trace id holds "
-                        "a control character (\\x1e or \\x1f)")
+        lines = [one for one in map(line, records) if one is not None]
+        if len(lines) < len(records):
+            log.warning("the log store left out %d record(s) whose function id or trace id "
+                        "holds a control character (\\x1e or \\x1f)", len(records) - len(lines))
+        if not lines:
+            return
+        if self.t.writer is not None:
+            self.t.writer.logs(options.logs_max_count, options.logs_max_age_s, lines)
+        else:
+            self.store.write_lines(options.logs_max_count, options.logs_max_age_s, lines)
 
     # -- life --------------------------------------------------------------------------
 
@@ -150,8 +159,11 @@ class Logs:
         return LogFlusher(self) if self.batcher is not None else None
 
     def flush(self, timeout_s: float) -> None:
+        deadline = time.monotonic() + timeout_s
         if self.batcher is not None:
             self.batcher.flush(timeout_s)
+        if self.t.writer is not None:
+            self.t.writer.flush(max(0.0, deadline - time.monotonic()))
 
     def close(self) -> None:
         """Store what is buffered; the capture stays (the process is exiting)."""

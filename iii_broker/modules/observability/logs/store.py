@@ -34,11 +34,21 @@ WRITE = """
 -- other fields do).
 local traces = {}
 local n = 0
-for line in string.gmatch(ARGV[4] .. '\\30', '(.-)\\30') do
-  local m = {}
-  for part in string.gmatch(line .. '\\31', '(.-)\\31') do m[#m + 1] = part end
+local blob = ARGV[4]
+local pos, size = 1, #blob
+-- plain finds (C) rather than patterns: a pattern would walk the JSON a character at a time
+while pos <= size do
+  local stop = string.find(blob, '\\30', pos, true) or size + 1
+  local m, p = {}, pos
+  for i = 1, 4 do
+    local q = string.find(blob, '\\31', p, true)
+    m[i] = string.sub(blob, p, q - 1)
+    p = q + 1
+  end
+  local json = string.sub(blob, p, stop - 1)
+  pos = stop + 1
   local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', 'key', m[2],
-                        'event', m[3], 'meta', m[5], 'ts', m[4])
+                        'event', m[3], 'meta', json, 'ts', m[4])
   local index = ARGV[3] .. m[1]
   redis.call('ZADD', index, m[4], id)
   traces[index] = true

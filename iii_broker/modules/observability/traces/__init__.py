@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -75,7 +76,7 @@ class Tracing:
             return
         try:
             self.otel = Otel(choice, service_name=self.t.options.service_name, kind=self.t.kind,
-                             process_id=self.t.process_id)
+                             process_id=self.t.process_id, writer=self.t.writer)
         except Exception as exc:  # noqa: BLE001 - a broken exporter never stops a process
             log.warning("tracing is off: cannot set up the %s exporter (%s: %s)", choice,
                         type(exc).__name__, exc)
@@ -83,15 +84,18 @@ class Tracing:
         set_ambient(self.otel.current_span)
         set_producer(self.otel.producer_span)
         self._observer = RunSpans(self.otel)
-        self.emit_log = self.otel.emit_log
+        self.emit_log = None if self.otel.logs_elsewhere else self.otel.emit_log
         log.info("tracing: spans (and log records) exported to %s", self.otel.destination)
 
     def observer(self) -> Observer | None:
         return self._observer
 
     def flush(self, timeout_s: float) -> None:
+        deadline = time.monotonic() + timeout_s
         if self.otel is not None:
             self.otel.flush(timeout_s)
+            if self.t.writer is not None:
+                self.t.writer.flush(max(0.0, deadline - time.monotonic()))
 
     def close(self) -> None:
         """The process is exiting: export what is left, stop the export threads."""

@@ -53,7 +53,7 @@ class RunNote(NamedTuple):
     worker_id: str
     rerun_of: str | None
     queue: str | None
-    error: BaseException | None
+    error: BaseException | ErrorNote | None
     final: bool
 
 
@@ -107,8 +107,21 @@ def _text(error: BaseException) -> str:
         return repr(type(error))
 
 
-def exception_event(error: BaseException, time_ns: int) -> bytes:
-    """The ``exception`` event OpenTelemetry's ``record_exception`` makes (an Event's bytes)."""
+class ErrorNote(NamedTuple):
+    """A run's exception as its span shows it (text only: it travels to the telemetry
+    writer process)."""
+    type: str
+    """The exception's class, qualified with its module (``builtins`` aside)."""
+    message: str
+    stacktrace: str
+    status: str
+    """The span's status description: ``<class name>: <message>``."""
+
+
+def error_note(error: BaseException | ErrorNote) -> ErrorNote:
+    """What the span of a run that raised ``error`` shows of it."""
+    if isinstance(error, ErrorNote):
+        return error
     cls = type(error)
     name = cls.__qualname__
     if cls.__module__ and cls.__module__ != "builtins":
@@ -117,9 +130,16 @@ def exception_event(error: BaseException, time_ns: int) -> bytes:
         stack = "".join(traceback.format_exception(cls, error, error.__traceback__))
     except Exception:  # noqa: BLE001 - a broken __str__ never stops the batch
         stack = ""
+    message = _text(error)
+    return ErrorNote(name, message, stack, f"{cls.__name__}: {message}")
+
+
+def exception_event(error: BaseException | ErrorNote, time_ns: int) -> bytes:
+    """The ``exception`` event OpenTelemetry's ``record_exception`` makes (an Event's bytes)."""
+    note = error_note(error)
     parts = [b"\x09", _fixed64(time_ns), _field(b"\x12", b"exception")]
-    for k, v in (("exception.type", name), ("exception.message", _text(error)),
-                 ("exception.stacktrace", stack), ("exception.escaped", "False")):
+    for k, v in (("exception.type", note.type), ("exception.message", note.message),
+                 ("exception.stacktrace", note.stacktrace), ("exception.escaped", "False")):
         parts.append(_field(b"\x1a", key_value(k, v)))
     return b"".join(parts)
 
@@ -193,8 +213,9 @@ class Encoder:
         if error is not None:
             if not n.final:
                 parts.append(attr("iii.retried", True))
-            parts.append(_field(b"\x5a", exception_event(error, n.end_ns)))
-            status = _field(b"\x12", _utf8(f"{type(error).__name__}: {_text(error)}"))
+            note = error_note(error)
+            parts.append(_field(b"\x5a", exception_event(note, n.end_ns)))
+            status = _field(b"\x12", _utf8(note.status))
             parts.append(_field(b"\x7a", status + b"\x18\x02"))
         parts += (b"\x85\x01", _fixed32(SPAN_FLAGS if n.parent_span_id else ROOT_FLAGS))
         return b"".join(parts)

@@ -83,7 +83,8 @@ class Otel:
     (``otlp``: OTLP over HTTP with protobuf, configured by the OTEL_EXPORTER_OTLP_*
     variables; ``console``: stdout)."""
 
-    def __init__(self, exporter: str, *, service_name: str, kind: str, process_id: str) -> None:
+    def __init__(self, exporter: str, *, service_name: str, kind: str, process_id: str,
+                 writer: Any = None) -> None:
         from opentelemetry import context, trace
         from opentelemetry.sdk.resources import Resource
         from opentelemetry.sdk.trace import TracerProvider
@@ -117,13 +118,17 @@ class Otel:
         if exporter == "otlp":
             # runs' spans and log records: noted on the calling thread, sent by our threads
             logs = os.environ.get("OTEL_LOGS_EXPORTER", "").strip().lower()
-            self.runs = ExportedRuns(resource, self.provider.sampler, logs=logs in ("", "otlp"))
+            self.runs = ExportedRuns(resource, self.provider.sampler, logs=logs in ("", "otlp"),
+                                     writer=writer)
             self.start_run = self.runs.start_run  # type: ignore[method-assign]
             self.finish_run = self.runs.finish_run  # type: ignore[method-assign]
             self.destination = self.runs.destination
             if logs in ("", "otlp"):
                 self.emit_log = self.runs.emit_log  # type: ignore[method-assign]
-        if self.runs is None or self.runs.logs is None:
+        self.logs_elsewhere = writer is not None and self.runs is not None \
+            and logs in ("", "otlp")
+        """The writer process exports the logs part's records (it gets them from it)."""
+        if (self.runs is None or self.runs.logs is None) and not self.logs_elsewhere:
             try:
                 self._start_logs(exporter, resource)
             except Exception as exc:  # noqa: BLE001 - spans go on without log records

@@ -15,15 +15,18 @@ caller's span was sampled (``traceparent`` flags), as the SDK would; any other
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from typing import Any
 
 from ....observe import Run
 from ....tracing import SpanContext, _span_id
-from .encode import Encoder, RunNote
+from .encode import Encoder, RunNote, error_note
 from .otlp import Endpoint, Exporter, env_int
 
+WRITER_DELAY_MS = 200
+"""How often spans go to the writer process (it batches them for the network itself)."""
 NOTE = "otel"
 """The key of a run's ``notes`` holding what ``finish_run`` needs."""
 DEFAULT_SAMPLERS = ("", "parentbased_always_on")
@@ -32,7 +35,11 @@ DEFAULT_SAMPLERS = ("", "parentbased_always_on")
 class ExportedRuns:
     """``start_run`` / ``finish_run`` / ``emit_log`` for OTLP export (see the module)."""
 
-    def __init__(self, resource: Any, sampler: Any = None, *, logs: bool = True) -> None:
+    def __init__(self, resource: Any, sampler: Any = None, *, logs: bool = True,
+                 writer: Any = None) -> None:
+        """``writer``: a worker's telemetry writer process (:mod:`..writer`), which then
+        encodes and sends the spans (and, with ``logs``, the logs part's records, which it
+        gets from that part): the spans go to it in frames, none of the log records."""
         from opentelemetry import context, trace
         from opentelemetry.trace import NonRecordingSpan, SpanKind, TraceFlags
 
@@ -44,6 +51,15 @@ class ExportedRuns:
         named = os.environ.get("OTEL_TRACES_SAMPLER", "").strip().lower()
         self.sampler = None if named in DEFAULT_SAMPLERS else sampler
         self.encoder = Encoder(resource.attributes)
+        if writer is not None:
+            writer.otlp = {"resource": dict(resource.attributes), "logs": logs}
+            self.spans = Exporter(
+                ToWriter(writer), spans_frame,  # type: ignore[arg-type]
+                max_queue=env_int("OTEL_BSP_MAX_QUEUE_SIZE", 2048), batch=512,
+                schedule_delay_ms=WRITER_DELAY_MS)
+            self.logs = None
+            self.destination = Endpoint("traces").url
+            return
         self.spans = Exporter(
             Endpoint("traces"), self._encode_spans,
             max_queue=env_int("OTEL_BSP_MAX_QUEUE_SIZE", 2048),
@@ -127,3 +143,30 @@ class ExportedRuns:
 
     def exporters(self) -> list[Exporter]:
         return [e for e in (self.spans, self.logs) if e is not None]
+
+
+class ToWriter:
+    """The span exporter's endpoint when a writer process sends the spans."""
+
+    signal = "traces"
+    url = "the telemetry writer process"
+
+    def __init__(self, writer: Any) -> None:
+        self.writer = writer
+
+    def post(self, body: bytes) -> None:
+        self.writer.spans(body)
+
+    def close(self) -> None:
+        pass
+
+
+def spans_frame(notes: list[RunNote]) -> bytes:
+    """The writer's ``s`` frame of finished runs' spans (an error as its ErrorNote)."""
+    rows = []
+    for n in notes:
+        row: list[Any] = list(n)
+        if n.error is not None:
+            row[-2] = list(error_note(n.error))
+        rows.append(row)
+    return (json.dumps(["s", rows], separators=(",", ":"), default=str) + "\n").encode()
