@@ -42,6 +42,7 @@ from bench.bench_core import (  # noqa: E402 - after the path set-up above
     iii_ready,
     latencies_us,
     pct,
+    proc_cpu_s,
     report_to,
     throughput,
     versions,
@@ -86,6 +87,44 @@ def serve_sink(port: int) -> int:
     return 0
 
 
+def writer_of(pid: int) -> int | None:
+    """The pid of the worker's telemetry writer process (its child), if it has one."""
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            cmdline = (entry / "cmdline").read_bytes()
+        except (OSError, IndexError, ValueError):
+            continue
+        if parent == pid and b"observability.writer" in cmdline:
+            return int(entry.name)
+    return None
+
+
+def drain_with_writer(b: Bench, ns: str, worker: Any, arm: Any, enqueue: Any, n: int,
+                      function: str) -> dict[str, float]:
+    """:func:`throughput` (preloaded) plus the CPU the worker's telemetry writer spent on
+    the drained jobs, read once it has stored the last job's history record (Redis's CPU
+    until then is counted too)."""
+    from iii_broker.store import Keys
+
+    writer = writer_of(worker.popen.pid)
+    index = Keys(ns).invocations_of(function)
+    recorded = b.r.zcard(index)
+    before = proc_cpu_s(writer) if writer else 0.0
+    out = throughput(b.r, b.redis_pid, worker, arm, enqueue, n, f"{b.ns}:done", preload=True)
+    out["writer_cpu"] = 0.0
+    if writer:
+        redis_at = proc_cpu_s(b.redis_pid)
+        wait_until(lambda: b.r.zcard(index) >= recorded + n, 60,
+                   "the writer to store the drain's history")
+        out["writer_cpu"] = (proc_cpu_s(writer) - before) / n * 1e6
+        # what Redis spent storing the last of it counts too
+        out["redis_drain_cpu"] += (proc_cpu_s(b.redis_pid) - redis_at) / n * 1e6
+    return out
+
+
 @contextmanager
 def cluster(b: Bench, setup: str) -> Iterator[tuple[Any, Any, Any]]:
     """An engine and a worker configured for ``setup``; yields (client, worker, spawn)."""
@@ -119,7 +158,7 @@ def cluster(b: Bench, setup: str) -> Iterator[tuple[Any, Any, Any]]:
                                           "--concurrency", str(CONCURRENCY)])
             wait_until(lambda: iii_ready(client, (engine, worker), {*FUNCTIONS.values(), "bench::arm"}),
                        60, "the worker to register its functions")
-            yield client, worker, spawn
+            yield client, worker, ns
     finally:
         client.close()
         cleanup_keys(b.r, ns)
@@ -129,7 +168,7 @@ def one_round(b: Bench, setup: str, calls: int, warmup: int, jobs: int) -> dict[
     from iii_broker import Enqueue
 
     out: dict[str, Any] = {}
-    with cluster(b, setup) as (client, worker, _spawn):
+    with cluster(b, setup) as (client, worker, ns):
         for key, function in FUNCTIONS.items():
             def call(function: str = function) -> Any:
                 return client.trigger(function, {}, timeout_ms=10_000)
@@ -146,8 +185,7 @@ def one_round(b: Bench, setup: str, calls: int, warmup: int, jobs: int) -> dict[
             wait_until(lambda: enqueue() is not None, 60, f"queue {QUEUE!r} to take jobs")
             throughput(b.r, b.redis_pid, worker, arm, enqueue, min(1000, jobs), f"{b.ns}:done",
                        preload=False)  # warm-up
-            out[f"drain-{key}"] = throughput(b.r, b.redis_pid, worker, arm, enqueue, jobs,
-                                             f"{b.ns}:done", preload=True)
+            out[f"drain-{key}"] = drain_with_writer(b, ns, worker, arm, enqueue, jobs, function)
         worker.check()
     return out
 
@@ -193,19 +231,23 @@ def report(args: argparse.Namespace, results: dict[str, list[dict[str, Any]]], r
     rate = {k: drain(f"drain-{k}", "rate") for k in FUNCTIONS}
     wcpu = {k: drain(f"drain-{k}", "worker_cpu") for k in FUNCTIONS}
     rcpu = {k: drain(f"drain-{k}", "redis_drain_cpu") for k in FUNCTIONS}
+    tcpu = {k: drain(f"drain-{k}", "writer_cpu") for k in FUNCTIONS}
     lines += [
         "",
         f"## Queue drain ({args.jobs} jobs preloaded on a named queue, median of "
         f"{args.rounds} rounds)",
         "",
-        "| set-up | handler | drain jobs/s | time vs off | worker CPU µs/job | Redis CPU µs/job |",
-        "|---|---|---:|---:|---:|---:|",
+        "| set-up | handler | drain jobs/s | time vs off | worker CPU µs/job | "
+        "its writer's CPU µs/job | Redis CPU µs/job | all three vs off |",
+        "|---|---|---:|---:|---:|---:|---:|---:|",
     ]
     for k in FUNCTIONS:
+        total = {s: wcpu[k][s] + tcpu[k][s] + rcpu[k][s] for s in SETUPS}
         for s in SETUPS:
             lines.append(f"| {LABELS[s]} | {FUNCTIONS[k]} | {rate[k][s]:,.0f} | "
                          f"{rate[k]['off'] / rate[k][s]:.2f}× | {wcpu[k][s]:.0f} | "
-                         f"{rcpu[k][s]:.0f} |")
+                         f"{tcpu[k][s]:.0f} | {rcpu[k][s]:.0f} | "
+                         f"{total[s] / total['off']:.2f}× |")
     worst_rt = max(p50[k][s] / p50[k]["off"] for k in FUNCTIONS for s in ("on", "otlp"))
     worst_drain = max(rate[k]["off"] / rate[k][s] for k in FUNCTIONS for s in ("on", "otlp"))
     worst_on = max(rate[k]["off"] / rate[k]["on"] for k in FUNCTIONS)
@@ -232,7 +274,10 @@ def report(args: argparse.Namespace, results: dict[str, list[dict[str, Any]]], r
         "from one thread, `time.perf_counter_ns` around each.",
         "- Drain: as bench_queues: the worker is paused (SIGSTOP), the jobs are enqueued by one "
         "thread, then SIGCONT; drain rate = N / (worker's last-job time − resume time). CPU "
-        "columns from /proc over the drain.",
+        "columns from /proc over the drain; the writer's (the worker's telemetry writer "
+        "process, docs/observability.md) until it stored the last job's history record. "
+        "\"All three vs off\" is the CPU the drain cost the machine (worker + writer + "
+        "Redis), on / off: what a machine with no core to spare would feel.",
         "- OTLP: the endpoint is a separate process (`--serve-sink`) answering 200 to every "
         "POST without decoding it; runs' spans and handlers' log records go to it through "
         "iii-broker's own exporter threads (OTLP/HTTP protobuf).",

@@ -3,7 +3,7 @@
 A worker runs its handlers on threads that share one interpreter lock. Storing history
 and log records in Redis and encoding and sending OTLP is work that lock would serialise
 with the handlers, so a worker hands it, in batches, to a process of its own (started
-as the worker's telemetry starts: ``python -c "...writer import main; main()"``): the
+as the worker's telemetry starts: ``python -c COMMAND``, in a session of its own): the
 worker's threads make the records (the history's and the logs' lines, the runs' span
 notes), the writer packs them into Redis scripts and protobuf and sends them. On a
 machine with a spare core the hot path keeps only the making; on a saturated one the CPU
@@ -23,9 +23,10 @@ The pipe carries JSON lines (worker -> writer on its standard input)::
 The writer keeps what Redis cannot take yet in bounded buffers (as a worker would: see
 :mod:`.batch`) and ends when its standard input does: when the worker exits, or dies.
 Then it writes what it holds (waiting at most :data:`EXIT_WAIT_S`) and exits, so a worker
-killed with SIGKILL loses nothing it had handed over. It ignores SIGINT and SIGTERM (a
-terminal's Ctrl-C or a supervisor's stop reaches the whole process group): the worker
-drains first and its exit ends the writer. A writer that dies is started again by the
+killed with SIGKILL loses nothing it had handed over. It runs in a session of its own
+and ignores SIGINT and SIGTERM (a terminal's Ctrl-C or a supervisor's stop reaches a
+whole process group or cgroup): the worker drains through it, and its exit ends the
+writer. A writer that dies is started again by the
 next batch; what it held is lost (at most one batch a part).
 """
 
@@ -42,12 +43,21 @@ import time
 from typing import IO, Any
 
 from ...settings import Settings
-from .batch import Unavailable
+from ...store import Keys, connect_store
+from .batch import Batcher, Unavailable
+from .history.store import HistoryStore
+from .logs.store import LogStore
+from .traces.encode import Encoder, ErrorNote, RunNote
+from .traces.otlp import Endpoint, Exporter, env_int
 
 log = logging.getLogger("iii.observability")
 
 EXIT_WAIT_S = 10.0
 """How long a writer whose worker is gone goes on writing what it holds (Redis away)."""
+COMMAND = ("import signal; signal.signal(signal.SIGINT, signal.SIG_IGN); "
+           "signal.signal(signal.SIGTERM, signal.SIG_IGN); "
+           "from iii_broker.modules.observability.writer import main; main()")
+"""The writer's command line (``python -c COMMAND``)."""
 RESTART_AFTER_S = 1.0
 SCRIPT_RECORDS = 100
 """Records a script call of the writer stores at most: a batch of 500 history records
@@ -127,10 +137,11 @@ class ProcessWriter:
         self._next_start = now + RESTART_AFTER_S
         env = {**os.environ, **self.settings.child_env()}
         try:
-            proc = subprocess.Popen(
-                [sys.executable, "-c", "from iii_broker.modules.observability.writer "
-                 "import main; main()"],
-                stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env)
+            # a session of its own: a terminal's Ctrl-C and a supervisor's group signals
+            # reach the worker, which drains through its writer; signals ignored from
+            # the first instruction for those that reach it anyway (a cgroup's SIGTERM)
+            proc = subprocess.Popen([sys.executable, "-c", COMMAND], stdin=subprocess.PIPE,
+                                    stdout=subprocess.PIPE, env=env, start_new_session=True)
         except OSError as exc:
             log.warning("cannot start the telemetry writer (%s); records wait", exc)
             raise WriterDown(str(exc)) from exc
@@ -203,11 +214,6 @@ class Writer:
     """The writer process's side: frames in, Redis and OTLP out."""
 
     def __init__(self, settings: Settings, hello: dict[str, Any]) -> None:
-        from ...store import Keys, connect_store
-        from .batch import Batcher  # noqa: PLC0415 - the writer process's only
-        from .history.store import HistoryStore
-        from .logs.store import LogStore
-
         store = connect_store(settings)
         keys = Keys(settings.namespace)
         self.history_store = HistoryStore(store, keys)
@@ -225,9 +231,6 @@ class Writer:
             self._start_otlp(otlp)
 
     def _start_otlp(self, otlp: dict[str, Any]) -> None:
-        from .traces.encode import Encoder
-        from .traces.otlp import Endpoint, Exporter, env_int
-
         encoder = Encoder(otlp.get("resource") or {})
         self.span_exporter = Exporter(
             Endpoint("traces"), encoder.spans_request,
@@ -269,7 +272,6 @@ class Writer:
                         self.log_exporter.dropped += 1
         elif kind == "s":
             if self.span_exporter is not None:
-                from .traces.encode import ErrorNote, RunNote
                 for row in frame[1]:
                     if row[-2] is not None:
                         row[-2] = ErrorNote(*row[-2])
@@ -278,6 +280,8 @@ class Writer:
             self.flush(float(frame[2]))
             answer.write(f"{frame[1]}\n".encode())
             answer.flush()
+        else:
+            raise ValueError(f"no such frame: {kind!r}")
 
     def flush(self, timeout_s: float) -> None:
         deadline = time.monotonic() + timeout_s
@@ -294,7 +298,7 @@ class Writer:
 def main() -> None:
     """The writer process: frames from standard input until it ends."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the worker's exit ends us, not a signal
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # (COMMAND did already; a test may not)
     settings = Settings.from_env()
     logging.basicConfig(level=settings.log_level,
                         format="%(asctime)s %(levelname)s telemetry-writer: %(message)s")
@@ -304,17 +308,24 @@ def main() -> None:
     first = frames.readline()
     if not first:
         return
-    hello = json.loads(first)
-    writer = Writer(settings, hello[1] if hello and hello[0] == "hello" else {})
+    try:
+        hello = json.loads(first)
+        config = hello[1] if hello[0] == "hello" and isinstance(hello[1], dict) else {}
+    except (ValueError, LookupError, TypeError):
+        log.error("the first frame is not a hello: spans are not exported")
+        config = {}
+    writer = Writer(settings, config)
     for raw in frames:
         try:
             frame = json.loads(raw)
         except ValueError as exc:
             log.error("a frame that is not JSON was dropped (%s)", exc)
             continue
+        if not isinstance(frame, list) or not frame:
+            log.error("a frame that is not a list was dropped: %.100r", frame)
+            continue
         try:
             writer.handle(frame, answer)
         except Exception as exc:  # noqa: BLE001 - one bad frame never ends the writer
-            log.error("a %r frame was dropped (%s: %s)", frame[0] if frame else None,
-                      type(exc).__name__, exc)
+            log.error("dropped a %.20r frame (%s: %s)", frame[0], type(exc).__name__, exc)
     writer.close()
