@@ -18,7 +18,7 @@ from typing import Any
 from iii_broker.modules.observability.history.store import HistoryStore, line
 from iii_broker.modules.observability.logs.store import LogQuery, LogStore
 from iii_broker.modules.observability.logs.store import line as log_line
-from iii_broker.modules.observability.writer import COMMAND
+from iii_broker.modules.observability.writer import COMMAND, joined_frame
 from iii_broker.store import Keys
 from tests.helpers import wait_for
 from tests.observability.test_history import attempts, invocations
@@ -86,9 +86,12 @@ def test_the_writer_outlives_the_signals_that_stop_its_worker_and_ends_after_it(
 
 def run_writer(settings: Any, frames: list[Any], raw: bytes = b"") -> subprocess.CompletedProcess[bytes]:
     """A writer process fed ``frames`` (and ``raw`` bytes) whose input then ends, as when its
-    worker is killed."""
-    data = b"".join((json.dumps(f) + "\n").encode() for f in [["hello", {"otlp": None}],
-                                                              *frames]) + raw
+    worker is killed. An ``h`` or ``l`` frame is given with its lines as its last item."""
+    def encoded(frame: list[Any]) -> bytes:
+        if frame[0] in ("h", "l") and len(frame) > 1 and isinstance(frame[-1], list):
+            return joined_frame(frame[:-1], frame[-1])
+        return (json.dumps(frame) + "\n").encode()
+    data = b"".join(encoded(f) for f in [["hello", {"otlp": None}], *frames]) + raw
     env = {**os.environ, **settings.child_env()}
     return subprocess.run([sys.executable, "-c", COMMAND], input=data, env=env,
                           capture_output=True, timeout=60)

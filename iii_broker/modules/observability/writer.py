@@ -13,12 +13,16 @@ in the worker, as the other process types always do.
 The pipe carries JSON lines (worker -> writer on its standard input)::
 
     ["hello", {"otlp": null | {"resource": {...}, "logs": bool}}]
-    ["h", max_age_s, [line, ...]]               history lines (history/store.py's line())
-    ["l", max_count, max_age_s, [line, ...]]     log lines (logs/store.py's line()); also
-                                                 exported as OTel log records with "otlp"
-    ["s", [note, ...]]                           finished runs' spans (encode.RunNote)
-    ["f", n, timeout_s]                          flush: the writer answers ``n`` on its
-                                                 standard output once all before is out
+    ["h", max_age_s, n]               + n bytes: history lines (history/store.py's line(),
+                                        UTF-8, joined by \x1e)
+    ["l", max_count, max_age_s, n]    + n bytes: log lines (logs/store.py's line()), also
+                                        exported as OTel log records with "otlp"
+    ["s", [note, ...]]                finished runs' spans (encode.RunNote)
+    ["f", n, timeout_s]               flush: the writer answers ``n`` on its standard
+                                        output once all before it is out
+
+(The lines follow their frame's JSON head raw: escaping them into JSON and back cost
+more than anything else the pipe does.)
 
 The writer keeps what Redis cannot take yet in bounded buffers (as a worker would: see
 :mod:`.batch`) and ends when its standard input does: when the worker exits, or dies.
@@ -99,10 +103,13 @@ class ProcessWriter:
 
     def history(self, max_age_s: int, lines: list[str]) -> None:
         """Hand history lines over; raises :class:`WriterDown` (an outage to the caller)."""
-        self._send(["h", max_age_s, lines])
+        self._send_joined(["h", max_age_s], lines)
 
     def logs(self, max_count: int, max_age_s: int, lines: list[str]) -> None:
-        self._send(["l", max_count, max_age_s, lines])
+        self._send_joined(["l", max_count, max_age_s], lines)
+
+    def _send_joined(self, head: list[Any], lines: list[str]) -> None:
+        self._write(joined_frame(head, lines))
 
     def spans(self, body: bytes) -> None:
         """An ``s`` frame, made by the traces part (:func:`.traces.runs.spans_frame`)."""
@@ -207,6 +214,13 @@ class ProcessWriter:
                 pass
 
 
+def joined_frame(head: list[Any], lines: list[str]) -> bytes:
+    """An ``h`` or ``l`` frame: its JSON head, whose last item is the length in bytes of
+    the lines that follow it as they are, joined by ``\\x1e`` (no JSON escaping)."""
+    joined = "\x1e".join(lines).encode()
+    return (json.dumps([*head, len(joined)]) + "\n").encode() + joined
+
+
 # -- the writer process ----------------------------------------------------------------
 
 
@@ -219,9 +233,9 @@ class Writer:
         self.history_store = HistoryStore(store, keys)
         self.log_store = LogStore(store, keys)
         # short scripts: Redis serves the worker's own calls between them
-        self.history: Batcher[tuple[int, str]] = Batcher(
+        self.history: Batcher[tuple[int, bytes]] = Batcher(
             "history", self._history, settings, batch=SCRIPT_RECORDS // 4)
-        self.logs: Batcher[tuple[int, int, str]] = Batcher(
+        self.logs: Batcher[tuple[int, int, bytes]] = Batcher(
             "logs", self._logs, settings, batch=SCRIPT_RECORDS // 4)
         self.exporters: list[Any] = []
         self.span_exporter: Any = None
@@ -250,24 +264,32 @@ class Writer:
                 schedule_delay_ms=env_int("OTEL_BLRP_SCHEDULE_DELAY", 1000))
             self.exporters.append(self.log_exporter)
 
-    def _history(self, items: list[tuple[int, str]]) -> None:
-        self.history_store.write_lines(items[-1][0], [line for _, line in items])
+    def _history(self, items: list[tuple[int, bytes]]) -> None:
+        self.history_store.write_joined(items[-1][0], b"\x1e".join(line for _, line in items))
 
-    def _logs(self, items: list[tuple[int, int, str]]) -> None:
-        self.log_store.write_lines(items[-1][0], items[-1][1], [line for _, _, line in items])
+    def _logs(self, items: list[tuple[int, int, bytes]]) -> None:
+        self.log_store.write_joined(items[-1][0], items[-1][1],
+                                    b"\x1e".join(line for _, _, line in items))
 
-    def handle(self, frame: list[Any], answer: IO[bytes]) -> None:
+    def handle(self, frame: list[Any], answer: IO[bytes], joined: bytes = b"") -> None:
+        """One frame (``joined``: the lines that followed an ``h`` or ``l`` frame's head)."""
         kind = frame[0]
         if kind == "h":
-            for line in frame[2]:
-                self.history.add((frame[1], line))
+            max_age = int(frame[1])
+            add = self.history.add
+            for line in joined.split(b"\x1e"):
+                add((max_age, line))
         elif kind == "l":
-            for line in frame[3]:
-                self.logs.add((frame[1], frame[2], line))
+            max_count, max_age = int(frame[1]), int(frame[2])
+            add_log = self.logs.add
+            lines = joined.split(b"\x1e")
+            for line in lines:
+                add_log((max_count, max_age, line))
             if self.log_exporter is not None:
-                for line in frame[3]:
+                put, loads = self.log_exporter.put, json.loads
+                for line in lines:
                     try:
-                        self.log_exporter.put(json.loads(line.rpartition("\x1f")[2]))
+                        put(loads(line.rpartition(b"\x1f")[2]))
                     except ValueError:
                         self.log_exporter.dropped += 1
         elif kind == "s":
@@ -315,7 +337,7 @@ def main() -> None:
         log.error("the first frame is not a hello: spans are not exported")
         config = {}
     writer = Writer(settings, config)
-    for raw in frames:
+    while raw := frames.readline():
         try:
             frame = json.loads(raw)
         except ValueError as exc:
@@ -324,8 +346,11 @@ def main() -> None:
         if not isinstance(frame, list) or not frame:
             log.error("a frame that is not a list was dropped: %.100r", frame)
             continue
+        joined = b""
+        if frame[0] in ("h", "l") and isinstance(frame[-1], int) and frame[-1] >= 0:
+            joined = frames.read(frame[-1])
         try:
-            writer.handle(frame, answer)
+            writer.handle(frame, answer, joined)
         except Exception as exc:  # noqa: BLE001 - one bad frame never ends the writer
             log.error("dropped a %.20r frame (%s: %s)", frame[0], type(exc).__name__, exc)
     writer.close()

@@ -194,12 +194,14 @@ class HistoryStore:
     def write_lines(self, max_age_s: int, lines: list[str]) -> None:
         """Store records made by :func:`line` in one round trip, one script call (raises
         RedisError; nothing is stored then)."""
-        if not lines:
-            return
+        if lines:
+            self.write_joined(max_age_s, "\x1e".join(lines))
+
+    def write_joined(self, max_age_s: int, joined: str | bytes) -> None:
+        """:meth:`write_lines` for lines already joined by ``\\x1e`` (UTF-8 bytes, say)."""
         k = self.keys
         self._write(keys=[k.invocations, k.inv_running, k.inv_functions, *self._status_keys],
-                    args=[max_age_s, k.invocation(""), k.invocations_of(""),
-                          "\x1e".join(lines)])
+                    args=[max_age_s, k.invocation(""), k.invocations_of(""), joined])
 
     def running(self) -> dict[str, str]:
         """Invocations recorded as running: id -> the worker running it."""

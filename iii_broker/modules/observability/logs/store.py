@@ -179,9 +179,12 @@ class LogStore:
         """Store records made by :func:`line` in one round trip (raises ``RedisError``;
         nothing is stored then)."""
         if lines:
-            self._write(keys=[self.keys.logs],
-                        args=[max_count, max_age_s, self.keys.log_trace(""),
-                              "\x1e".join(lines)])
+            self.write_joined(max_count, max_age_s, "\x1e".join(lines))
+
+    def write_joined(self, max_count: int, max_age_s: int, joined: str | bytes) -> None:
+        """:meth:`write_lines` for lines already joined by ``\\x1e`` (UTF-8 bytes, say)."""
+        self._write(keys=[self.keys.logs],
+                    args=[max_count, max_age_s, self.keys.log_trace(""), joined])
 
     def trim(self, max_count: int, max_age_s: int) -> int:
         """Drop records stored more than ``max_age_s`` ago and all but the newest

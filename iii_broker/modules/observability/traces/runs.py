@@ -160,6 +160,9 @@ class ToWriter:
     def close(self) -> None:
         pass
 
+    def forget(self) -> None:
+        pass
+
 
 def spans_frame(notes: list[RunNote]) -> bytes:
     """The writer's ``s`` frame of finished runs' spans (an error as its ErrorNote)."""
