@@ -1,6 +1,6 @@
 """Observability benchmark: the cost of traces, logs, history and metrics on the hot path.
 
-    python bench/bench_observability.py                  # full run (2000 calls, 20000 jobs, 3 rounds)
+    python bench/bench_observability.py                  # full run (2000 calls, 20000 jobs, 5 rounds)
     python bench/bench_observability.py --calls 300 --jobs 2000 --rounds 1
 
 Runs the same cluster (one engine, one ``iii-worker`` at concurrency 8) three ways:
@@ -203,6 +203,12 @@ def report(args: argparse.Namespace, results: dict[str, list[dict[str, Any]]], r
     def drain(key: str, field: str) -> dict[str, float]:
         return {s: med(s, lambda x: x[key][field]) for s in SETUPS}
 
+    def paired(s: str, f: Any) -> float:
+        """The median over rounds of ``f(round of s) / f(the same round's off)``: set-ups
+        of one round ran minutes apart, so the machine's drift cancels out."""
+        return statistics.median(f(x) / f(o) for x, o in zip(results[s], results["off"],
+                                                                strict=True))
+
     now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
     lines = [
         "# Observability benchmark: the hot path with traces, logs, history and metrics on",
@@ -223,10 +229,12 @@ def report(args: argparse.Namespace, results: dict[str, list[dict[str, Any]]], r
     ]
     p50 = {k: p(f"lat-{k}", 0.5) for k in FUNCTIONS}
     p99 = {k: p(f"lat-{k}", 0.99) for k in FUNCTIONS}
+    rt = {k: {s: paired(s, lambda x, k=k: pct(x[f"lat-{k}"], 0.5)) for s in SETUPS}
+          for k in FUNCTIONS}
     for s in SETUPS:
         cells = []
         for k in FUNCTIONS:
-            cells += [f"{p50[k][s]:.0f}", f"{p99[k][s]:.0f}", f"{p50[k][s] / p50[k]['off']:.2f}×"]
+            cells += [f"{p50[k][s]:.0f}", f"{p99[k][s]:.0f}", f"{rt[k][s]:.2f}×"]
         lines.append(f"| {LABELS[s]} | " + " | ".join(cells) + " |")
     rate = {k: drain(f"drain-{k}", "rate") for k in FUNCTIONS}
     wcpu = {k: drain(f"drain-{k}", "worker_cpu") for k in FUNCTIONS}
@@ -241,16 +249,21 @@ def report(args: argparse.Namespace, results: dict[str, list[dict[str, Any]]], r
         "its writer's CPU µs/job | Redis CPU µs/job | all three vs off |",
         "|---|---|---:|---:|---:|---:|---:|---:|",
     ]
+    dt = {k: {s: paired(s, lambda x, k=k: 1 / x[f"drain-{k}"]["rate"]) for s in SETUPS}
+          for k in FUNCTIONS}
+
+    def machine_cpu(x: dict[str, Any], k: str) -> float:
+        d = x[f"drain-{k}"]
+        return float(d["worker_cpu"] + d.get("writer_cpu", 0.0) + d["redis_drain_cpu"])
+    mc = {k: {s: paired(s, lambda x, k=k: machine_cpu(x, k)) for s in SETUPS} for k in FUNCTIONS}
     for k in FUNCTIONS:
-        total = {s: wcpu[k][s] + tcpu[k][s] + rcpu[k][s] for s in SETUPS}
         for s in SETUPS:
             lines.append(f"| {LABELS[s]} | {FUNCTIONS[k]} | {rate[k][s]:,.0f} | "
-                         f"{rate[k]['off'] / rate[k][s]:.2f}× | {wcpu[k][s]:.0f} | "
-                         f"{tcpu[k][s]:.0f} | {rcpu[k][s]:.0f} | "
-                         f"{total[s] / total['off']:.2f}× |")
-    worst_rt = max(p50[k][s] / p50[k]["off"] for k in FUNCTIONS for s in ("on", "otlp"))
-    worst_drain = max(rate[k]["off"] / rate[k][s] for k in FUNCTIONS for s in ("on", "otlp"))
-    worst_on = max(rate[k]["off"] / rate[k]["on"] for k in FUNCTIONS)
+                         f"{dt[k][s]:.2f}× | {wcpu[k][s]:.0f} | "
+                         f"{tcpu[k][s]:.0f} | {rcpu[k][s]:.0f} | {mc[k][s]:.2f}× |")
+    worst_rt = max(rt[k][s] for k in FUNCTIONS for s in ("on", "otlp"))
+    worst_drain = max(dt[k][s] for k in FUNCTIONS for s in ("on", "otlp"))
+    worst_on = max(dt[k]["on"] for k in FUNCTIONS)
     lines += [
         "",
         "## Targets",
@@ -268,8 +281,11 @@ def report(args: argparse.Namespace, results: dict[str, list[dict[str, Any]]], r
         "",
         "- Each round starts a fresh namespace with an engine and a worker for each set-up in "
         "turn (off, on, OTLP); the set-up's engine settings file enables or disables the module, "
-        "which the worker reads from Redis. Rounds repeat the three, and each figure is the "
-        "median over rounds.",
+        "which the worker reads from Redis. Rounds repeat the three. Rates, latencies and CPU "
+        "figures are medians over rounds; every \"vs off\" figure is the median over rounds "
+        "of that round's set-up against the same round's off (paired: on this machine the "
+        "same set-up's drain rate moves by ±15% from one minute to the next, and pairing "
+        "cancels that drift).",
         f"- Sync: {args.warmup} warm-up calls, then {args.calls} measured calls, one at a time "
         "from one thread, `time.perf_counter_ns` around each.",
         "- Drain: as bench_queues: the worker is paused (SIGSTOP), the jobs are enqueued by one "
@@ -306,7 +322,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--calls", type=int, default=2000)
     parser.add_argument("--warmup", type=int, default=300)
     parser.add_argument("--jobs", type=int, default=20000)
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/0")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results.md")
     parser.add_argument("--serve-sink", type=int, metavar="PORT", help=argparse.SUPPRESS)
