@@ -147,3 +147,33 @@ def test_with_writer_thread_a_worker_writes_its_telemetry_itself(cluster):
     assert attempts(cluster, iid)[0]["status"] == "succeeded"
     assert invocations(cluster, function_id="test::echo")["total"] == 1
     assert writer_of(worker.pid) is None
+
+
+def test_a_forked_child_lets_go_of_its_parents_writer(settings):
+    """A handler that forks (multiprocessing) must not write into its worker's pipe, nor
+    keep the writer from seeing the worker exit."""
+    code = """
+import os
+from iii_broker.settings import Settings
+from iii_broker.modules.observability.writer import ProcessWriter
+w = ProcessWriter(Settings.from_env())
+w.start()
+fd = w._proc.stdin.fileno()
+pid = os.fork()
+if pid == 0:
+    try:
+        os.fstat(fd)
+        os._exit(1)  # the parent's pipe is still open in the child
+    except OSError:
+        os._exit(0 if w._proc is None else 2)
+_, status = os.waitpid(pid, 0)
+print(w._proc.pid, os.waitstatus_to_exitcode(status), flush=True)
+os._exit(0)  # the worker dies (no flush, no close): only its exit ends the writer's input
+"""
+    env = {**os.environ, **settings.child_env()}
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    writer, child_status = (int(x) for x in done.stdout.split())
+    assert child_status == 0, "the forked child kept its parent's writer"
+    wait_for(lambda: not alive(writer), timeout=15, what="the writer to end with its worker")

@@ -63,10 +63,14 @@ COMMAND = ("import signal; signal.signal(signal.SIGINT, signal.SIG_IGN); "
            "from iii_broker.modules.observability.writer import main; main()")
 """The writer's command line (``python -c COMMAND``)."""
 RESTART_AFTER_S = 1.0
+"""How soon a writer that died may be started again."""
 SCRIPT_RECORDS = 100
 """Records a script call of the writer stores at most: a batch of 500 history records
 keeps Redis busy for ~15 ms, and every call of the cluster waits behind it."""
-"""How soon a writer that died may be started again."""
+
+
+_PARENTS: list[Any] = []
+"""In a forked child: the parent's writer processes, whose pipes it closed."""
 
 
 class WriterDown(Unavailable):
@@ -89,6 +93,27 @@ class ProcessWriter:
         self._next_start = 0.0
         self._closed = False
         self.restarts = 0
+        if hasattr(os, "register_at_fork"):
+            os.register_at_fork(after_in_child=self._forked)
+
+    def _forked(self) -> None:
+        """In a forked child (a handler's ``multiprocessing``, say): the writer is the
+        parent's. Its pipe is let go of here (two processes writing one pipe would mix
+        their frames, and an open copy would keep the writer from seeing its worker
+        exit); the child starts a writer of its own if it ever hands one anything."""
+        proc, self._proc = self._proc, None
+        self._lock = threading.Lock()
+        self._cond = threading.Condition()
+        self._asked = self._answered = 0
+        if proc is None:
+            return
+        _PARENTS.append(proc)  # never collected here: its files would close (flush) again
+        for pipe in (proc.stdin, proc.stdout):
+            try:
+                if pipe is not None:
+                    os.close(pipe.fileno())
+            except (OSError, ValueError):
+                pass
 
     def start(self) -> None:
         """Start the writer now (else the first batch does): it is ready, and any trouble
