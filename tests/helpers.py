@@ -14,7 +14,7 @@ from concurrent.futures import Future
 from pathlib import Path
 from typing import Any, TypeVar
 
-from iii_broker.testing import delete_namespace as delete_namespace  # one source for tests and users
+from iii_broker import testing
 
 T = TypeVar("T")
 ROOT = Path(__file__).resolve().parent.parent
@@ -35,6 +35,33 @@ def wait_for(condition: Callable[[], T], timeout: float = 10.0, interval: float 
         time.sleep(interval)
     raise AssertionError(f"timed out after {timeout}s waiting for {what}"
                          + (f" (last error: {last_exc!r})" if last_exc else ""))
+
+
+def writers_of(namespace: str) -> list[int]:
+    """The pids of the telemetry writer processes (a worker's child) of ``namespace``."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            if b"observability.writer" not in (entry / "cmdline").read_bytes():
+                continue
+            environ = (entry / "environ").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if f"III_NAMESPACE={namespace}".encode() in environ:
+            found.append(int(entry.name))
+    return found
+
+
+def delete_namespace(redis_url: str, namespace: str) -> int:
+    """:func:`iii_broker.testing.delete_namespace`, once the namespace's telemetry writers
+    have ended: a writer outlives its worker (a killed one too) to store what it holds, and
+    would otherwise recreate keys of the namespace after the delete."""
+    deadline = time.monotonic() + 15
+    while writers_of(namespace) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return testing.delete_namespace(redis_url, namespace)
 
 
 class Proc:
