@@ -97,6 +97,11 @@ _sink: LogSink | None = None
 _LOGGING_FILE = os.path.normcase(logging.__file__)
 
 
+def log_sink() -> LogSink | None:
+    """The sink :func:`set_log_sink` set, if any."""
+    return _sink
+
+
 def set_log_sink(sink: LogSink | None) -> None:
     """Send ``ctx.logger`` records under ``sink.below`` straight to ``sink`` (None: stop)."""
     global _sink

@@ -223,3 +223,22 @@ def test_import_iii_broker_does_not_import_the_harness():
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           check=True, cwd=ROOT)
     assert done.stdout.strip() == "False"
+
+
+def test_a_run_after_another_records_its_calls_in_its_own_namespace(shop, settings):
+    """A process's telemetry follows it from one run's namespace to the next: the second
+    run's history is its own, and the first namespace is left empty behind it."""
+    from tests.helpers import wait_for
+
+    namespaces = []
+    for n in range(2):
+        with iii_broker.testing.run(shop.app, settings=settings) as cluster:
+            cluster.trigger("math::add", {"a": n, "b": 1})
+
+            def recorded(cluster: Any = cluster) -> Any:
+                got = cluster.trigger("engine::invocations::list", {"function_id": "math::add"})
+                return got["total"] == 1 and got
+            listed = wait_for(recorded, timeout=15, what="the run's call in its own history")
+            assert listed["invocations"][0]["payload"] == {"a": n, "b": 1}
+            namespaces.append(cluster.namespace)
+    assert namespace_keys(settings.redis_url, namespaces[0]) == []

@@ -50,9 +50,11 @@ def alive(pid: int) -> bool:
 def test_a_killed_writer_is_replaced_and_later_runs_are_recorded(cluster):
     cluster.engine()
     worker = cluster.worker()
-    first = wait_for(lambda: writer_of(worker.pid), what="the worker's telemetry writer")
+    assert writer_of(worker.pid) is None  # started by the first records handed over
     before = cluster.trigger("test::echo", {"n": "before"})["invocation_id"]
     attempts(cluster, before)
+    first = writer_of(worker.pid)
+    assert first is not None
     os.kill(first, signal.SIGKILL)
     wait_for(lambda: not alive(first), what="the writer to die")
     after = [cluster.trigger("test::echo", {"n": i})["invocation_id"] for i in range(3)]
@@ -70,9 +72,9 @@ def test_the_writer_outlives_the_signals_that_stop_its_worker_and_ends_after_it(
     must still be there to take it."""
     cluster.engine()
     worker = cluster.worker()
+    ids = [cluster.trigger("test::echo", {"n": i})["invocation_id"] for i in range(5)]
     writer = wait_for(lambda: writer_of(worker.pid), what="the worker's telemetry writer")
     assert os.getsid(writer) != os.getsid(worker.pid)  # a session of its own
-    ids = [cluster.trigger("test::echo", {"n": i})["invocation_id"] for i in range(5)]
     os.kill(writer, signal.SIGTERM)
     os.kill(writer, signal.SIGINT)
     os.killpg(worker.pid, signal.SIGINT)  # the test's Proc is a session (group) leader

@@ -75,8 +75,6 @@ class Telemetry:
         self.metrics = MetricsReporter(self)
         for part in self.parts():
             part.start()
-        if self.writer is not None:
-            self.writer.start()  # after the parts: the tracer tells it where spans go
         threading.Thread(target=self._refresh_every, name="iii-observability-settings",
                          daemon=True).start()
 
@@ -128,18 +126,30 @@ class Telemetry:
 
 def telemetry(kind: str, settings: Settings, options: ObservabilityOptions) -> Telemetry:
     """This process's telemetry, made and started on first use (the first caller's
-    ``kind`` names the process)."""
+    ``kind`` names the process). A process that moves to another cluster (another
+    namespace or Redis: ``iii_broker.testing.run`` one test after another) gets a new
+    one, and the old one is closed: its records would otherwise go on to the old
+    namespace."""
     global _current
     current = _current
-    if current is not None:
+    if current is not None and _same_cluster(current.settings, settings):
         return current
     with _current_lock:
+        if _current is not None and not _same_cluster(_current.settings, settings):
+            old, _current = _current, None
+            log.info("observability: this process now serves namespace %r (its telemetry "
+                     "for %r is closed)", settings.namespace, old.settings.namespace)
+            old.close()
         if _current is None:
             t = Telemetry(kind, settings, options)
             t.start()
             atexit.register(t.close)  # what is buffered goes out as the process exits
             _current = t
         return _current
+
+
+def _same_cluster(a: Settings, b: Settings) -> bool:
+    return a.namespace == b.namespace and a.redis_url == b.redis_url
 
 
 def current() -> Telemetry | None:

@@ -3,7 +3,8 @@
 A worker runs its handlers on threads that share one interpreter lock. Storing history
 and log records in Redis and encoding and sending OTLP is work that lock would serialise
 with the handlers, so a worker hands it, in batches, to a process of its own (started
-as the worker's telemetry starts: ``python -c COMMAND``, in a session of its own): the
+when the worker first has records to hand over: ``python -c COMMAND``, in a session of
+its own): the
 worker's threads make the records (the history's and the logs' lines, the runs' span
 notes), the writer packs them into Redis scripts and protobuf and sends them. On a
 machine with a spare core the hot path keeps only the making; on a saturated one the CPU
@@ -61,7 +62,10 @@ EXIT_WAIT_S = 10.0
 COMMAND = ("import signal; signal.signal(signal.SIGINT, signal.SIG_IGN); "
            "signal.signal(signal.SIGTERM, signal.SIG_IGN); "
            "from iii_broker.modules.observability.writer import main; main()")
-"""The writer's command line (``python -c COMMAND``)."""
+"""The writer's Python command (``python -c COMMAND``)."""
+LAUNCH = ["/bin/sh", "-c", 'trap "" INT TERM; exec "$0" -c "$1"', sys.executable, COMMAND]
+"""How it is started: through a shell that ignores SIGINT and SIGTERM first, so that the
+writer ignores them from its first instant (Python's own start takes tens of ms)."""
 RESTART_AFTER_S = 1.0
 """How soon a writer that died may be started again."""
 SCRIPT_RECORDS = 100
@@ -170,10 +174,11 @@ class ProcessWriter:
         env = {**os.environ, **self.settings.child_env()}
         try:
             # a session of its own: a terminal's Ctrl-C and a supervisor's group signals
-            # reach the worker, which drains through its writer; signals ignored from
-            # the first instruction for those that reach it anyway (a cgroup's SIGTERM)
-            proc = subprocess.Popen([sys.executable, "-c", COMMAND], stdin=subprocess.PIPE,
-                                    stdout=subprocess.PIPE, env=env, start_new_session=True)
+            # reach the worker, which drains through its writer; those that reach it
+            # anyway (a cgroup's SIGTERM) are ignored from before Python starts: the shell
+            # ignores them, and an ignored signal stays ignored across exec
+            proc = subprocess.Popen(LAUNCH, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                    env=env, start_new_session=True)
         except OSError as exc:
             log.warning("cannot start the telemetry writer (%s); records wait", exc)
             raise WriterDown(str(exc)) from exc

@@ -44,6 +44,7 @@ class History:
         self._observer = HistoryObserver(self)
         self._scanner: threading.Thread | None = None
         self._scanner_lock = threading.Lock()
+        self._stop = threading.Event()
 
     def start(self) -> None:
         pass  # the scanner starts with the first run (engines that run none never need it)
@@ -58,7 +59,8 @@ class History:
             self.t.writer.flush(max(0.0, deadline - time.monotonic()))
 
     def close(self) -> None:
-        self.batcher.flush(2.0)
+        self.batcher.close(2.0)
+        self._stop.set()
 
     # -- the observer's side ----------------------------------------------------------
 
@@ -80,8 +82,7 @@ class History:
 
     def _scan(self) -> None:
         """Give runs going for longer than RUNNING_AFTER_S their ``running`` record."""
-        while True:
-            time.sleep(SCAN_S)
+        while not self._stop.wait(SCAN_S):
             now = time.perf_counter()
             for run in tuple(self.running.copy()):
                 if now - run.started >= RUNNING_AFTER_S and "history:noted" not in run.notes:

@@ -166,8 +166,16 @@ class Logs:
             self.t.writer.flush(max(0.0, deadline - time.monotonic()))
 
     def close(self) -> None:
-        """Store what is buffered; the capture stays (the process is exiting)."""
+        """Store what is buffered and stop capturing (the process exits, or its telemetry
+        is replaced: another namespace's)."""
         self.flush(2.0)
+        if self.handler is not None:
+            logging.getLogger().removeHandler(self.handler)
+        sink = _context.log_sink()
+        if isinstance(sink, DirectSink) and sink.logs is self:
+            _context.set_log_sink(None)
+        if self.batcher is not None:
+            self.batcher.close(0.0)
 
 
 class LogFlusher(Observer):

@@ -186,6 +186,8 @@ class MetricsReporter:
         self.flush(1.0)
         self._stop.set()
         self._wake.set()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(2.0)  # a round under way would write the gauges again
         try:
             self.t.store.hdel(self.t.keys.metric_gauges, self.t.process_id)
         except Exception:  # noqa: BLE001 - Redis away: the engine's duty drops it later
