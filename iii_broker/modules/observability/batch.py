@@ -26,6 +26,30 @@ log = logging.getLogger("iii.observability")
 
 T = TypeVar("T")
 
+RECORDS_LUA = """
+-- records(blob, n): the records of a batch joined by \\30, each as its first n fields
+-- (a table; fields are joined by \\31) and the rest, its JSON (which never holds \\30 or
+-- \\31: JSON escapes control characters). Plain string.find (C): a pattern would walk
+-- the JSON a character at a time.
+local function records(blob, n)
+  local pos, size = 1, #blob
+  return function()
+    if pos > size then return nil end
+    local stop = string.find(blob, '\\30', pos, true) or size + 1
+    local m, p = {}, pos
+    for i = 1, n do
+      local q = string.find(blob, '\\31', p, true)
+      m[i] = string.sub(blob, p, q - 1)
+      p = q + 1
+    end
+    local json = string.sub(blob, p, stop - 1)
+    pos = stop + 1
+    return m, json
+  end
+end
+"""
+"""Prepended to the scripts that store a batch passed as one argument (history, logs)."""
+
 MAX_REFUSALS = 3
 """A batch Redis refuses this many times in a row (not an outage: a bad item) is dropped."""
 

@@ -19,9 +19,10 @@ from typing import Any
 
 from ....message import now_ms
 from ....store import Keys
+from ..batch import RECORDS_LUA
 from .record import INTERRUPTED, RECORD, RUNNING, STATUSES
 
-WRITE = """
+WRITE = RECORDS_LUA + """
 -- One batch of records in one call.
 -- KEYS[1] every invocation ZSET, [2] running HASH, [3] the functions SET, [4..7] the status
 -- ZSETs (in STATUSES order).
@@ -36,20 +37,8 @@ local max_age, prefix, fn_prefix = ARGV[1], ARGV[2], ARGV[3]
 local position = {running = 4, succeeded = 5, failed = 6, interrupted = 7}
 local functions = {}
 local n = 0
-local blob = ARGV[4]
-local pos, size = 1, #blob
--- plain finds (C) rather than patterns: a pattern would walk the JSON a character at a time
-while pos <= size do
-  local stop = string.find(blob, '\\30', pos, true) or size + 1
-  local m, p = {}, pos
-  for i = 1, 6 do
-    local q = string.find(blob, '\\31', p, true)
-    m[i] = string.sub(blob, p, q - 1)
-    p = q + 1
-  end
+for m, json in records(ARGV[4], 6) do
   local iid, att, status, started, worker, fid = m[1], m[2], m[3], m[4], m[5], m[6]
-  local json = string.sub(blob, p, stop - 1)
-  pos = stop + 1
   local rec = prefix .. iid
   local attempt = tonumber(att)
   local seen = redis.call('HMGET', rec, 'latest', 'status')

@@ -22,9 +22,10 @@ from typing import Any
 
 from ....errors import InvalidArgument
 from ....store import Keys
+from ..batch import RECORDS_LUA
 from .record import parse_severity
 
-WRITE = """
+WRITE = RECORDS_LUA + """
 -- KEYS[1] the log stream
 -- ARGV[1] max count (approximate), ARGV[2] trace index TTL (s), ARGV[3] the prefix of a
 -- trace's index key (+ trace id); ARGV[4] the records, all in one argument: separated by
@@ -34,19 +35,7 @@ WRITE = """
 -- other fields do).
 local traces = {}
 local n = 0
-local blob = ARGV[4]
-local pos, size = 1, #blob
--- plain finds (C) rather than patterns: a pattern would walk the JSON a character at a time
-while pos <= size do
-  local stop = string.find(blob, '\\30', pos, true) or size + 1
-  local m, p = {}, pos
-  for i = 1, 4 do
-    local q = string.find(blob, '\\31', p, true)
-    m[i] = string.sub(blob, p, q - 1)
-    p = q + 1
-  end
-  local json = string.sub(blob, p, stop - 1)
-  pos = stop + 1
+for m, json in records(ARGV[4], 4) do
   local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', 'key', m[2],
                         'event', m[3], 'meta', json, 'ts', m[4])
   local index = ARGV[3] .. m[1]

@@ -54,6 +54,16 @@ def error_code(error: BaseException) -> str:
     return error.code if isinstance(error, IIIError) else InvocationFailed.code
 
 
+def _tally(groups: dict[Any, list[float]], key: Any, value: float) -> None:
+    """Count one value under ``key``: ``groups[key]`` is [how many, their sum]."""
+    g = groups.get(key)
+    if g is None:
+        groups[key] = [1.0, value]
+    else:
+        g[0] += 1.0
+        g[1] += value
+
+
 class MetricsObserver(Observer):
     """Notes each run as it finishes (one per process, shared by its workers): a deque
     append on the handler's thread; the reporter's thread counts them (:meth:`count`)."""
@@ -87,23 +97,11 @@ class MetricsObserver(Observer):
                 continue
             if run.kind == "job" and run.attempt == 1 and run.queue and run.enqueued_ms:
                 wait = max(0.0, (run.started_ms - run.enqueued_ms) / 1000.0)
-                key2 = (run.queue, bisect_left(DURATION_BUCKETS, wait))
-                g = queued.get(key2)
-                if g is None:
-                    queued[key2] = [1.0, wait]
-                else:
-                    g[0] += 1.0
-                    g[1] += wait
+                _tally(queued, (run.queue, bisect_left(DURATION_BUCKETS, wait)), wait)
             d = run.duration_s
-            key = (run.function_id, run.status,
-                   None if run.error is None else error_code(run.error),
-                   bisect_left(DURATION_BUCKETS, d))
-            g = runs.get(key)
-            if g is None:
-                runs[key] = [1.0, d]
-            else:
-                g[0] += 1.0
-                g[1] += d
+            _tally(runs, (run.function_id, run.status,
+                          None if run.error is None else error_code(run.error),
+                          bisect_left(DURATION_BUCKETS, d)), d)
         if not runs and not queued:
             return
         counts: dict[Series, float] = {}
