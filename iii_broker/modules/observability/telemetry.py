@@ -15,6 +15,7 @@ import logging
 import os
 import socket
 import threading
+import time
 import uuid
 from dataclasses import replace
 from typing import Any
@@ -87,11 +88,16 @@ class Telemetry:
         if not self.options.enabled:
             return []  # the engine's settings file turned the module off for the cluster
         found = [p.observer() for p in self.parts() if hasattr(p, "observer")]
+        if self.writer is not None:  # last: what the parts flushed into it goes out
+            found.append(WriterFlusher(self.writer))
         return [o for o in found if o is not None]
 
     def flush(self, timeout_s: float) -> None:
+        deadline = time.monotonic() + timeout_s
         for part in self.parts():
             part.flush(timeout_s)
+        if self.writer is not None:
+            self.writer.flush(max(0.0, deadline - time.monotonic()))
 
     def close(self) -> None:
         self._stop.set()
@@ -122,6 +128,17 @@ class Telemetry:
     def _refresh_every(self) -> None:
         while not self._stop.wait(REFRESH_S):
             self.refresh()
+
+
+class WriterFlusher(Observer):
+    """Sees no run; on a drain, after the parts' own flushes, waits for the writer process
+    to store what they handed it (the process's writer outlives one worker: no close)."""
+
+    def __init__(self, writer: ProcessWriter) -> None:
+        self.writer = writer
+
+    def flush(self, timeout_s: float) -> None:
+        self.writer.flush(timeout_s)
 
 
 def telemetry(kind: str, settings: Settings, options: ObservabilityOptions) -> Telemetry:

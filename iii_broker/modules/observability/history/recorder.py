@@ -53,10 +53,7 @@ class History:
         return self._observer
 
     def flush(self, timeout_s: float) -> None:
-        deadline = time.monotonic() + timeout_s
         self.batcher.flush(timeout_s)
-        if self.t.writer is not None:
-            self.t.writer.flush(max(0.0, deadline - time.monotonic()))
 
     def close(self) -> None:
         self.batcher.close(2.0)

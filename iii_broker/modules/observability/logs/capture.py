@@ -9,7 +9,6 @@ and a deque append (two when the tracer exports: its queue of log records); a
 from __future__ import annotations
 
 import logging
-import time
 from typing import TYPE_CHECKING, Any
 
 from .... import context as _context
@@ -159,11 +158,8 @@ class Logs:
         return LogFlusher(self) if self.batcher is not None else None
 
     def flush(self, timeout_s: float) -> None:
-        deadline = time.monotonic() + timeout_s
         if self.batcher is not None:
             self.batcher.flush(timeout_s)
-        if self.t.writer is not None:
-            self.t.writer.flush(max(0.0, deadline - time.monotonic()))
 
     def close(self) -> None:
         """Store what is buffered and stop capturing (the process exits, or its telemetry

@@ -157,13 +157,6 @@ class LogStore:
 
     # -- writing ------------------------------------------------------------------
 
-    def append(self, records: list[dict[str, Any]], max_count: int, max_age_s: int) -> int:
-        """Store ``records`` (raises ``RedisError``; nothing is stored then); returns how
-        many were left out (see :func:`line`)."""
-        lines = [one for one in map(line, records) if one is not None]
-        self.write_lines(max_count, max_age_s, lines)
-        return len(records) - len(lines)
-
     def write_lines(self, max_count: int, max_age_s: int, lines: list[str]) -> None:
         """Store records made by :func:`line` in one round trip (raises ``RedisError``;
         nothing is stored then)."""

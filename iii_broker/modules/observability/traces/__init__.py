@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 import os
-import time
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -91,11 +90,8 @@ class Tracing:
         return self._observer
 
     def flush(self, timeout_s: float) -> None:
-        deadline = time.monotonic() + timeout_s
         if self.otel is not None:
             self.otel.flush(timeout_s)
-            if self.t.writer is not None:
-                self.t.writer.flush(max(0.0, deadline - time.monotonic()))
 
     def close(self) -> None:
         """The process is exiting: export what is left, stop the export threads."""

@@ -115,6 +115,8 @@ class Otel:
         self.logger_provider: Any = None
         self.logger: Any = None
         self.runs: ExportedRuns | None = None
+        self.logs_elsewhere = False
+        """The writer process exports the logs part's records (it gets them from it)."""
         if exporter == "otlp":
             # runs' spans and log records: noted on the calling thread, sent by our threads
             logs = os.environ.get("OTEL_LOGS_EXPORTER", "").strip().lower()
@@ -125,9 +127,7 @@ class Otel:
             self.destination = self.runs.destination
             if logs in ("", "otlp"):
                 self.emit_log = self.runs.emit_log  # type: ignore[method-assign]
-        self.logs_elsewhere = writer is not None and self.runs is not None \
-            and logs in ("", "otlp")
-        """The writer process exports the logs part's records (it gets them from it)."""
+                self.logs_elsewhere = writer is not None
         if (self.runs is None or self.runs.logs is None) and not self.logs_elsewhere:
             try:
                 self._start_logs(exporter, resource)
