@@ -2,6 +2,7 @@
 
     iii-broker engine
     iii-broker web
+    iii-broker gateway
     iii-broker trigger math::add '{"a": 2, "b": 3}'
     iii-broker functions | workers | triggers
     iii-broker triggers add http reports::daily '{"api_path": "/reports", "http_method": "GET"}'
@@ -61,6 +62,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--threads", type=_positive_int, default=16,
                    help="requests each process serves at once (default 16)")
 
+    sub.add_parser("gateway", help="serve iii's own SDK workers (Python, Node.js) on iii's "
+                   "worker port (III_GATEWAY_HOST:III_GATEWAY_PORT, default 127.0.0.1:49134)")
+
     p = sub.add_parser("trigger", help="call a function and print its result as JSON")
     p.add_argument("function_id")
     p.add_argument("payload", nargs="?", default="null",
@@ -95,6 +99,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             # ~200 ms for them).
             server = importlib.import_module("iii_broker.web.server")
             return int(server.serve(settings, workers=args.workers, threads=args.threads))
+        if args.command == "gateway":
+            # websockets loads for the gateway only.
+            gateway = importlib.import_module("iii_broker.gateway")
+            return int(gateway.Gateway(settings).run())
         if args.command == "trigger":
             return _trigger(settings, args)
         if args.command in commands:

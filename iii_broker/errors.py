@@ -71,6 +71,11 @@ class InvocationStopped(IIIError):
     code = "invocation_stopped"
 
 
+class RemoteError(IIIError):
+    """An error a worker beyond this process answered (an iii SDK worker behind the
+    gateway), passed to the caller with its own code, message and stacktrace."""
+
+
 class FunctionNotFound(IIIError):
     """No live worker has registered the function."""
 

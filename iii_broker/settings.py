@@ -50,6 +50,12 @@ class Settings:
     """Interface the stream process (``iii-broker stream``) listens on for WebSockets."""
     stream_port: int = 3112
     """Port of the stream process."""
+    gateway_host: str = "127.0.0.1"
+    """Interface the gateway (``iii-broker gateway``) listens on for iii SDK workers."""
+    gateway_port: int = 49134
+    """Port of the gateway (iii's worker port)."""
+    gateway_token: str | None = field(default=None, repr=False)
+    """Bearer token SDK workers must present to the gateway; unset: ``III_API_TOKEN``'s."""
     metrics_port: int = 0
     """A port of this process's own serving its Prometheus figures (0: none; the web
     process's ``/_iii/metrics`` serves the whole cluster's). iii uses 9464."""
@@ -154,6 +160,14 @@ class Settings:
         if not 0 <= self.metrics_port <= 65535:
             raise ConfigError(f"III_METRICS_PORT={self.metrics_port!r}: use a TCP port from 1 to "
                               "65535 (0: none)")
+        if not self.gateway_host.strip():
+            raise ConfigError("III_GATEWAY_HOST must not be empty")
+        if not 1 <= self.gateway_port <= 65535:
+            raise ConfigError(f"III_GATEWAY_PORT={self.gateway_port!r}: use a TCP port from 1 "
+                              "to 65535")
+        if self.gateway_token is not None and (not self.gateway_token
+                                               or any(c.isspace() for c in self.gateway_token)):
+            raise ConfigError("III_GATEWAY_TOKEN must be a non-empty token without whitespace")
         if self.payload_max_bytes <= 0:
             raise ConfigError("III_PAYLOAD_MAX_BYTES must be a positive number of bytes")
         if not 1 <= self.payload_max_depth <= MAX_PAYLOAD_DEPTH:
@@ -217,6 +231,8 @@ class Settings:
             "III_HTTP_CORS_ORIGINS": self.http_cors_origins,
             "III_STREAM_HOST": self.stream_host,
             "III_STREAM_PORT": str(self.stream_port),
+            "III_GATEWAY_HOST": self.gateway_host,
+            "III_GATEWAY_PORT": str(self.gateway_port),
         }
         if self.metrics_port:
             env["III_METRICS_PORT"] = str(self.metrics_port)
@@ -224,12 +240,15 @@ class Settings:
             env["III_CONFIG_PATH"] = self.config_path
         if self.api_token is not None:
             env["III_API_TOKEN"] = self.api_token
+        if self.gateway_token is not None:
+            env["III_GATEWAY_TOKEN"] = self.gateway_token
         return env
 
 
-# Variables owned by later components (CORS, ...) are validated there;
-# III_TEST_* belong to the test suite. III_HTTP_* are settings above, so a typo there fails.
-_OTHER_COMPONENT_VARS = ("III_TEST_",)
+# III_TEST_* belong to the test suite. III_URL, III_TOKEN and III_WORKER_NAME are read by
+# iii's own SDKs (a worker of theirs started from a shell that runs ours). III_HTTP_* are
+# settings above, so a typo there fails.
+_OTHER_COMPONENT_VARS = ("III_TEST_", "III_URL", "III_TOKEN", "III_WORKER_NAME")
 
 
 _ORIGIN = re.compile(r"[a-z][a-z0-9+.\-]*://[^/\s,]+", re.IGNORECASE)

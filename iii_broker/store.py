@@ -139,6 +139,9 @@ class Keys:
     def inflight(self, worker_id: str) -> str:
         return f"{self._ns}:worker:{worker_id}:inflight"  # HASH invocation id -> reply route
 
+    def gateway_retired(self, worker_id: str) -> str:
+        return f"{self._ns}:gateway:retired:{worker_id}"  # STRING: an SDK worker that reattached
+
     def worker_wake(self, worker_id: str, part: str) -> str:
         return f"{self._ns}:worker:{worker_id}:wake:{part}"  # LIST ends a stopping worker's pop
 

@@ -11,6 +11,7 @@ every process) checks paths with it; the Flask responses are in :mod:`.responses
 
 from __future__ import annotations
 
+import hmac
 from collections.abc import Mapping
 from typing import Any
 
@@ -74,3 +75,12 @@ def status_of(exc: IIIError, overrides: Mapping[type[IIIError], int] | None = No
 def is_management_path(path: str) -> bool:
     """True for ``/_iii`` and everything under it (slashes at either end do not count)."""
     return path.strip("/").split("/", 1)[0] == MANAGEMENT_PREFIX
+
+
+def token_matches(authorization: str | None, token: str) -> bool:
+    """``Authorization: Bearer <token>`` (scheme case-insensitive), compared in constant time
+    (the management API's ``III_API_TOKEN``, the gateway's token)."""
+    scheme, _, given = (authorization or "").strip().partition(" ")
+    if scheme.lower() != "bearer":
+        return False
+    return hmac.compare_digest(given.strip().encode(), token.encode())

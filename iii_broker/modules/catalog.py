@@ -8,6 +8,7 @@ from ..context import Context
 from .base import Module, TriggerType
 from .core import CoreModule
 from .cron import CronModule
+from .gateway import GatewayModule
 from .http import HttpModule
 from .observability import ObservabilityModule
 from .pubsub import PubSubModule
@@ -19,7 +20,7 @@ from .stream import StreamModule
 BUILTIN_MODULES: dict[str, type[Module]] = {
     m.name: m
     for m in (CoreModule, HttpModule, QueueModule, CronModule, StateModule, StreamModule,
-              PubSubModule, ObservabilityModule)
+              PubSubModule, ObservabilityModule, GatewayModule)
 }
 
 

@@ -13,7 +13,7 @@ from typing import Any
 
 from .. import context as _context
 from ..app import App
-from ..errors import IIIError, InvocationFailed, PayloadError, PayloadLimitExceeded
+from ..errors import IIIError, InvocationFailed, PayloadError, PayloadLimitExceeded, RemoteError
 from ..function import FunctionDef, is_reserved
 from ..message import Invocation, Limits, dumps, reply_body
 from ..modules import Module, extend_context
@@ -125,12 +125,13 @@ def failed_reply(inv: Invocation, exc: BaseException, *, log_it: bool = False) -
     if log_it:
         log.error("fire-and-forget call %s of %s failed", inv.invocation_id, inv.function_id,
                   exc_info=exc)
-    if isinstance(exc, IIIError) and is_reserved(inv.function_id):
+    if isinstance(exc, RemoteError) or (isinstance(exc, IIIError) and is_reserved(inv.function_id)):
         # A built-in refusing its input answers with its own error (invalid_trigger,
-        # invalid_function_id, ...), as iii's engine does, not as a handler that raised.
+        # invalid_function_id, ...), as iii's engine does, not as a handler that raised; an
+        # SDK worker's answer goes on as it gave it.
         return reply_body(inv.invocation_id, error=IIIError(
             exc.message, code=exc.code, function_id=exc.function_id or inv.function_id,
-            invocation_id=inv.invocation_id))
+            invocation_id=inv.invocation_id, stacktrace=exc.stacktrace))
     message = str(exc) or type(exc).__name__
     if isinstance(exc, IIIError):
         message = f"{exc.code}: {exc.message}"

@@ -18,11 +18,13 @@ from ..errors import (
     InvocationTimeout,
     TriggerConfigError,
 )
+from ..function import FunctionDef
 from ..outage import is_outage, outage_for, store_outage
 from ..registry import Registry
 from ..settings import Settings
 from ..store import RedisError
 from ..transport import Publisher
+from ..trigger import TriggerDef
 from .orphans import answer_orphaned_calls
 
 log = logging.getLogger("iii.worker")
@@ -49,20 +51,25 @@ class Member(Registrant, Protocol):
     publisher: Publisher
 
 
-def register_with_engine(worker: Registrant) -> None:
-    """Register through ``engine::workers::register``, waiting for an engine to answer."""
+def register_with_engine(worker: Registrant, triggers: list[TriggerDef] | None = None,
+                         functions: list[FunctionDef] | None = None) -> None:
+    """Register through ``engine::workers::register``, waiting for an engine to answer;
+    with ``triggers`` (``functions``), those instead of the app's. Raises
+    :class:`TriggerConfigError` with the engine's refusal."""
     payload = {
         "worker": worker.info(),
-        "functions": [f.info() for f in worker.app.functions.values()],
-        "triggers": [t.to_dict() for t in worker.app.triggers],
+        "functions": [f.info() for f in (worker.app.functions.values() if functions is None
+                                         else functions)],
+        "triggers": [t.to_dict() for t in (worker.app.triggers if triggers is None
+                                           else triggers)],
     }
     waited = 0.0
     delay = 0.1
     while True:
         try:
             worker.app.trigger("engine::workers::register", payload, timeout_ms=5_000)
-            for fid in worker.app.functions:
-                worker.app.caller.forget_function(fid)
+            for f in payload["functions"]:
+                worker.app.caller.forget_function(f["function_id"])
             return
         except (FunctionNotFound, InvocationTimeout):
             if worker.stopping:

@@ -78,6 +78,7 @@ class Worker:
         registrar: Registrar | None = None,
         modules: list[Module] | None = None,
         kind: str = "worker",
+        worker_id: str | None = None,
     ) -> None:
         if concurrency < 1:
             raise ValueError("concurrency must be at least 1")
@@ -88,7 +89,7 @@ class Worker:
         # Modules may add to each call's Context; a worker without the engine's settings
         # file uses every built-in module with its defaults.
         self.modules = list(modules) if modules is not None else default_modules()
-        self.worker_id = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+        self.worker_id = worker_id or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self.keys = Keys(self.settings.namespace)
         self.store = connect_store(self.settings)
         self.registry = Registry(self.store, self.settings.namespace)
@@ -143,7 +144,7 @@ class Worker:
             module.process_started(self.kind, self.settings)
         self.handlers.observers = Observers([o for m in self.modules for o in m.observers(self)])
         self.app.caller.on_block = self._on_block
-        self.app.on_change(self._changed.set)
+        self.app.on_change(self._on_app_change)
         self._registrar(self)
         beat = threading.Thread(target=keep_registered, args=(self, self._registrar, self._stopped),
                                 name="iii-heartbeat", daemon=True)
@@ -160,7 +161,7 @@ class Worker:
             left = sum(service.drain(self._hard_stop) for service in self.services)
             if left:
                 log.warning("stopped with %d job(s) running: they go back to their queues", left)
-            self.app.on_change(self._changed.set, remove=True)
+            self.app.on_change(self._on_app_change, remove=True)
             self._stopped.set()
             leave_registry(self)
             self._pool.shutdown(wait=not self._hard_stop.is_set(), cancel_futures=True)
@@ -211,6 +212,14 @@ class Worker:
             fetcher.wake()  # its blocking pop returns now, not at its timeout
 
     # -- consuming ------------------------------------------------------------------
+
+    def _on_app_change(self) -> None:
+        """The app gained or lost a function or trigger (any thread): the consumer loop
+        follows it at once, not when its blocking pop times out."""
+        self._changed.set()
+        fetcher = self._fetcher
+        if fetcher is not None:
+            fetcher.wake()
 
     def _queues(self) -> list[Any]:
         self._consuming = set(self.app.functions)

@@ -14,7 +14,6 @@ management route is a 404 (or a 405) from this module, even if an ``http`` trigg
 
 from __future__ import annotations
 
-import hmac
 import ipaddress
 import time
 from collections.abc import Callable, Mapping
@@ -25,7 +24,7 @@ from flask import Blueprint, Response, current_app, request
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from ..errors import FunctionNotFound, IIIError, InvalidFunctionId
-from ..httpapi import MANAGEMENT_PREFIX, status_of
+from ..httpapi import MANAGEMENT_PREFIX, status_of, token_matches
 from ..httpapi import is_management_path as is_reserved  # the name the access policy uses
 from ..httpapi.bodies import BadRequestBody, BodyTooLarge, parse_json, read_body
 from ..httpapi.responses import error_response, json_response, method_not_allowed
@@ -64,14 +63,6 @@ def is_loopback(remote_addr: str | None) -> bool:
 def client_allowed(remote_addr: str | None, settings: Settings) -> bool:
     """Without a token only loopback clients may ask; with one the token decides."""
     return settings.api_token is not None or is_loopback(remote_addr)
-
-
-def token_matches(authorization: str | None, token: str) -> bool:
-    """``Authorization: Bearer <token>`` (scheme case-insensitive), compared in constant time."""
-    scheme, _, given = (authorization or "").strip().partition(" ")
-    if scheme.lower() != "bearer":
-        return False
-    return hmac.compare_digest(given.strip().encode(), token.encode())
 
 
 def access_denied(authorization: str | None, remote_addr: str | None,

@@ -32,7 +32,7 @@ from .writer import ProcessWriter
 
 log = logging.getLogger("iii.observability")
 
-RUNS_INVOCATIONS = ("worker", "engine")
+RUNS_INVOCATIONS = ("worker", "engine", "gateway")
 """The process types whose observers see invocations (and so record history)."""
 WRITES_ELSEWHERE = ("worker",)
 """The process types whose telemetry I/O goes to a writer process (:mod:`.writer`)."""
