@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import time
 import uuid
 from collections.abc import Iterator
@@ -101,6 +102,20 @@ class Cluster:
                                             str(concurrency)), **extra_env)
         if wait:
             self.wait_registered(proc)
+        return proc
+
+    def gateway(self, port: int | None = None, wait: bool = True, **extra_env: str) -> Proc:
+        """Start ``iii-broker gateway`` on a free port (``proc.url`` is its ws:// address)."""
+        port = port or free_port()
+        proc = self.spawn("gateway", bin_cmd("iii-broker", "gateway"),
+                          III_GATEWAY_PORT=str(port), **extra_env)
+        proc.url = f"ws://127.0.0.1:{port}"  # type: ignore[attr-defined]
+        if wait:
+            def listening() -> bool:
+                assert proc.popen.poll() is None, f"gateway exited early:\n{dump([proc])}"
+                with socket.socket() as s:
+                    return s.connect_ex(("127.0.0.1", port)) == 0
+            wait_for(listening, timeout=20, what=f"the gateway to listen on {port}")
         return proc
 
     def wait_registered(self, proc: Proc, timeout: float = 20) -> None:

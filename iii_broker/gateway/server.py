@@ -38,6 +38,8 @@ from .providers import Providers
 from .telemetry import TelemetrySink
 
 log = logging.getLogger("iii.gateway")
+# One line per socket opened and closed would drown the gateway's own; its warnings stay.
+logging.getLogger("websockets").setLevel(logging.WARNING)
 
 PATHS = ("/", "/otel")
 RETIRED_TTL_S = 60
