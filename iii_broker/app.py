@@ -10,9 +10,9 @@ from typing import Any, TypeVar
 from .client import Caller, Enqueue, Void
 from .errors import InvalidFunctionId, TriggerConfigError
 from .function import FunctionDef, check_function_id
-from .modules import all_trigger_types
+from .modules import all_trigger_types, check_custom_type
 from .settings import Settings
-from .trigger import TriggerDef
+from .trigger import TriggerDef, TriggerTypeDef, TriggerTypeHandler, check_trigger_type_id
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -28,6 +28,8 @@ class App:
         self._settings = settings
         self.functions: dict[str, FunctionDef] = {}
         self.triggers: list[TriggerDef] = []
+        self.trigger_types: dict[str, TriggerTypeDef] = {}
+        """Custom trigger types this app provides (:meth:`register_trigger_type`)."""
         self._trigger_ids: set[str] = set()  # ids of self.triggers: one declared twice is kept once
         self._builtin = False
         self._caller: Caller | None = None
@@ -120,23 +122,24 @@ class App:
     ) -> Trigger:
         """Bind a trigger of ``type`` to ``function_id``; the engine activates it when the
         worker starts (at once when it runs already). Returns a handle whose
-        ``unregister()`` takes the trigger back out. Raises :class:`TriggerConfigError` for
-        an unknown type, bad config or an http trigger on a reserved built-in.
+        ``unregister()`` takes the trigger back out. A type no module declares is a custom
+        one (:meth:`register_trigger_type`): its trigger waits, inactive, until a worker
+        provides the type. Raises :class:`TriggerConfigError` for bad config, a type that
+        looks like a misspelt built-in one, or an http trigger on a reserved built-in.
         """
         tdef = TriggerDef.from_dict({"type": type, "function_id": function_id,
                                      "config": {} if config is None else config,
                                      "metadata": {} if metadata is None else metadata})
         known = all_trigger_types()
         if tdef.type not in known:
-            raise TriggerConfigError(
-                f"unknown trigger type {tdef.type!r} for {function_id!r}; "
-                f"known types: {', '.join(sorted(known))}", function_id=function_id,
-            )
-        try:
-            checked = known[tdef.type].validate(tdef.config, function_id)
-        except TriggerConfigError as exc:
-            raise TriggerConfigError(f"{exc.message} (trigger for {function_id!r})",
-                                     function_id=function_id) from None
+            check_custom_type(tdef.type, known, function_id)
+            checked = tdef.config
+        else:
+            try:
+                checked = known[tdef.type].validate(tdef.config, function_id)
+            except TriggerConfigError as exc:
+                raise TriggerConfigError(f"{exc.message} (trigger for {function_id!r})",
+                                         function_id=function_id) from None
         tdef = TriggerDef(tdef.type, tdef.function_id, checked, tdef.metadata)
         if tdef.id not in self._trigger_ids:
             self.triggers.append(tdef)
@@ -151,6 +154,34 @@ class App:
             return False
         self.triggers = kept
         self._trigger_ids.discard(trigger_id)
+        self._changed()
+        return True
+
+    def register_trigger_type(self, type_id: str, handler: TriggerTypeHandler, *,
+                              description: str = "") -> TriggerTypeDef:
+        """Provide the custom trigger type ``type_id`` (iii's ``register_trigger_type``):
+        while this app's worker runs, the engine hands ``handler`` every active trigger of
+        that type, whoever declared it (``register_trigger(trigger)``), and takes them back
+        (``unregister_trigger(trigger)``); the handler fires a trigger by calling its
+        function (``app.trigger(trigger.function_id, payload)``). Raises
+        :class:`TriggerConfigError` for a malformed id or a built-in type's."""
+        check_trigger_type_id(type_id)
+        if type_id in all_trigger_types():
+            raise TriggerConfigError(f"trigger type {type_id!r} is built in: a module "
+                                     "provides it; choose another id")
+        for name in ("register_trigger", "unregister_trigger"):
+            if not callable(getattr(handler, name, None)):
+                raise TypeError(f"the handler of trigger type {type_id!r} needs a {name}() "
+                                "method")
+        tt = TriggerTypeDef(type_id, handler, description)
+        self.trigger_types[type_id] = tt
+        self._changed()
+        return tt
+
+    def unregister_trigger_type(self, type_id: str) -> bool:
+        """Stop providing ``type_id``; its triggers wait, inactive, for another provider."""
+        if self.trigger_types.pop(type_id, None) is None:
+            return False
         self._changed()
         return True
 

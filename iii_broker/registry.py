@@ -308,9 +308,65 @@ class Registry:
             out.append(info)
         return out
 
+    # -- custom trigger types -------------------------------------------------------
+
+    def provide_types(self, worker_id: str, types: list[dict[str, Any]],
+                      dropped: list[str]) -> None:
+        """Record the custom trigger types a worker provides now (and those it stopped
+        providing)."""
+        pipe = self.r.pipeline(transaction=True)
+        for t in types:
+            pipe.hset(self.keys.trigger_types, t["id"], json.dumps(
+                {"id": t["id"], "description": t.get("description") or ""}))
+            pipe.sadd(self.keys.trigger_type_providers(t["id"]), worker_id)
+        for type_id in dropped:
+            pipe.srem(self.keys.trigger_type_providers(type_id), worker_id)
+        pipe.execute()
+
+    def note_custom_type(self, type_id: str) -> None:
+        """A trigger of a type no module declares was recorded: the type is known (pending
+        until a worker provides it)."""
+        self.r.hsetnx(self.keys.trigger_types, type_id,
+                      json.dumps({"id": type_id, "description": ""}))
+
+    def custom_types(self) -> dict[str, dict[str, Any]]:
+        """Custom trigger types, each with ``providers``: the live workers providing it
+        (oldest registration first: the first one is handed the type's triggers)."""
+        types = {k: json.loads(v) for k, v in self.r.hgetall(self.keys.trigger_types).items()}
+        if not types:
+            return {}
+        pipe = self.r.pipeline(transaction=False)
+        for type_id in types:
+            pipe.smembers(self.keys.trigger_type_providers(type_id))
+        members = pipe.execute()
+        candidates = sorted({w for m in members for w in m})
+        alive: dict[str, float] = {}
+        if candidates:
+            pipe = self.r.pipeline(transaction=False)
+            for w in candidates:
+                pipe.zscore(self.keys.workers, w)
+            now = _ms()
+            alive = {w: score for w, score in zip(candidates, pipe.execute(), strict=True)
+                     if score is not None and score > now}
+        for (_type_id, info), providers in zip(types.items(), members, strict=True):
+            info["providers"] = sorted((w for w in providers if w in alive),
+                                       key=lambda w: (alive[w], w))
+        return types
+
+    def trigger_errors(self) -> dict[str, str]:
+        return dict(self.r.hgetall(self.keys.trigger_errors))
+
+    def note_trigger_error(self, trigger_id: str, message: str | None) -> None:
+        """A provider refused a trigger (``message``), or took it (None)."""
+        if message is None:
+            self.r.hdel(self.keys.trigger_errors, trigger_id)
+        else:
+            self.r.hset(self.keys.trigger_errors, trigger_id, message)
+
     def triggers(self) -> list[dict[str, Any]]:
         """Every trigger, ``active`` while its function is live and (unless the engine owns
-        it) a live worker declares it."""
+        it) a live worker declares it — and, for a custom type, a live worker provides the
+        type (else it is ``pending``)."""
         # HSCAN, not HGETALL: with thousands of triggers (cron schedules) one HGETALL holds
         # Redis for milliseconds; a small hash still comes back in one reply.
         raw = dict(self.r.hscan_iter(self.keys.triggers, count=TRIGGERS_SCAN_COUNT))
@@ -320,9 +376,18 @@ class Registry:
         for t in entries:
             pipe.scard(self.keys.trigger_workers(t["id"]))
         declared = pipe.execute() if entries else []
+        custom = self.custom_types() if entries else {}
+        errors = self.trigger_errors() if custom else {}
         for t, count in zip(entries, declared, strict=True):
             t.setdefault("owner", WORKER_OWNED)
             t["active"] = t["function_id"] in live and (t["owner"] == ENGINE_OWNED or count > 0)
+            provided = custom.get(t["type"])
+            if provided is not None and not provided["providers"]:
+                t["active"] = False
+                t["pending"] = f"no live worker provides trigger type {t['type']!r}"
+            if provided is not None and t["id"] in errors:
+                t["error"] = errors[t["id"]]  # its provider refused it
+                t["active"] = False
         return sorted(entries, key=lambda t: (t["function_id"], t["type"], t["id"]))
 
     def function_live(self, function_id: str) -> bool:
@@ -357,6 +422,16 @@ class Registry:
 
     def was_stopped(self, invocation_id: str) -> bool:
         return bool(self.r.exists(self.keys.stopped(invocation_id)))
+
+    def worker_field(self, worker_id: str, name: str) -> Any:
+        """One field of a worker's entry, decoded (None when absent)."""
+        raw = self.r.hget(self.keys.worker(worker_id), name)
+        if raw is None:
+            return None
+        try:
+            return json.loads(raw)
+        except ValueError:
+            return raw
 
     def worker_exists(self, worker_id: str) -> bool:
         return bool(self.r.exists(self.keys.worker(worker_id)))

@@ -166,6 +166,23 @@ class Keys:
     def function_triggers(self, function_id: str) -> str:
         return f"{self._ns}:function:{function_id}:triggers"  # SET ids of triggers workers declare
 
+    @property
+    def trigger_types(self) -> str:
+        return f"{self._ns}:trigger-types"               # HASH custom type -> {id, description}
+
+    def trigger_type_providers(self, type_id: str) -> str:
+        return f"{self._ns}:trigger-type:{type_id}:providers"  # SET workers providing it
+
+    def trigger_type_told(self, type_id: str) -> str:
+        return f"{self._ns}:trigger-type:{type_id}:told"  # STRING {provider, ids} handed over
+
+    @property
+    def trigger_errors(self) -> str:
+        return f"{self._ns}:trigger-errors"              # HASH trigger id -> provider's refusal
+
+    def trigger_ops(self, worker_id: str) -> str:
+        return f"{self._ns}:worker:{worker_id}:trigger-ops"  # LIST register/unregister for a provider
+
     def trigger_workers(self, trigger_id: str) -> str:
         return f"{self._ns}:trigger:{trigger_id}:workers"   # SET live workers declaring it
 

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Any
+from typing import Any, Protocol
 
 from .errors import PayloadError, TriggerConfigError
 from .function import check_function_id
@@ -58,3 +59,39 @@ class TriggerDef:
         except PayloadError as exc:
             raise TriggerConfigError(exc.message, function_id=fid) from None
         return cls(type_, fid, config, metadata)  # type: ignore[arg-type]
+
+
+class TriggerTypeHandler(Protocol):
+    """What provides a custom trigger type: told of each trigger of its type that becomes
+    active (``register_trigger``) and of each that goes or turns inactive
+    (``unregister_trigger``); it fires by calling the trigger's function. Either method may
+    be ``async def``; raising refuses the trigger (its error is shown with it)."""
+
+    def register_trigger(self, trigger: TriggerDef) -> Any: ...
+
+    def unregister_trigger(self, trigger: TriggerDef) -> Any: ...
+
+
+@dataclass(frozen=True)
+class TriggerTypeDef:
+    """A trigger type a worker provides (iii's ``register_trigger_type``)."""
+
+    id: str
+    handler: TriggerTypeHandler = field(compare=False)
+    description: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"id": self.id, "description": self.description}
+
+
+def check_trigger_type_id(type_id: Any) -> str:
+    """A custom trigger type's id; raises :class:`TriggerConfigError` naming the problem.
+    Ids are like iii's (``webhook``, ``github:push``): letters, digits, ``_ - . :``."""
+    if not isinstance(type_id, str) or not _TYPE_ID.fullmatch(type_id):
+        raise TriggerConfigError(
+            f"trigger type id {type_id!r} is malformed: use letters, digits, '_', '-', '.' "
+            "and ':' (e.g. 'webhook' or 'github:push'), at most 100 characters")
+    return type_id
+
+
+_TYPE_ID = re.compile(r"[A-Za-z0-9_\-.:]{1,100}")

@@ -24,13 +24,13 @@ from ..client import Caller
 from ..errors import InvocationStopped, PayloadError, TriggerConfigError
 from ..function import check_function_id
 from ..message import now_ms, reply_body
-from ..modules import Duty, EngineConfig, Module, module_of
+from ..modules import Duty, EngineConfig, Module, all_trigger_types, check_custom_type, module_of
 from ..outage import Backoff, is_outage, outage_for, store_outage
 from ..registry import Registry
 from ..runtime import Worker
 from ..runtime.orphans import answer_orphaned_calls
 from ..settings import Settings
-from ..trigger import TriggerDef
+from ..trigger import TriggerDef, check_trigger_type_id
 
 log = logging.getLogger("iii.engine")
 
@@ -160,9 +160,15 @@ class Engine:
         a change: what it no longer has is let go)."""
         worker, functions = _checked_registration(payload)
         triggers = self._check_triggers(payload.get("triggers", []), owner="worker")
+        provided = _checked_types(payload.get("trigger_types", []))
+        before = self.registry.worker_field(worker["id"], "trigger_types") or []
+        worker = dict(worker, trigger_types=[t["id"] for t in provided])
         ttl_ms = int(self.settings.heartbeat_ttl_s * 1000)
         with self._registering(triggers):
             live = self.registry.register_worker(worker, functions, triggers, ttl_ms)
+        if provided or before:
+            self.registry.provide_types(worker["id"], provided,
+                                        dropped=sorted(set(before) - {t["id"] for t in provided}))
         self._registered(triggers)
         log.info("registered %s %s (%s) with %d function(s), %d trigger(s)",
                  worker.get("kind", "worker"), worker["id"], worker.get("name"),
@@ -175,12 +181,17 @@ class Engine:
         triggers = []
         for item in raw:
             tdef = TriggerDef.from_dict(item)
-            if tdef.type not in types:
+            if tdef.type in types:
+                checked = types[tdef.type].validate(tdef.config, tdef.function_id)
+            elif module_of(tdef.type) is not None:
                 raise TriggerConfigError(
                     f"trigger type {tdef.type!r} (for {tdef.function_id!r}) "
                     f"{self._why_missing(tdef.type)}; enabled types: {', '.join(sorted(types))}",
                     function_id=tdef.function_id)
-            checked = types[tdef.type].validate(tdef.config, tdef.function_id)
+            else:  # a custom type: a worker provides it (or will; till then it waits)
+                check_custom_type(tdef.type, all_trigger_types(), tdef.function_id)
+                self.registry.note_custom_type(tdef.type)
+                checked = tdef.config
             tdef = TriggerDef(tdef.type, tdef.function_id, checked, tdef.metadata, owner=owner)
             triggers.append(tdef.to_dict())
         return triggers
@@ -298,6 +309,20 @@ class Engine:
         if not self.settings.uses_amqp:
             r.delete(*stale)  # a dead caller's reply list (late replies nobody reads)
         r.zrem(keys.clients, *stale)
+
+
+def _checked_types(raw: Any) -> list[dict[str, Any]]:
+    """The custom trigger types a registration provides; raises :class:`TriggerConfigError`
+    for a malformed one or a built-in type's id."""
+    if not isinstance(raw, list) or not all(isinstance(t, dict) for t in raw):
+        raise PayloadError("a registration's trigger_types must be a list of objects")
+    builtin = all_trigger_types()
+    for t in raw:
+        check_trigger_type_id(t.get("id"))
+        if t["id"] in builtin:
+            raise TriggerConfigError(f"trigger type {t['id']!r} is built in: a module "
+                                     "provides it; a worker cannot")
+    return [{"id": t["id"], "description": str(t.get("description") or "")} for t in raw]
 
 
 def _checked_registration(payload: Any) -> tuple[dict[str, Any], list[dict[str, Any]]]:

@@ -20,11 +20,14 @@ from typing import TYPE_CHECKING, Any
 from ..client import Enqueue, Void
 from ..errors import IIIError, InvalidFunctionId, TriggerConfigError
 from ..message import now_ms
+from ..outage import store_outage
+from ..store import RedisError
 from ..tracing import SpanContext, continuing
 from ..trigger import TriggerDef
 from . import frames
 from .frames import FrameError, error_frame, result_frame
 from .member import Forwarding, SdkApp, SdkWorker, refused_message
+from .providers import SdkTriggerType
 
 if TYPE_CHECKING:
     from websockets.sync.server import ServerConnection
@@ -205,10 +208,14 @@ class Connection:
         previous, token = frame["previous_worker_id"], frame.get("reattach_token")
         if previous == self.worker_id:
             return
-        digest = self.gateway.registry_field(previous, "reattach_digest")
+        try:
+            digest = self.gateway.registry.worker_field(previous, "reattach_digest")
+        except RedisError as exc:
+            store_outage(self.gateway.settings).failed(exc)
+            return
         if digest is None:
             return  # already gone: nothing to retire
-        if not token or not hmac.compare_digest(str(digest).strip('"'), token_digest(token)):
+        if not token or not hmac.compare_digest(str(digest), token_digest(token)):
             log.warning("%s: reattach to %s refused (wrong token): it stays until its lease "
                         "lapses", self.who(), previous)
             return
@@ -233,13 +240,26 @@ class Connection:
                       frame["invocation_id"])
 
     def on_triggerregistrationresult(self, frame: dict[str, Any]) -> None:
-        self.gateway.providers.result(self, frame)
+        """The SDK's answer as the provider of a trigger's type: a refusal is kept and
+        shown with the trigger (``engine::triggers::list``)."""
+        error = frame.get("error")
+        message = None
+        if error is not None:
+            message = str(error.get("message") if isinstance(error, dict) else error)
+            log.warning("%s refused trigger %s: %s", self.who(), frame["id"], message)
+        try:
+            self.gateway.registry.note_trigger_error(frame["id"], message)
+        except RedisError as exc:
+            store_outage(self.gateway.settings).failed(exc)
 
     def on_registertriggertype(self, frame: dict[str, Any]) -> None:
-        self.gateway.providers.provide(self, frame)
+        with self.app.changing:
+            self.app.register_trigger_type(frame["id"], SdkTriggerType(self),
+                                           description=frame.get("description") or "")
 
     def on_unregistertriggertype(self, frame: dict[str, Any]) -> None:
-        self.gateway.providers.withdraw(self, frame["id"])
+        with self.app.changing:
+            self.app.unregister_trigger_type(frame["id"])
 
     # -- calls the SDK makes --------------------------------------------------------
 

@@ -8,7 +8,6 @@ Several gateways may run, on any hosts; an SDK worker may connect to any of them
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import signal
@@ -34,7 +33,6 @@ from ..store import RedisError, connect_store
 from ..transport import check_servers
 from .connection import Connection
 from .frames import error_frame
-from .providers import Providers
 from .telemetry import TelemetrySink
 
 log = logging.getLogger("iii.gateway")
@@ -66,7 +64,6 @@ class Gateway:
         self.caller = Caller(settings)
         self.calls = ThreadPoolExecutor(max_workers=32, thread_name_prefix="iii-gateway-call")
         self.telemetry = TelemetrySink(settings)
-        self.providers = Providers(self)
         self.connections: dict[str, Connection] = {}
         self._lock = threading.Lock()
         self._server: Server | None = None
@@ -94,7 +91,6 @@ class Gateway:
                 signal.signal(signum, lambda *_: threading.Thread(target=self.stop).start())
         threading.Thread(target=self._watch_retired, name="iii-gateway-retired",
                          daemon=True).start()
-        self.providers.start()
         log.info("gateway %s serving iii SDK workers on ws://%s:%d/%s", self.gateway_id,
                  o.host, o.port, " (token required)" if o.token else "")
         try:
@@ -169,22 +165,8 @@ class Gateway:
     def forget(self, conn: Connection) -> None:
         with self._lock:
             self.connections.pop(conn.worker_id, None)
-        self.providers.gone(conn)
 
     # -- reattach -------------------------------------------------------------------
-
-    def registry_field(self, worker_id: str, name: str) -> Any:
-        """A field of a worker's registry entry (None when it is not there)."""
-        try:
-            raw = self.store.hget(self.registry.keys.worker(worker_id), name)
-        except RedisError:
-            return None
-        if raw is None:
-            return None
-        try:
-            return json.loads(raw)
-        except ValueError:
-            return raw
 
     def retire(self, worker_id: str, *, by: Connection) -> None:
         """A reconnected SDK worker replaces ``worker_id``: close that connection if it is

@@ -14,6 +14,7 @@ from .base import Builtin, Duty, Field, Module, Service, TriggerType
 from .catalog import (
     BUILTIN_MODULES,
     all_trigger_types,
+    check_custom_type,
     default_modules,
     extend_context,
     module_of,
@@ -22,5 +23,5 @@ from .catalog import (
 from .config import EngineConfig
 
 __all__ = ["BUILTIN_MODULES", "Builtin", "Duty", "EngineConfig", "Field", "Module", "Service",
-           "TriggerType", "all_trigger_types", "default_modules", "extend_context", "module_of",
-           "trigger_types"]
+           "TriggerType", "all_trigger_types", "check_custom_type", "default_modules",
+           "extend_context", "module_of", "trigger_types"]

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import difflib
 from typing import Any
 
 from ..context import Context
+from ..errors import TriggerConfigError
+from ..trigger import check_trigger_type_id
 from .base import Module, TriggerType
 from .core import CoreModule
 from .cron import CronModule
@@ -36,6 +39,26 @@ def all_trigger_types() -> dict[str, TriggerType]:
 def default_modules() -> list[Module]:
     """Every built-in module with its default settings (a process without the settings file)."""
     return [cls.from_config({}) for cls in BUILTIN_MODULES.values()]
+
+
+def check_custom_type(trigger_type: str, known: Any, function_id: str | None = None) -> str:
+    """A trigger type no module declares, taken as a custom one (a worker provides it with
+    ``register_trigger_type``; until one does, its triggers wait, inactive). Raises
+    :class:`TriggerConfigError` for a malformed id, or one so close to a built-in type
+    that it is more likely a typo (``htpp``, ``Cron``)."""
+    check_trigger_type_id(trigger_type)
+    names = sorted(known)
+    folded = {n.lower(): n for n in names}
+    close = folded.get(trigger_type.lower()) or next(
+        iter(difflib.get_close_matches(trigger_type, names, n=1, cutoff=0.75)), None)
+    if close is not None:
+        where = f" for {function_id!r}" if function_id else ""
+        raise TriggerConfigError(
+            f"unknown trigger type {trigger_type!r}{where}: did you mean {close!r}? (a type "
+            "no module provides is a custom one, which a worker provides with "
+            "register_trigger_type; built-in types: " + ", ".join(names) + ")",
+            function_id=function_id)
+    return trigger_type
 
 
 def module_of(trigger_type: str) -> type[Module] | None:

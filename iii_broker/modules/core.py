@@ -22,9 +22,9 @@ from ..errors import FunctionNotFound, IIIError, TriggerConfigError
 from ..observe import triggered_by
 from ..registry import ENGINE_OWNED
 from ..settings import Settings, mask_url
-from . import deadletter_cli
-from .base import Builtin, Duty, Field, Module, TriggerType, required
-from .hosts import EngineHost
+from . import deadletter_cli, providers
+from .base import Builtin, Duty, Field, Module, Service, TriggerType, required
+from .hosts import EngineHost, WorkerHost
 
 FUNCTIONS_AVAILABLE = "engine::functions-available"
 WATCH_INTERVAL_S = 0.2
@@ -57,7 +57,14 @@ class CoreModule(Module):
         ]
 
     def duties(self, engine: EngineHost) -> list[Duty]:
-        return [Duty("functions-available", lambda: announce_functions(engine), WATCH_INTERVAL_S)]
+        return [Duty("functions-available", lambda: announce_functions(engine), WATCH_INTERVAL_S),
+                Duty("custom-triggers", lambda: providers.reconcile(engine),
+                     providers.RECONCILE_S)]
+
+    # -- worker ---------------------------------------------------------------------
+
+    def worker_services(self, worker: WorkerHost) -> list[Service]:
+        return [providers.TypeProvider(worker)]
 
     # -- CLI ------------------------------------------------------------------------
 

@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from ..registry import Registry
     from ..settings import Settings
     from ..transport import Publisher
-    from ..trigger import TriggerDef
+    from ..trigger import TriggerDef, TriggerTypeDef
 
 
 class Configured(Protocol):
@@ -70,6 +70,10 @@ class WorkerHost(Protocol):
     @property
     def triggers(self) -> Sequence[TriggerDef]:
         """The triggers this worker declares now."""
+
+    @property
+    def trigger_types(self) -> Mapping[str, TriggerTypeDef]:
+        """The custom trigger types this worker provides now."""
 
     @property
     def hard_stopping(self) -> bool:

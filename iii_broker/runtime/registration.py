@@ -63,6 +63,8 @@ def register_with_engine(worker: Registrant, triggers: list[TriggerDef] | None =
         "triggers": [t.to_dict() for t in (worker.app.triggers if triggers is None
                                            else triggers)],
     }
+    if worker.app.trigger_types:
+        payload["trigger_types"] = [t.to_dict() for t in worker.app.trigger_types.values()]
     waited = 0.0
     delay = 0.1
     while True:

@@ -47,7 +47,7 @@ from ..transport import (
     ensure_connected,
     function_queue,
 )
-from ..trigger import TriggerDef
+from ..trigger import TriggerDef, TriggerTypeDef
 from .deadletters import DeadLetters
 from .handlers import Handlers, failed_reply, ok_reply
 from .pool import HandlerPool
@@ -185,6 +185,10 @@ class Worker:
     @property
     def triggers(self) -> list[TriggerDef]:
         return self.app.triggers
+
+    @property
+    def trigger_types(self) -> dict[str, TriggerTypeDef]:
+        return self.app.trigger_types
 
     @property
     def hard_stopping(self) -> bool:

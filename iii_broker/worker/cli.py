@@ -35,8 +35,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         app = load_app(args.app)
         app.configure(settings)
-        if not app.functions:
-            return fail(f"-A {args.app}: app {app.name!r} defines no functions", 2, PROG)
+        if not app.functions and not app.trigger_types:
+            return fail(f"-A {args.app}: app {app.name!r} defines no functions (and provides "
+                        "no trigger type)", 2, PROG)
         return Worker(app, settings, concurrency=args.concurrency).run()
     except IIIError as exc:
         code = 2 if exc.code == "app_not_found" else 1
