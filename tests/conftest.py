@@ -52,7 +52,7 @@ def broker_url(redis_url: str) -> str:
 def settings(redis_url: str, broker_url: str, namespace: str) -> Settings:
     return Settings(broker_url=broker_url, redis_url=redis_url, namespace=namespace,
                     heartbeat_interval_s=0.3, default_timeout_ms=10_000, http_port=free_port(),
-                    stream_port=free_port())
+                    stream_port=free_port(), gateway_port=free_port())
 
 
 @pytest.fixture

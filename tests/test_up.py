@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import re
 import signal
+import socket
 import sys
 import time
 from pathlib import Path
@@ -26,6 +27,11 @@ def base_env(**extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("III_")}
     env.update(PYTHONUNBUFFERED="1", **extra)
     return env
+
+
+def listening(port: int) -> bool:
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) == 0
 
 
 def child_pids(up: Proc) -> dict[str, int]:
@@ -64,6 +70,10 @@ def test_up_runs_the_app_until_ctrl_c_then_stops_every_process(up_proc, settings
     assert all(is_iii_process(pid) for pid in pids.values())
     call_add(settings, up)
     assert store.zcard(f"{settings.namespace}:workers") == 2  # the engine and the worker
+    gateway = wait_for(lambda: re.search(r"gateway\s*\| started with pid (\d+)", up.output()),
+                       what=f"up to start a gateway\n{up.output()}")
+    pids["gateway"] = int(gateway.group(1))
+    wait_for(lambda: listening(settings.gateway_port), what="the gateway to listen")
 
     started = time.monotonic()
     up.signal(signal.SIGINT)
@@ -132,7 +142,8 @@ sys.exit(main(["up", "-A", "examples.quickstart", "--concurrency", "2"]))
 
 def test_up_without_any_redis_runs_the_app_on_an_embedded_server(up_proc, namespace):
     env = base_env(III_NAMESPACE=namespace, III_HEARTBEAT_INTERVAL_S="0.3",
-                   III_HTTP_PORT=str(free_port()), III_STREAM_PORT=str(free_port()))
+                   III_HTTP_PORT=str(free_port()), III_STREAM_PORT=str(free_port()),
+                   III_GATEWAY_PORT=str(free_port()))
     up = up_proc([sys.executable, "-c", _UP_WITHOUT_REDIS], env)
     match = wait_for(
         lambda: re.search(r"started an embedded Valkey server at (redis://\S+)", up.output()),

@@ -57,7 +57,7 @@ class Connection:
         self.remote = str(remote[0]) if isinstance(remote, tuple) else str(remote)
         self.announced: dict[str, Any] = {}
         self.app = SdkApp(f"sdk-{self.worker_id[:8]}", gateway.settings, gateway.caller)
-        self.forwarding = Forwarding(self.send, self.who)
+        self.forwarding = Forwarding(self.send, self.who, gateway.telemetry.note_call)
         self.worker = SdkWorker(self, self.app, gateway.settings,
                                 concurrency=gateway.options.concurrency,
                                 modules=gateway.modules)
@@ -111,8 +111,8 @@ class Connection:
     def close(self, why: str) -> None:
         """The socket is gone: calls running on it fail ``invocation_stopped``, and the
         worker leaves the cluster (its triggers follow the lifecycle rule)."""
+        self.worker.stop()  # first: it takes no more calls, so none is sent after this
         self.forwarding.stop_all(why)
-        self.worker.stop()
         if self._thread is not None:
             self._thread.join(10)
         self.gateway.forget(self)

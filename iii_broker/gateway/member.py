@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+import time
 import uuid
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -21,9 +22,11 @@ from ..errors import IIIError, InvocationTimeout, RemoteError, TriggerConfigErro
 from ..function import FunctionDef
 from ..message import now_ms
 from ..modules import Module
+from ..outage import is_outage, outage_for
 from ..runtime import Worker
 from ..runtime.registration import register_with_engine
 from ..settings import Settings
+from ..store import RedisError
 from ..trigger import TriggerDef
 from .frames import encode
 
@@ -77,9 +80,13 @@ class Pending:
 class Forwarding:
     """The calls forwarded to one SDK worker and their answers."""
 
-    def __init__(self, send: Callable[[str], None], who: Callable[[], str]) -> None:
+    def __init__(self, send: Callable[[str], None], who: Callable[[], str],
+                 note: Callable[[str, str, str], None] | None = None) -> None:
         self._send = send
         self._who = who
+        self._note = note
+        """Told (trace id, function id, invocation id) of each call forwarded: the SDK's log
+        records of that trace are stored under them."""
         self.pending: dict[str, Pending] = {}
         self.closed: str | None = None
         """Why the socket closed (then every call fails ``invocation_stopped``)."""
@@ -104,6 +111,8 @@ class Forwarding:
                                  "traceparent": ctx.span.traceparent}
         if ctx.metadata:
             frame["metadata"] = ctx.metadata
+        if self._note is not None:
+            self._note(ctx.trace_id, function_id, ctx.invocation_id)
         try:
             self._send(encode(frame))
             timeout = None if ctx.deadline is None else max(0.0, (ctx.deadline - now_ms()) / 1000)
@@ -178,6 +187,19 @@ class SdkWorker(Worker):
             triggers = list(app.triggers)
         accepted = [t for t in triggers if t.id in self._accepted]
         new = [t for t in triggers if t.id not in self._accepted]
+        try:
+            self._register_checked(functions, accepted, new)
+        except (IIIError, RedisError) as exc:
+            if isinstance(exc, IIIError) and not is_outage(exc):
+                raise
+            # The broker or Redis is away: the socket stays open, and the consumer loop
+            # registers again once they are back.
+            outage_for(self.settings, exc).failed(exc)
+            self._follow_after = time.monotonic() + 1.0
+            self._changed.set()
+
+    def _register_checked(self, functions: list[FunctionDef], accepted: list[TriggerDef],
+                          new: list[TriggerDef]) -> None:
         try:
             register_with_engine(self, accepted + new, functions)
             accepted += new

@@ -15,6 +15,7 @@ import json
 import logging
 import queue
 import threading
+from collections import OrderedDict
 from typing import TYPE_CHECKING, Any
 
 from ..modules.observability.logs.record import SEVERITY_TEXT
@@ -32,6 +33,8 @@ log = logging.getLogger("iii.gateway")
 
 QUEUE_LIMIT = 10_000
 BATCH = 200
+CALLS_REMEMBERED = 10_000
+"""Calls forwarded to SDK workers whose function a log record of their trace is put under."""
 
 
 class TelemetrySink:
@@ -44,7 +47,18 @@ class TelemetrySink:
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
         self._spans: Endpoint | None = None
+        self._calls: OrderedDict[str, tuple[str, str]] = OrderedDict()
         self.dropped = 0
+
+    def note_call(self, trace_id: str, function_id: str, invocation_id: str) -> None:
+        """A call was forwarded to an SDK worker in this trace (any thread)."""
+        calls = self._calls
+        calls[trace_id] = (function_id, invocation_id)
+        if len(calls) > CALLS_REMEMBERED:
+            try:
+                calls.popitem(last=False)
+            except KeyError:
+                pass
 
     def take(self, message: bytes, conn: Connection | None) -> None:
         """One binary frame: a 4-byte prefix, then OTLP JSON."""
@@ -89,8 +103,12 @@ class TelemetrySink:
             try:
                 if prefix == b"LOGS":
                     if options is None or (options.enabled and options.logs):
-                        lines += [x for r in log_records(json.loads(body))
-                                  if (x := line(r)) is not None]
+                        records = log_records(json.loads(body))
+                        for r in records:
+                            if not r["function_id"]:
+                                r["function_id"], r["invocation_id"] = self._calls.get(
+                                    r["trace_id"], ("", r["invocation_id"]))
+                        lines += [x for r in records if (x := line(r)) is not None]
                 elif prefix == b"OTLP":
                     self._send_spans(body, options)
             except (ValueError, TypeError, KeyError, AttributeError) as exc:

@@ -32,7 +32,7 @@ from ..function import FunctionDef
 from ..message import Invocation, Limits, dumps, now_ms
 from ..modules import Module, Service, default_modules
 from ..observe import Observers, Run
-from ..outage import Backoff, broker_outage, is_outage, store_outage
+from ..outage import Backoff, broker_outage, is_outage, outage_for, store_outage
 from ..redis_transport import RedisFetcher
 from ..registry import Registry
 from ..settings import BrokerKind, Settings
@@ -114,6 +114,7 @@ class Worker:
         self._consuming: set[str] = set()   # function ids whose queues the consumer reads
         self._dropped: set[str] = set()     # function ids unregistered while running
         self._changed = threading.Event()   # the app's functions or triggers changed
+        self._follow_after = 0.0  # monotonic: a registration that failed is tried again then
 
     # -- public ---------------------------------------------------------------------
 
@@ -237,7 +238,16 @@ class Worker:
         try:
             self._registrar(self)  # first, so callers stop finding what this worker dropped
         except IIIError as exc:
-            log.error("could not update this worker's registration: %s", exc)
+            if is_outage(exc):  # tried again once the broker or Redis is back
+                outage_for(self.settings, exc).failed(exc)
+                self._follow_after = time.monotonic() + 1.0
+                self._changed.set()
+            else:
+                log.error("could not update this worker's registration: %s", exc)
+        except RedisError as exc:
+            store_outage(self.settings).failed(exc)
+            self._follow_after = time.monotonic() + 1.0
+            self._changed.set()
         consumer = self._consumer
         wanted = set(self.app.functions)
         if consumer is None:
@@ -325,7 +335,7 @@ class Worker:
         while not self._stopping.is_set():
             if beating:
                 conn.heartbeat_check()
-            if self._changed.is_set():
+            if self._changed.is_set() and time.monotonic() >= self._follow_after:
                 self._follow_app()
             self._process_done(block=False)
             timeout = _BUSY_POLL_S if self._in_flight else _IDLE_POLL_S
