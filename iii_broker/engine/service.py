@@ -21,14 +21,15 @@ from typing import Any
 
 from ..app import App
 from ..client import Caller
-from ..errors import InvocationStopped, PayloadError, TriggerConfigError
+from ..errors import PayloadError, TriggerConfigError
 from ..function import check_function_id
-from ..message import now_ms, reply_body
+from ..message import now_ms
 from ..modules import Duty, EngineConfig, Module, all_trigger_types, check_custom_type, module_of
 from ..outage import Backoff, is_outage, outage_for, store_outage
 from ..registry import Registry
 from ..runtime import Worker
 from ..runtime.orphans import answer_orphaned_calls
+from ..runtime.registration import remove_dead_worker
 from ..settings import Settings
 from ..trigger import TriggerDef, check_trigger_type_id
 
@@ -276,24 +277,11 @@ class Engine:
                 break
             if now - self._lapsed[worker_id] < self.settings.heartbeat_interval_s:
                 continue
-            inflight, removed = self.registry.remove_worker(worker_id)
+            stopped, removed = remove_dead_worker(self.settings, self.registry, self.publisher,
+                                                  worker_id, "died")
             log.warning("worker %s missed its heartbeats: removed; %d call(s) stopped; "
-                        "functions now without workers: %s", worker_id, len(inflight),
+                        "functions now without workers: %s", worker_id, stopped,
                         ", ".join(removed) or "none")
-            for route in inflight:
-                error = InvocationStopped(
-                    f"worker {worker_id} died while running {route['function_id']!r}",
-                    function_id=route["function_id"], invocation_id=route["invocation_id"])
-                try:
-                    self.publisher.publish(
-                        reply_body(route["invocation_id"], error=error),
-                        routing_key=route["reply_to"], correlation_id=route["correlation_id"])
-                except Exception as exc:  # noqa: BLE001
-                    log.warning("could not tell %s its call stopped: %s", route["reply_to"], exc)
-            self.registry.note_stopped([route["invocation_id"] for route in inflight])
-            if removed:
-                answer_orphaned_calls(self.settings, self.registry, self.publisher, removed,
-                                      lost_by=worker_id)
         late = [fid for fid in self.registry.orphaned() if not self.registry.function_live(fid)]
         if late:
             answer_orphaned_calls(self.settings, self.registry, self.publisher, late,

@@ -28,6 +28,7 @@ from ..modules.gateway import GatewayModule, GatewayOptions
 from ..modules.observability import process_started as observability_started
 from ..outage import store_outage
 from ..registry import Registry
+from ..runtime.registration import remove_dead_worker
 from ..settings import Settings
 from ..store import RedisError, connect_store
 from ..transport import check_servers
@@ -182,7 +183,8 @@ class Gateway:
             self.store.set(self.registry.keys.gateway_retired(worker_id), by.worker_id,
                            ex=RETIRED_TTL_S)
             if self.registry.worker_exists(worker_id):
-                self.registry.remove_worker(worker_id)
+                remove_dead_worker(self.settings, self.registry, self.caller.publisher,
+                                   worker_id, "reconnected as " + by.worker_id)
         except RedisError as exc:
             store_outage(self.settings).failed(exc)
 

@@ -15,10 +15,12 @@ from ..errors import (
     BrokerUnavailable,
     FunctionNotFound,
     IIIError,
+    InvocationStopped,
     InvocationTimeout,
     TriggerConfigError,
 )
 from ..function import FunctionDef
+from ..message import reply_body
 from ..outage import is_outage, outage_for, store_outage
 from ..registry import Registry
 from ..settings import Settings
@@ -56,10 +58,11 @@ def register_with_engine(worker: Registrant, triggers: list[TriggerDef] | None =
     """Register through ``engine::workers::register``, waiting for an engine to answer;
     with ``triggers`` (``functions``), those instead of the app's. Raises
     :class:`TriggerConfigError` with the engine's refusal."""
-    payload = {
+    infos = [f.info() for f in (worker.app.functions.values() if functions is None
+                                else functions)]
+    payload: dict[str, Any] = {
         "worker": worker.info(),
-        "functions": [f.info() for f in (worker.app.functions.values() if functions is None
-                                         else functions)],
+        "functions": infos,
         "triggers": [t.to_dict() for t in (worker.app.triggers if triggers is None
                                            else triggers)],
     }
@@ -70,7 +73,7 @@ def register_with_engine(worker: Registrant, triggers: list[TriggerDef] | None =
     while True:
         try:
             worker.app.trigger("engine::workers::register", payload, timeout_ms=5_000)
-            for f in payload["functions"]:
+            for f in infos:
                 worker.app.caller.forget_function(f["function_id"])
             return
         except (FunctionNotFound, InvocationTimeout):
@@ -118,6 +121,30 @@ def keep_registered(worker: Member, register: Callable[[Any], None],
                 log.error("could not register again: %s", exc)
         except RedisError as exc:
             outage.failed(exc)
+
+
+def remove_dead_worker(settings: Settings, registry: Registry, publisher: Publisher,
+                       worker_id: str, why: str) -> tuple[int, list[str]]:
+    """Take a worker that is gone (its lease lapsed, or its SDK reconnected as another) out
+    of the registry: its in-flight calls' callers are answered ``invocation_stopped`` (and
+    remembered, so a redelivered copy is not run), and calls still queued for functions it
+    was the last to serve ``function_not_found``. Returns the number of calls stopped and
+    the functions left without a worker."""
+    inflight, removed = registry.remove_worker(worker_id)
+    for route in inflight:
+        error = InvocationStopped(
+            f"worker {worker_id} {why} while running {route['function_id']!r}",
+            function_id=route["function_id"], invocation_id=route["invocation_id"])
+        try:
+            publisher.publish(reply_body(route["invocation_id"], error=error),
+                              routing_key=route["reply_to"],
+                              correlation_id=route["correlation_id"])
+        except Exception as exc:  # noqa: BLE001
+            log.warning("could not tell %s its call stopped: %s", route["reply_to"], exc)
+    registry.note_stopped([route["invocation_id"] for route in inflight])
+    if removed:
+        answer_orphaned_calls(settings, registry, publisher, removed, lost_by=worker_id)
+    return len(inflight), removed
 
 
 def leave_registry(worker: Member) -> None:
