@@ -81,12 +81,13 @@ class Forwarding:
     """The calls forwarded to one SDK worker and their answers."""
 
     def __init__(self, send: Callable[[str], None], who: Callable[[], str],
-                 note: Callable[[str, str, str], None] | None = None) -> None:
+                 note: Callable[[str, str, str], Callable[[], None]] | None = None) -> None:
         self._send = send
         self._who = who
         self._note = note
-        """Told (trace id, function id, invocation id) of each call forwarded: the SDK's log
-        records of that trace are stored under them."""
+        """Told (trace id, function id, invocation id) of each call forwarded, and (by
+        calling what it returns) when it ended: the SDK's log records of that trace made
+        meanwhile are stored under them."""
         self.pending: dict[str, Pending] = {}
         self.closed: str | None = None
         """Why the socket closed (then every call fails ``invocation_stopped``)."""
@@ -111,8 +112,7 @@ class Forwarding:
                                  "traceparent": ctx.span.traceparent}
         if ctx.metadata:
             frame["metadata"] = ctx.metadata
-        if self._note is not None:
-            self._note(ctx.trace_id, function_id, ctx.invocation_id)
+        ended = self._note(ctx.trace_id, function_id, ctx.invocation_id) if self._note else None
         try:
             self._send(encode(frame))
             timeout = None if ctx.deadline is None else max(0.0, (ctx.deadline - now_ms()) / 1000)
@@ -128,6 +128,8 @@ class Forwarding:
             raise self.stopped(function_id) from None
         finally:
             self.pending.pop(invocation_id, None)
+            if ended is not None:
+                ended()
 
     def answer(self, invocation_id: str, frame: dict[str, Any]) -> bool:
         """An ``invocationresult`` from the SDK; False when no call waits for it."""

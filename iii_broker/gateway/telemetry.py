@@ -15,7 +15,9 @@ import json
 import logging
 import queue
 import threading
+import time
 from collections import OrderedDict
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from ..modules.observability.logs.record import SEVERITY_TEXT
@@ -34,7 +36,24 @@ log = logging.getLogger("iii.gateway")
 QUEUE_LIMIT = 10_000
 BATCH = 200
 CALLS_REMEMBERED = 10_000
-"""Calls forwarded to SDK workers whose function a log record of their trace is put under."""
+"""Traces whose calls forwarded to SDK workers are remembered, to put log records under."""
+WINDOWS_PER_TRACE = 64
+
+
+class Window:
+    """When a call forwarded to an SDK worker ran (Unix ns, the gateway's clock)."""
+
+    __slots__ = ("end_ns", "function_id", "invocation_id", "start_ns")
+
+    def __init__(self, function_id: str, invocation_id: str, start_ns: int) -> None:
+        self.function_id = function_id
+        self.invocation_id = invocation_id
+        self.start_ns = start_ns
+        self.end_ns: int | None = None
+
+    def contains(self, other: Window) -> bool:
+        return self.start_ns <= other.start_ns and (
+            self.end_ns is None or (other.end_ns is not None and other.end_ns <= self.end_ns))
 
 
 class TelemetrySink:
@@ -47,18 +66,47 @@ class TelemetrySink:
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
         self._spans: Endpoint | None = None
-        self._calls: OrderedDict[str, tuple[str, str]] = OrderedDict()
+        self._calls: OrderedDict[str, list[Window]] = OrderedDict()
         self.dropped = 0
 
-    def note_call(self, trace_id: str, function_id: str, invocation_id: str) -> None:
-        """A call was forwarded to an SDK worker in this trace (any thread)."""
+    def note_call(self, trace_id: str, function_id: str,
+                  invocation_id: str) -> Callable[[], None]:
+        """A call is forwarded to an SDK worker in this trace (any thread); returns what
+        to call when it ended."""
+        call = Window(function_id, invocation_id, time.time_ns())
         calls = self._calls
-        calls[trace_id] = (function_id, invocation_id)
-        if len(calls) > CALLS_REMEMBERED:
-            try:
-                calls.popitem(last=False)
-            except KeyError:
-                pass
+        windows = calls.get(trace_id)
+        if windows is None:
+            windows = calls[trace_id] = []
+            if len(calls) > CALLS_REMEMBERED:
+                try:
+                    calls.popitem(last=False)
+                except KeyError:
+                    pass
+        windows.append(call)
+        del windows[:-WINDOWS_PER_TRACE]
+
+        def ended() -> None:
+            call.end_ns = time.time_ns()
+        return ended
+
+    def attribute(self, record: dict[str, Any]) -> None:
+        """Put an SDK log record that names no function under the forwarded call of its
+        trace that was running when it was made: the only one, or the innermost of calls
+        nested in one another (one SDK handler calling another). Left without one when
+        calls of its trace ran side by side."""
+        windows = self._calls.get(record["trace_id"])
+        if not windows:
+            return
+        at = record["timestamp_unix_nano"]
+        running = [w for w in list(windows) if w.start_ns <= at and
+                   (w.end_ns is None or at <= w.end_ns)]
+        if not running:
+            return
+        inner = max(running, key=lambda w: w.start_ns)
+        if all(w is inner or w.contains(inner) for w in running):
+            record["function_id"], record["invocation_id"] = inner.function_id, \
+                inner.invocation_id
 
     def take(self, message: bytes, conn: Connection | None) -> None:
         """One binary frame: a 4-byte prefix, then OTLP JSON."""
@@ -106,8 +154,7 @@ class TelemetrySink:
                         records = log_records(json.loads(body))
                         for r in records:
                             if not r["function_id"]:
-                                r["function_id"], r["invocation_id"] = self._calls.get(
-                                    r["trace_id"], ("", r["invocation_id"]))
+                                self.attribute(r)
                         lines += [x for r in records if (x := line(r)) is not None]
                 elif prefix == b"OTLP":
                     self._send_spans(body, options)
