@@ -2,7 +2,7 @@
 // gateway tests: the same functions as worker.py (see there), registered as
 // $SDK_PREFIX::NAME ("node" unless set) with an HTTP trigger on /$SDK_PREFIX/hello.
 // It connects to the gateway at $III_URL, prints READY and serves until killed.
-// (Bare imports resolve through ./node_modules, a link to ../node/node_modules.)
+// (It lives beside package.json, so its bare imports resolve through ./node_modules.)
 import { registerWorker, TriggerAction } from 'iii-sdk'
 import { Logger, currentTraceId } from '@iii-dev/helpers/observability'
 
