@@ -7,7 +7,6 @@ one, so a refused trigger is answered without costing the worker its functions.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import threading
 import time
@@ -55,30 +54,30 @@ class SdkApp(App):
 
 
 class Pending:
-    """A call forwarded to the SDK worker, waiting for its ``invocationresult``."""
+    """A call forwarded to the SDK worker; its handler thread waits for the answer."""
 
-    __slots__ = ("function_id", "future", "loop")
+    __slots__ = ("error", "function_id", "result", "settled")
 
-    def __init__(self, function_id: str, loop: asyncio.AbstractEventLoop,
-                 future: asyncio.Future[Any]) -> None:
+    def __init__(self, function_id: str) -> None:
         self.function_id = function_id
-        self.loop = loop
-        self.future = future
+        self.result: Any = None
+        self.error: BaseException | None = None
+        self.settled = threading.Lock()
+        self.settled.acquire()  # released once, when the answer is in
 
     def settle(self, result: Any = None, error: BaseException | None = None) -> None:
-        """From any thread."""
-        def apply() -> None:
-            if self.future.done():
-                return
-            if error is not None:
-                self.future.set_exception(error)
-            else:
-                self.future.set_result(result)
-        self.loop.call_soon_threadsafe(apply)
+        """From the socket's thread (or the one closing it)."""
+        self.result, self.error = result, error
+        try:
+            self.settled.release()
+        except RuntimeError:
+            pass  # settled already
 
 
 class Forwarding:
-    """The calls forwarded to one SDK worker and their answers."""
+    """The calls forwarded to one SDK worker and their answers. Each waits on its handler
+    thread (the worker's pool, at most ``concurrency`` of them): a plain lock handed over
+    by the socket's thread, with no event loop in between."""
 
     def __init__(self, send: Callable[[str], None], who: Callable[[], str],
                  note: Callable[[str, str, str], Callable[[], None]] | None = None) -> None:
@@ -93,20 +92,21 @@ class Forwarding:
         """Why the socket closed (then every call fails ``invocation_stopped``)."""
 
     def handler(self, function_id: str) -> Callable[..., Any]:
-        async def forward(payload: Any, ctx: Context) -> Any:
-            return await self.call(function_id, payload, ctx)
+        def forward(payload: Any, ctx: Context) -> Any:
+            return self.call(function_id, payload, ctx)
         forward.__qualname__ = f"forward[{function_id}]"
         return forward
 
-    async def call(self, function_id: str, payload: Any, ctx: Context) -> Any:
+    def call(self, function_id: str, payload: Any, ctx: Context) -> Any:
         """Send an ``invokefunction`` and wait for its answer (until the caller's deadline);
         raises the SDK's error as :class:`RemoteError`."""
         if self.closed is not None:
             raise self.stopped(function_id)
-        loop = asyncio.get_running_loop()
         invocation_id = str(uuid.uuid4())
-        pending = Pending(function_id, loop, loop.create_future())
-        self.pending[invocation_id] = pending
+        pending = self.pending[invocation_id] = Pending(function_id)
+        if self.closed is not None:  # closed meanwhile: stop_all may have missed this one
+            self.pending.pop(invocation_id, None)
+            raise self.stopped(function_id)
         frame: dict[str, Any] = {"type": "invokefunction", "invocation_id": invocation_id,
                                  "function_id": function_id, "data": payload,
                                  "traceparent": ctx.span.traceparent}
@@ -114,18 +114,19 @@ class Forwarding:
             frame["metadata"] = ctx.metadata
         ended = self._note(ctx.trace_id, function_id, ctx.invocation_id) if self._note else None
         try:
-            self._send(encode(frame))
-            timeout = None if ctx.deadline is None else max(0.0, (ctx.deadline - now_ms()) / 1000)
-            return await asyncio.wait_for(pending.future, timeout)
-        except TimeoutError:
-            raise InvocationTimeout(f"{self._who()} did not answer {function_id!r} in time",
-                                    function_id=function_id) from None
-        except IIIError:
-            raise
-        except Exception:  # noqa: BLE001 - the socket broke while sending
-            if self.closed is None:
-                self.closed = "its socket failed"
-            raise self.stopped(function_id) from None
+            try:
+                self._send(encode(frame))
+            except Exception:  # noqa: BLE001 - the socket broke while sending
+                if self.closed is None:
+                    self.closed = "its socket failed"
+                raise self.stopped(function_id) from None
+            timeout = -1.0 if ctx.deadline is None else max(0.0, (ctx.deadline - now_ms()) / 1000)
+            if not pending.settled.acquire(timeout=timeout):
+                raise InvocationTimeout(f"{self._who()} did not answer {function_id!r} in time",
+                                        function_id=function_id)
+            if pending.error is not None:
+                raise pending.error
+            return pending.result
         finally:
             self.pending.pop(invocation_id, None)
             if ended is not None:
@@ -163,6 +164,9 @@ class Forwarding:
                            function_id=function_id)
 
 
+SDK_INFLIGHT_RECORD_DELAY_S = 0.05
+
+
 class SdkWorker(Worker):
     """The cluster's worker for one SDK connection (kind ``sdk``)."""
 
@@ -170,6 +174,11 @@ class SdkWorker(Worker):
                  concurrency: int, modules: list[Module]) -> None:
         super().__init__(app, settings, concurrency=concurrency, registrar=self._register,
                          modules=modules, kind="sdk", worker_id=conn.worker_id)
+        # Every call takes a WebSocket round trip to the SDK and back (~1 ms or more): a
+        # 2 ms threshold would write (and delete) an in-flight record for nearly all of
+        # them. Calls still running after 50 ms get one; a gateway killed within 50 ms of
+        # a call's start leaves that caller to its timeout.
+        self.inflight_record_delay_s = SDK_INFLIGHT_RECORD_DELAY_S
         self.conn = conn
         self.sdk_app = app
         self._accepted: set[str] = set()  # ids of the triggers the engine took

@@ -115,6 +115,7 @@ class Worker:
         self._dropped: set[str] = set()     # function ids unregistered while running
         self._changed = threading.Event()   # the app's functions or triggers changed
         self._follow_after = 0.0  # monotonic: a registration that failed is tried again then
+        self.inflight_record_delay_s = INFLIGHT_RECORD_DELAY_S
 
     # -- public ---------------------------------------------------------------------
 
@@ -286,7 +287,7 @@ class Worker:
                 if self._qos is not None:
                     self._qos.inflight_key = self.keys.inflight(self.worker_id)
                     self._qos.persist_unacked = False  # calls are at most once (iii §2)
-                    self._qos.inflight_delay_s = INFLIGHT_RECORD_DELAY_S
+                    self._qos.inflight_delay_s = self.inflight_record_delay_s
                 self._consumer = Consumer(channel, self._queues(), on_message=self._on_message,
                                           accept=["application/json"], auto_declare=True)
                 self._consumer.qos(prefetch_count=self.concurrency, apply_global=True)

@@ -34,7 +34,7 @@ log = logging.getLogger("iii.observability")
 
 RUNS_INVOCATIONS = ("worker", "engine", "gateway")
 """The process types whose observers see invocations (and so record history)."""
-WRITES_ELSEWHERE = ("worker",)
+WRITES_ELSEWHERE = ("worker", "gateway")
 """The process types whose telemetry I/O goes to a writer process (:mod:`.writer`)."""
 REFRESH_S = 5.0
 """How often a process reads the cluster's observability settings again."""
