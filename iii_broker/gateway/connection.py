@@ -28,6 +28,7 @@ from . import frames
 from .frames import FrameError, error_frame, result_frame
 from .member import Forwarding, SdkApp, SdkWorker, refused_message
 from .providers import SdkTriggerType
+from .socket import GatewaySocket
 
 if TYPE_CHECKING:
     from websockets.sync.server import ServerConnection
@@ -89,6 +90,8 @@ class Connection:
         """Read frames until the socket closes, then take the worker out of the cluster."""
         self.send(frames.encode({"type": "workerregistered", "worker_id": self.worker_id,
                                  "reattach_token": self.reattach_token}))
+        if isinstance(self.ws, GatewaySocket):
+            self.ws.on_result = self._answered
         self._thread = threading.Thread(target=self._run_worker, daemon=True,
                                         name=f"iii-sdk-{self.worker_id[:8]}")
         self._thread.start()
@@ -233,6 +236,10 @@ class Connection:
                 self.send(result_frame(frame["invocation_id"], ANNOUNCE, result=None))
             return
         self.gateway.calls.submit(self._call, frame)
+
+    def _answered(self, frame: dict[str, Any]) -> bool:
+        """An ``invocationresult`` taken by the socket's reading thread (:mod:`.socket`)."""
+        return self.forwarding.answer(frame["invocation_id"], frame)
 
     def on_invocationresult(self, frame: dict[str, Any]) -> None:
         if not self.forwarding.answer(frame["invocation_id"], frame):

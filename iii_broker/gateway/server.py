@@ -34,6 +34,7 @@ from ..store import RedisError, connect_store
 from ..transport import check_servers
 from .connection import Connection
 from .frames import error_frame
+from .socket import GatewaySocket
 from .telemetry import TelemetrySink
 
 log = logging.getLogger("iii.gateway")
@@ -80,8 +81,9 @@ class Gateway:
         o = self.options
         try:
             server = serve(self._serve, o.host, o.port, process_request=self._check_path,
-                           max_size=o.max_message_bytes, ping_interval=o.ping_interval_s,
-                           ping_timeout=o.ping_interval_s, compression=None,
+                           create_connection=GatewaySocket, max_size=o.max_message_bytes,
+                           ping_interval=o.ping_interval_s, ping_timeout=o.ping_interval_s,
+                           compression=None,
                            server_header=None)
         except OSError as exc:
             raise ConfigError(f"the gateway cannot listen on {o.host}:{o.port}: {exc.strerror} "
