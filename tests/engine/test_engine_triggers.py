@@ -55,11 +55,11 @@ def test_register_trigger_gives_an_id_and_the_same_binding_again_gives_the_same_
 
 
 @pytest.mark.parametrize("binding, named", [
-    ({"type": "no-such-type", "function_id": "test::echo", "config": {}}, "no-such-type"),
+    ({"type": "htpp", "function_id": "test::echo", "config": {}}, "did you mean 'http'"),
     ({"type": "http", "function_id": "test::echo", "config": {"http_method": "GET"}},
      "api_path"),
     ({"type": "subscribe", "function_id": "test::echo", "config": {"topic": 7}}, "topic"),
-], ids=["unknown_type", "http_without_api_path", "topic_not_a_string"])
+], ids=["misspelt_type", "http_without_api_path", "topic_not_a_string"])
 def test_a_bad_trigger_is_refused_with_invalid_trigger_naming_the_problem(running, binding, named):
     before = triggers(running)
     with pytest.raises(IIIError) as info:
