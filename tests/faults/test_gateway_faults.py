@@ -20,16 +20,22 @@ from tests.gateway.conftest import KOMBU_APP, raw_connect, recv_json, start_sdk,
 from tests.helpers import wait_for
 
 
-def sdk_ids(cluster, sdk) -> set[str]:
-    return {w["id"] for w in workers_of(cluster, sdk.proc.pid)}
-
-
-def test_the_gateway_keeps_its_sdk_workers_through_a_redis_outage(cluster, fault_redis):
+def start(cluster):
+    """An engine, the Kombu peer, a gateway and a Python SDK worker that answers."""
     engine = cluster.engine()
     worker = cluster.worker(KOMBU_APP)
     gateway = cluster.gateway()
     sdk = start_sdk(cluster, "python", gateway.url)
     assert cluster.trigger(sdk.fid("echo"), {"n": 1})["payload"] == {"n": 1}
+    return engine, worker, gateway, sdk
+
+
+def sdk_ids(cluster, sdk) -> set[str]:
+    return {w["id"] for w in workers_of(cluster, sdk.proc.pid)}
+
+
+def test_the_gateway_keeps_its_sdk_workers_through_a_redis_outage(cluster, fault_redis):
+    engine, worker, gateway, sdk = start(cluster)
     before = sdk_ids(cluster, sdk)
 
     fault_redis.kill()
@@ -64,11 +70,7 @@ def amqp_cluster(cluster, amqp_fault_url, namespace) -> Iterator:
 
 def test_the_gateway_rides_out_rabbitmq_cut_and_restored(amqp_cluster, rabbit_proxy):
     cluster = amqp_cluster
-    engine = cluster.engine()
-    worker = cluster.worker(KOMBU_APP)
-    gateway = cluster.gateway()
-    sdk = start_sdk(cluster, "python", gateway.url)
-    assert cluster.trigger(sdk.fid("echo"), {"n": 1})["payload"] == {"n": 1}
+    engine, worker, gateway, sdk = start(cluster)
     before = sdk_ids(cluster, sdk)
 
     with raw_connect(gateway.url) as ws:  # a worker of the gateway, as an SDK speaks
