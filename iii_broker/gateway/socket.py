@@ -17,9 +17,9 @@ from typing import Any
 from websockets.frames import Frame, Opcode
 from websockets.sync.server import ServerConnection
 
-RESULT_PREFIX = b'{"type":"invocationresult"'
-"""How iii's SDKs begin an ``invocationresult`` (both put ``type`` first, compactly)."""
-_PREFIX_LEN = len(RESULT_PREFIX)
+RESULT_MARK = b'"invocationresult"'
+"""Found in every ``invocationresult`` frame (where ``type`` is, varies: the Node SDK puts
+it first, the Python SDK last); the decoded frame's ``type`` decides."""
 
 
 class GatewaySocket(ServerConnection):
@@ -30,12 +30,14 @@ class GatewaySocket(ServerConnection):
     def process_event(self, event: Any) -> None:
         on_result = self.on_result
         if (on_result is not None and isinstance(event, Frame) and event.fin
-                and event.opcode is Opcode.TEXT and bytes(event.data[:_PREFIX_LEN]) == RESULT_PREFIX):
-            try:
-                frame = json.loads(bytes(event.data))
-            except ValueError:
-                frame = None
-            if (isinstance(frame, dict) and isinstance(frame.get("invocation_id"), str)
-                    and on_result(frame)):
-                return
+                and event.opcode is Opcode.TEXT):
+            data = bytes(event.data)
+            if RESULT_MARK in data:
+                try:
+                    frame = json.loads(data)
+                except (ValueError, RecursionError):
+                    frame = None
+                if (isinstance(frame, dict) and frame.get("type") == "invocationresult"
+                        and isinstance(frame.get("invocation_id"), str) and on_result(frame)):
+                    return
         super().process_event(event)
