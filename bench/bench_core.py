@@ -439,7 +439,7 @@ def main(argv: list[str] | None = None) -> int:
     return report_to(args.out, lambda: run(args), "core")
 
 
-SECTIONS = ("core", "queues", "web", "cron", "stream", "observability")
+SECTIONS = ("core", "queues", "web", "cron", "stream", "observability", "gateway")
 
 
 def report_to(out: Path, make: Callable[[], str], section: str) -> int:
