@@ -30,6 +30,13 @@ def start(cluster):
     return engine, worker, gateway, sdk
 
 
+def outward(cluster, sdk):
+    """A call the SDK worker makes (to the Kombu peer's gw::add); None while it fails."""
+    answer = cluster.trigger(sdk.fid("call"), {"function_id": "gw::add",
+                                               "payload": {"a": 1, "b": 1}}, timeout_ms=5_000)
+    return answer if "result" in answer else None
+
+
 def sdk_ids(cluster, sdk) -> set[str]:
     return {w["id"] for w in workers_of(cluster, sdk.proc.pid)}
 
@@ -86,8 +93,9 @@ def test_the_gateway_rides_out_rabbitmq_cut_and_restored(amqp_cluster, rabbit_pr
     rabbit_proxy.restore()
     recover = recovery_s(lambda: cluster.trigger(sdk.fid("echo"), {"n": 3},
                                                  timeout_ms=1_000)["payload"] == {"n": 3})
-    called = cluster.trigger(sdk.fid("call"), {"function_id": "gw::add",
-                                               "payload": {"a": 1, "b": 1}})
+    # and the other way, through the gateway's own caller (its reply queue declared again)
+    called = wait_for(lambda: outward(cluster, sdk), timeout=30,
+                      what="the SDK worker's calls to work again")
 
     assert during.code == "broker_unavailable" and during.seconds < 2, during
     assert answer["invocation_id"] == "w2e", answer

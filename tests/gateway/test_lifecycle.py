@@ -100,3 +100,18 @@ def test_an_sdk_worker_reconnects_to_a_restarted_gateway_with_its_functions_and_
     assert after["id"] != before["id"]
     assert (after["kind"], after["name"], after["runtime"]) == ("sdk", sdk.name, sdk.runtime)
     assert sdk.proc.popen.poll() is None
+
+
+def test_sdk_workers_on_two_gateways_call_each_other_as_one_cluster(cluster: Cluster) -> None:
+    cluster.engine()
+    cluster.worker(KOMBU_APP)
+    first, second = cluster.gateway(), cluster.gateway()
+    a = start_sdk(cluster, "python", first.url, prefix="gwa")
+    b = start_sdk(cluster, "python", second.url, prefix="gwb")
+
+    # a (on the first gateway) calls b (on the second) through the broker, and back
+    answer = cluster.trigger(a.fid("call"), {"function_id": b.fid("echo"), "payload": {"x": 1}})
+    assert answer["result"]["payload"] == {"x": 1}
+    assert answer["result"]["pid"] == b.proc.pid
+    (wa,), (wb,) = workers_of(cluster, a.proc.pid), workers_of(cluster, b.proc.pid)
+    assert wa["gateway"] != wb["gateway"] and wa["kind"] == wb["kind"] == "sdk"

@@ -45,16 +45,18 @@ def test_a_path_with_other_methods_lists_them_as_allowed():
 
 def test_up_starts_the_web_process_with_the_engine_the_worker_and_the_modules_processes():
     commands = process_commands("examples.quickstart", 2)
-    assert list(commands) == ["engine", "worker", "web", "beat", "stream"]
+    assert list(commands) == ["engine", "worker", "web", "beat", "stream", "gateway"]
     assert commands["web"][-2:] == ["iii_broker", "web"]
     assert commands["beat"][-2:] == ["iii_broker", "beat"]
     assert commands["stream"][-2:] == ["iii_broker", "stream"]
+    assert commands["gateway"][-2:] == ["iii_broker", "gateway"]
 
 
 def test_up_starts_no_beat_when_the_cron_module_is_disabled():
     enabled = EngineConfig.from_dict({"modules": {"cron": {"enabled": False}}}).modules
     assert list(process_commands("examples.quickstart", 2, enabled)) == \
-        ["engine", "worker", "web", "stream"]
-    enabled = EngineConfig.from_dict({"modules": {"stream": {"enabled": False}}}).modules
+        ["engine", "worker", "web", "stream", "gateway"]
+    enabled = EngineConfig.from_dict({"modules": {"stream": {"enabled": False},
+                                                  "gateway": {"enabled": False}}}).modules
     assert list(process_commands("examples.quickstart", 2, enabled)) == \
         ["engine", "worker", "web", "beat"]
