@@ -19,7 +19,6 @@ from typing import TYPE_CHECKING, Any
 
 from ..client import Enqueue, Void
 from ..errors import IIIError, InvalidFunctionId, TriggerConfigError
-from ..message import now_ms
 from ..outage import store_outage
 from ..store import RedisError
 from ..tracing import SpanContext, continuing
@@ -344,7 +343,3 @@ class Connection:
         previous, self._retiring = self._retiring, None
         if previous is not None:
             self.gateway.retire(previous, by=self)
-
-    @property
-    def started_ms(self) -> int:
-        return self.worker.started_at if self.worker else now_ms()
