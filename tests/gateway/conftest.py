@@ -115,10 +115,14 @@ def sdk_env(home: Path, url: str, **extra: str) -> dict[str, str]:
 
 
 def start_sdk(cluster: Cluster, runtime: str, url: str, *, prefix: str | None = None,
-              wait: bool = True, **extra_env: str) -> Sdk:
+              wait: bool = True, otel: bool = False, **extra_env: str) -> Sdk:
     """Run ``sdk/worker.py`` or ``node/worker.mjs`` against the gateway at ``url`` (the
     ``node`` fixture must have run for ``node``); with ``wait``, until its functions are
-    live in the cluster."""
+    live in the cluster. ``otel``: with the SDK's telemetry on (its default; off here
+    unless a test looks at it, since its exporters cost each SDK process CPU the rest of
+    the suite, running beside, would feel)."""
+    if not otel:
+        extra_env.setdefault("OTEL_ENABLED", "false")
     prefix = prefix or PREFIXES[runtime]
     name = f"{prefix}-worker-{uuid.uuid4().hex[:6]}"
     if runtime == "python":

@@ -54,7 +54,8 @@ def shared(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator
         web = start_web(cluster)
         wait_listening(cluster, gateway)
         shared = Shared(cluster, gateway.url, web)  # type: ignore[attr-defined]
-        shared.sdks["python"] = start_sdk(cluster, "python", shared.gateway_url, wait=False)
+        shared.sdks["python"] = start_sdk(cluster, "python", shared.gateway_url, wait=False,
+                                          otel=True)
         cluster.wait_function("engine::workers::register", engine)
         cluster.wait_registered(worker)
         yield shared
@@ -67,7 +68,8 @@ def sdk(request: pytest.FixtureRequest, shared: Shared) -> Sdk:
     if runtime == "node":
         request.getfixturevalue("node")
         if "node" not in shared.sdks:
-            shared.sdks["node"] = start_sdk(shared.cluster, "node", shared.gateway_url, wait=False)
+            shared.sdks["node"] = start_sdk(shared.cluster, "node", shared.gateway_url,
+                                            wait=False, otel=True)
     found = shared.sdks[runtime]
     wait_live(shared.cluster, found)
     return found
