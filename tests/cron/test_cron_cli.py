@@ -32,8 +32,11 @@ def test_cron_list_shows_zones_next_times_last_outcome_and_counts(cluster, store
         [timedelta(seconds=1)] * 2
     assert nxt[0] > datetime.now(UTC) - timedelta(seconds=2)
     assert t["last_outcome"] == "ok" and t["runs"] >= 1 and t["last_scheduled_time"]
-    assert {k: t[k] for k in ("skipped_misfire", "skipped_overlap", "skipped_condition")} == \
-        {"skipped_misfire": 0, "skipped_overlap": 0, "skipped_condition": 0}
+    assert (t["skipped_overlap"], t["skipped_condition"]) == (0, 0)
+    # A beat held up for over a second (a loaded machine) skips this 1-second schedule's
+    # slots as misfires: the list shows the count stored, which only grows after it.
+    stored = int(status(store, settings, tick).get("skipped_misfire") or 0)
+    assert isinstance(t["skipped_misfire"], int) and 0 <= t["skipped_misfire"] <= stored
     assert o["timezone"] == "Europe/Berlin" and o["last_outcome"] is None and o["runs"] == 0
     noons = [ts(s) for s in o["next"]]
     assert len(noons) == 3 and all(n.minute == n.second == 0 for n in noons)
